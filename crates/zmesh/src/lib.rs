@@ -1,0 +1,1 @@
+//! zmesh node (being written).

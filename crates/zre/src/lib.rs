@@ -1,0 +1,1 @@
+//! ZRE wire codec and engine (being written).
