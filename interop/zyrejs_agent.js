@@ -24,7 +24,8 @@
  *  - Identities are lower-case hex strings; we upper-case them on output and
  *    lower-case them on input.
  *  - Events: connect (-> ENTER), disconnect (-> EXIT), expired (-> EXIT with
- *    "reason":"expired"), join, leave, whisper, shout. No EVASIVE/SILENT/STOP
+ *    "reason":"expired"; zyre.js follows it with a 'disconnect' for the same
+ *    peer, which we swallow so there is one EXIT), join, leave, whisper, shout. No EVASIVE/SILENT/STOP
  *    events. A peer's JOINs for the groups in its HELLO are emitted *before* its
  *    ENTER. `stop()` removes all listeners first, so no EXITs come out of stop.
  *  - SHOUTs are only delivered for groups this node has joined.
@@ -136,10 +137,20 @@ async function main() {
       endpoint: peer ? peer.endpoint : '',
     });
   });
-  zyre.on('disconnect', (id, name) => emit({ event: 'EXIT', peer: up(id), name }));
-  zyre.on('expired', (id, name) => emit({
-    event: 'EXIT', peer: up(id), name, reason: 'expired',
-  }));
+  // zyre.js emits 'expired' and then, synchronously, 'disconnect' for the same
+  // peer: report one EXIT (with the reason), not two.
+  let justExpired = null;
+  zyre.on('disconnect', (id, name) => {
+    if (id === justExpired) return;
+    emit({ event: 'EXIT', peer: up(id), name });
+  });
+  zyre.on('expired', (id, name) => {
+    emit({
+      event: 'EXIT', peer: up(id), name, reason: 'expired',
+    });
+    justExpired = id;
+    setImmediate(() => { justExpired = null; });
+  });
   zyre.on('join', (id, name, group) => emit({
     event: 'JOIN', peer: up(id), name, group,
   }));
