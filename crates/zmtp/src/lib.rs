@@ -1,1 +1,51 @@
-//! ZMTP 3.1 transport (being written).
+//! # zmesh-zmtp — a pure-Rust ZMTP 3.1 transport on tokio
+//!
+//! Two socket shapes, which is all ZRE needs:
+//! * [`Inbox`] — ROUTER semantics: binds, accepts any number of peers, delivers `(identity, frames)`
+//!   per connection in order, with connection events;
+//! * [`Outbox`] — DEALER semantics, one per peer: connects with an identity, queues while connecting,
+//!   reconnects with backoff, bounded queue with typed `Full`.
+//!
+//! Layers, bottom-up:
+//! * [`codec`] — pure encode/decode of greetings, frames, commands and metadata (RFC 37);
+//! * [`mechanism`] — the security-mechanism slot (NULL now, CURVE later);
+//! * `conn` — stream abstraction, handshake driver, batched write buffer;
+//! * [`inbox`], [`outbox`] — the sockets.
+//!
+//! Performance: reads decode many messages per `read` and hand them over in one channel operation;
+//! writes drain many queued messages into one buffer (large frames are written vectored, without a
+//! copy); received frame bodies are zero-copy slices of the read buffer.
+
+pub mod codec;
+mod conn;
+pub mod endpoint;
+pub mod error;
+pub mod inbox;
+pub mod mechanism;
+pub mod outbox;
+
+pub use bytes::Bytes;
+pub use codec::{
+    encode_frame, encode_frame_header, Command, Frame, FrameDecoder, Greeting, Metadata,
+};
+pub use endpoint::Endpoint;
+pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportError};
+pub use inbox::{Inbox, InboxConfig, InboxEvent, PeerAddr};
+pub use mechanism::{Mechanism, MechanismConfig, MechanismStep, NullMechanism};
+pub use outbox::{Outbox, OutboxConfig, OutboxState};
+
+use std::time::Duration;
+
+/// A ZMTP message: one or more frames.
+pub type Frames = Vec<Bytes>;
+
+/// Our own heartbeating (ZMTP 3.1 PING/PONG).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Send a PING this often.
+    pub interval: Duration,
+    /// Close the connection if nothing at all was received for this long.
+    pub timeout: Duration,
+    /// TTL announced in our PINGs (the peer may close if it hears nothing from us for this long).
+    pub ttl: Duration,
+}

@@ -1,0 +1,435 @@
+//! Machinery shared by inbox and outbox connections: the stream abstraction (TCP or Unix socket),
+//! the batched write buffer, and the ZMTP handshake driver.
+//!
+//! Design: each connection is driven by ONE task that owns both halves of the socket and multiplexes
+//! reading, writing and timers with `tokio::select!`. Every I/O operation used inside `select!` is a
+//! single `read_buf` / `write_vectored` call, which is cancel-safe (either it completed or nothing
+//! happened), so no partial state is lost when another branch wins.
+
+use crate::codec::{check_greeting_prefix, encode_frame_header, Command, Frame, FrameDecoder};
+use crate::codec::{Greeting, Metadata, GREETING_LEN};
+use crate::error::HandshakeError;
+use crate::mechanism::Mechanism;
+use crate::Frames;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{tcp, unix, TcpStream, UnixStream};
+
+/// Bytes we try to read per `read` call (a batch of many small messages).
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// Largest single reservation made for a big frame body (the rest grows as data actually arrives,
+/// so a peer announcing a huge frame cannot make us allocate without sending the bytes).
+const MAX_RESERVE: usize = 8 * 1024 * 1024;
+/// Frames at least this large are written from their own buffer (vectored), not copied.
+const VECTOR_THRESHOLD: usize = 8 * 1024;
+/// Maximum buffers passed to one `write_vectored` call.
+const MAX_IOV: usize = 64;
+
+/// A connected stream: TCP or Unix-domain.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            Stream::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+            }
+        }
+    }
+}
+
+/// Read half of a [`Stream`].
+pub(crate) enum ReadHalf {
+    Tcp(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
+}
+
+/// Write half of a [`Stream`].
+pub(crate) enum WriteHalf {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, b),
+            WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, b),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Outgoing bytes of one connection: small frames are copied into `staging`, large bodies are queued
+/// as their own chunk so they go out with `writev` without a copy.
+#[derive(Default)]
+pub(crate) struct OutBuf {
+    chunks: VecDeque<Bytes>,
+    staging: BytesMut,
+}
+
+impl OutBuf {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.staging.is_empty()
+    }
+
+    fn flush_staging(&mut self) {
+        if !self.staging.is_empty() {
+            self.chunks.push_back(self.staging.split().freeze());
+        }
+    }
+
+    /// Queue one frame.
+    pub(crate) fn push_frame(&mut self, more: bool, command: bool, body: &Bytes) {
+        encode_frame_header(more, command, body.len(), &mut self.staging);
+        if body.len() >= VECTOR_THRESHOLD {
+            self.flush_staging();
+            self.chunks.push_back(body.clone());
+        } else {
+            self.staging.extend_from_slice(body);
+        }
+    }
+
+    /// Queue a command.
+    pub(crate) fn push_command(&mut self, body: &Bytes) {
+        self.push_frame(false, true, body);
+    }
+
+    /// Queue a whole message, passing frames through the mechanism's hook if it transforms frames.
+    pub(crate) fn push_message(
+        &mut self,
+        frames: &Frames,
+        mech: &mut dyn Mechanism,
+        transform: bool,
+    ) -> Result<(), HandshakeError> {
+        let n = frames.len();
+        for (i, body) in frames.iter().enumerate() {
+            let more = i + 1 < n;
+            if transform {
+                let f = mech.encode_frame(Frame {
+                    more,
+                    command: false,
+                    body: body.clone(),
+                })?;
+                self.push_frame(f.more, f.command, &f.body);
+            } else {
+                self.push_frame(more, false, body);
+            }
+        }
+        Ok(())
+    }
+
+    /// One `write_vectored` call (cancel-safe); consumes what was written.
+    pub(crate) async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        self.flush_staging();
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for c in self.chunks.iter().take(MAX_IOV) {
+            slices[n] = IoSlice::new(c);
+            n += 1;
+        }
+        let mut written = w.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let front = self.chunks.front_mut().expect("written <= queued");
+            if written >= front.len() {
+                written -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write everything (used during the handshake and for final flushes).
+    pub(crate) async fn write_all<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        while !self.is_empty() {
+            self.write_some(w).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reserve read space: a normal chunk, or room for the rest of a large frame body.
+pub(crate) fn reserve_read(buf: &mut BytesMut, dec: &FrameDecoder) {
+    let want = dec
+        .body_remaining(buf.len())
+        .clamp(READ_CHUNK, MAX_RESERVE.max(READ_CHUNK));
+    if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
+    }
+}
+
+/// Parameters of one handshake.
+pub(crate) struct HandshakeParams<'a> {
+    /// Our socket type ("ROUTER" for the inbox, "DEALER" for outboxes).
+    pub socket_type: &'static str,
+    /// Socket types we accept from the peer.
+    pub accept: &'static [&'static str],
+    /// Our metadata for READY.
+    pub metadata: Metadata,
+    /// Maximum frame size.
+    pub max_frame: usize,
+    /// The mechanism state machine.
+    pub mech: Box<dyn Mechanism>,
+    /// For log lines.
+    pub peer: &'a str,
+}
+
+/// An established ZMTP connection, ready for messages.
+pub(crate) struct Conn {
+    pub rd: ReadHalf,
+    pub wr: WriteHalf,
+    /// Read buffer; may already hold frames that followed the peer's READY.
+    pub rbuf: BytesMut,
+    pub dec: FrameDecoder,
+    pub out: OutBuf,
+    pub mech: Box<dyn Mechanism>,
+    /// Cached `mech.transforms_frames()`.
+    pub transform: bool,
+    /// The peer's metadata from the handshake.
+    pub peer_meta: Metadata,
+}
+
+/// Run the greeting and mechanism handshake on a fresh stream. The caller wraps this in the handshake
+/// timeout. On a refusal after the greeting we send an ERROR command with the reason (best effort).
+pub(crate) async fn handshake(
+    stream: Stream,
+    p: HandshakeParams<'_>,
+) -> Result<Conn, HandshakeError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut mech = p.mech;
+    // 1. Greetings. We send all 64 bytes at once; libzmq sends its greeting in parts, which we
+    //    check as they arrive so that garbage is refused without waiting for 64 bytes.
+    let ours = Greeting::new(mech.name(), mech.as_server());
+    wr.write_all(&ours.encode()).await?;
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    while rbuf.len() < GREETING_LEN {
+        let n = rd.read_buf(&mut rbuf).await?;
+        check_greeting_prefix(&rbuf)?;
+        if n == 0 {
+            return Err(HandshakeError::Io(
+                "connection closed during greeting".into(),
+            ));
+        }
+    }
+    let peer_greeting = Greeting::decode(rbuf[..GREETING_LEN].try_into().expect("64 bytes"))?;
+    rbuf.advance(GREETING_LEN);
+
+    let mut out = OutBuf::default();
+    let result = async {
+        let theirs = peer_greeting.mechanism_name();
+        if theirs != mech.name() {
+            return Err(if theirs == "NULL" {
+                HandshakeError::MechanismMismatch {
+                    ours: mech.name().to_string(),
+                    theirs,
+                }
+            } else {
+                HandshakeError::UnsupportedMechanism(theirs)
+            });
+        }
+        // 2. Mechanism handshake.
+        let mut dec = FrameDecoder::new(p.max_frame);
+        let mut step = mech.start(&p.metadata, &peer_greeting)?;
+        let peer_meta = loop {
+            for c in &step.send {
+                out.push_command(c);
+            }
+            out.write_all(&mut wr).await?;
+            if let Some(meta) = step.peer_metadata.take() {
+                break meta;
+            }
+            let frame = loop {
+                if let Some(f) = dec.decode(&mut rbuf)? {
+                    break f;
+                }
+                reserve_read(&mut rbuf, &dec);
+                if rd.read_buf(&mut rbuf).await? == 0 {
+                    return Err(HandshakeError::Io(
+                        "connection closed during handshake".into(),
+                    ));
+                }
+            };
+            if !frame.command {
+                return Err(HandshakeError::Malformed(
+                    "message frame before handshake completed".into(),
+                ));
+            }
+            step = mech.on_command(frame.body)?;
+        };
+        // 3. Socket-type compatibility.
+        let theirs = peer_meta
+            .get("Socket-Type")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        if !p.accept.iter().any(|t| t.eq_ignore_ascii_case(&theirs)) {
+            return Err(HandshakeError::IncompatibleSocketType {
+                ours: p.socket_type.to_string(),
+                theirs,
+            });
+        }
+        Ok((dec, peer_meta))
+    }
+    .await;
+
+    match result {
+        Ok((dec, peer_meta)) => {
+            let transform = mech.transforms_frames();
+            Ok(Conn {
+                rd,
+                wr,
+                rbuf,
+                dec,
+                out,
+                mech,
+                transform,
+                peer_meta,
+            })
+        }
+        Err(e) => {
+            if !matches!(e, HandshakeError::Io(_) | HandshakeError::PeerError(_)) {
+                tracing::debug!(peer = p.peer, reason = %e, "refusing ZMTP peer, sending ERROR");
+                let mut err_out = OutBuf::default();
+                err_out.push_command(&Command::Error(e.to_string()).encode());
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), err_out.write_all(&mut wr))
+                        .await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What an established connection's receive side saw in a chunk of decoded frames.
+pub(crate) enum Incoming {
+    /// Nothing special.
+    Nothing,
+    /// The peer sent ERROR (fatal).
+    PeerError(String),
+}
+
+/// Handle a command received after the handshake: answer PING with PONG, report ERROR, ignore the rest.
+pub(crate) fn handle_command(body: &Bytes, out: &mut OutBuf, peer: &str) -> Incoming {
+    match Command::peek_name(body) {
+        Some(b"PING") => match Command::decode(body) {
+            Ok(Command::Ping { context, .. }) => {
+                out.push_command(&Command::Pong { context }.encode());
+            }
+            _ => tracing::debug!(peer, "ignoring malformed PING"),
+        },
+        Some(b"PONG") => {}
+        Some(b"ERROR") => {
+            let reason = match Command::decode(body) {
+                Ok(Command::Error(r)) => r,
+                _ => "malformed ERROR".to_string(),
+            };
+            return Incoming::PeerError(reason);
+        }
+        _ => tracing::debug!(peer, "ignoring unexpected command after handshake"),
+    }
+    Incoming::Nothing
+}
+
+/// Heartbeat state for a connection (our own PINGs).
+pub(crate) struct HeartbeatState {
+    pub interval: tokio::time::Interval,
+    pub timeout: Duration,
+    pub ttl_ds: u16,
+    pub last_recv: tokio::time::Instant,
+}
+
+impl HeartbeatState {
+    pub(crate) fn new(hb: &crate::Heartbeat) -> Self {
+        let mut interval = tokio::time::interval_at(
+            tokio::time::Instant::now() + hb.interval,
+            hb.interval.max(Duration::from_millis(1)),
+        );
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        HeartbeatState {
+            interval,
+            timeout: hb.timeout,
+            ttl_ds: (hb.ttl.as_millis() / 100).min(u16::MAX as u128) as u16,
+            last_recv: tokio::time::Instant::now(),
+        }
+    }
+
+    /// On a tick: `Err` if the peer has been silent too long, else queue a PING.
+    pub(crate) fn on_tick(&mut self, out: &mut OutBuf) -> Result<(), String> {
+        if self.last_recv.elapsed() > self.timeout {
+            return Err("heartbeat timeout".into());
+        }
+        out.push_command(
+            &Command::Ping {
+                ttl_ds: self.ttl_ds,
+                context: Bytes::new(),
+            }
+            .encode(),
+        );
+        Ok(())
+    }
+}
+
+/// Await the next heartbeat tick, or forever when heartbeats are off.
+pub(crate) async fn hb_tick(hb: &mut Option<HeartbeatState>) {
+    match hb {
+        Some(h) => {
+            h.interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,133 @@
+//! The security-mechanism slot.
+//!
+//! ZMTP separates "how we authenticate and protect frames" from framing. After both greetings are
+//! exchanged, the connection drives a [`Mechanism`] as a small state machine: it is asked for its first
+//! commands ([`Mechanism::start`]), then fed every command the peer sends ([`Mechanism::on_command`])
+//! until it reports the peer's metadata (handshake complete). From then on each outgoing and incoming
+//! frame passes through [`Mechanism::encode_frame`] / [`Mechanism::decode_frame`] — identity for NULL,
+//! while CURVE (RFC 26/25) wraps every frame into an encrypted MESSAGE command and back. A mechanism
+//! that does not transform frames says so via [`Mechanism::transforms_frames`] so the hot path skips
+//! the hooks.
+//!
+//! Only NULL (RFC 37 §"The NULL Security Mechanism") is implemented; CURVE is a later impl of the same
+//! trait plus a `MechanismConfig::Curve { .. }` variant.
+
+use crate::codec::{Command, Frame, Greeting, Metadata};
+use crate::error::HandshakeError;
+use bytes::Bytes;
+
+/// Output of one handshake step.
+#[derive(Debug, Default)]
+pub struct MechanismStep {
+    /// Command bodies to send to the peer, in order (each goes into a COMMAND frame).
+    pub send: Vec<Bytes>,
+    /// `Some` once the handshake is complete: the peer's metadata (Socket-Type, Identity, ...).
+    pub peer_metadata: Option<Metadata>,
+}
+
+/// A ZMTP security mechanism (client or server side of one connection).
+pub trait Mechanism: Send {
+    /// Mechanism name as it appears in the greeting ("NULL", "CURVE").
+    fn name(&self) -> &'static str;
+
+    /// Value of the greeting's as-server bit.
+    fn as_server(&self) -> bool;
+
+    /// Called once after both greetings were exchanged. `own` is our metadata (Socket-Type, Identity).
+    /// Returns the first commands to send and, for mechanisms that need nothing from the peer, maybe
+    /// the final result already.
+    fn start(&mut self, own: &Metadata, peer: &Greeting) -> Result<MechanismStep, HandshakeError>;
+
+    /// Feed one handshake command body received from the peer.
+    fn on_command(&mut self, body: Bytes) -> Result<MechanismStep, HandshakeError>;
+
+    /// Whether [`encode_frame`](Self::encode_frame)/[`decode_frame`](Self::decode_frame) change frames.
+    /// `false` lets the connection skip them (NULL).
+    fn transforms_frames(&self) -> bool {
+        false
+    }
+
+    /// Transform an outgoing frame after the handshake (CURVE: encrypt into a MESSAGE command).
+    fn encode_frame(&mut self, frame: Frame) -> Result<Frame, HandshakeError> {
+        Ok(frame)
+    }
+
+    /// Transform an incoming frame after the handshake (CURVE: decrypt a MESSAGE command).
+    fn decode_frame(&mut self, frame: Frame) -> Result<Frame, HandshakeError> {
+        Ok(frame)
+    }
+}
+
+/// Which mechanism a socket uses. Both sides must agree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MechanismConfig {
+    /// No security: READY metadata exchange only.
+    #[default]
+    Null,
+}
+
+impl MechanismConfig {
+    /// Build the per-connection state machine. `server` is true for accepted (inbox) connections.
+    pub fn build(&self, server: bool) -> Box<dyn Mechanism> {
+        let _ = server; // NULL has no roles; CURVE will.
+        match self {
+            MechanismConfig::Null => Box::new(NullMechanism::default()),
+        }
+    }
+
+    /// Mechanism name as sent in the greeting.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MechanismConfig::Null => "NULL",
+        }
+    }
+}
+
+/// The NULL mechanism: each side sends READY with its metadata and waits for the peer's READY
+/// (or ERROR). Order does not matter.
+#[derive(Debug, Default)]
+pub struct NullMechanism {
+    sent_ready: bool,
+    done: bool,
+}
+
+impl Mechanism for NullMechanism {
+    fn name(&self) -> &'static str {
+        "NULL"
+    }
+
+    fn as_server(&self) -> bool {
+        false
+    }
+
+    fn start(&mut self, own: &Metadata, _peer: &Greeting) -> Result<MechanismStep, HandshakeError> {
+        self.sent_ready = true;
+        Ok(MechanismStep {
+            send: vec![Command::Ready(own.clone()).encode()],
+            peer_metadata: None,
+        })
+    }
+
+    fn on_command(&mut self, body: Bytes) -> Result<MechanismStep, HandshakeError> {
+        if self.done {
+            return Err(HandshakeError::Malformed("command after READY".into()));
+        }
+        match Command::decode(&body)? {
+            Command::Ready(meta) => {
+                self.done = true;
+                Ok(MechanismStep {
+                    send: Vec::new(),
+                    peer_metadata: Some(meta),
+                })
+            }
+            Command::Error(reason) => Err(HandshakeError::PeerError(reason)),
+            Command::Other { name, .. } => Err(HandshakeError::Malformed(format!(
+                "unexpected {name} command in NULL handshake"
+            ))),
+            other => Err(HandshakeError::Malformed(format!(
+                "unexpected command in NULL handshake: {other:?}"
+            ))),
+        }
+    }
+}
