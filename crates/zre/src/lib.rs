@@ -4,18 +4,30 @@
 //! it) that can be expressed without sockets or clocks:
 //!
 //! * [`beacon`]: the 22/54-byte UDP discovery beacon;
-//! * [`msg`]: the ten ZRE v2 TCP messages (HELLO ... GOODBYE) as a frame codec.
+//! * [`msg`]: the ten ZRE v2 TCP messages (HELLO ... GOODBYE) as a frame codec;
+//! * [`engine`]: the sans-IO protocol engine ([`Engine`]) — peer table, groups, sequence and
+//!   status bookkeeping, liveness — driven by explicit inputs and an explicit `Instant`, producing
+//!   [`Output`]s for the async shell (crate `zmesh`) to carry out.
 //!
-//! Both codecs are pure functions over byte slices with typed errors; no input can make them panic.
+//! The codecs are pure functions over byte slices with typed errors; no input can make them (or
+//! the engine) panic. The engine never depends on tokio, sockets or the system clock.
 #![warn(missing_docs)]
 
 pub mod beacon;
+pub mod engine;
+mod group;
 pub mod msg;
+pub mod peer;
 
 pub use beacon::{
     Beacon, BeaconError, BEACON_PREFIX, BEACON_V1_LEN, BEACON_V3_LEN, BEACON_VERSION_V1,
     BEACON_VERSION_V3,
 };
 pub use bytes::Bytes;
+pub use engine::{
+    routing_id, Config, Engine, EngineError, Event, Output, Stats, DEFAULT_EVASIVE_TIMEOUT,
+    DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL, IDENTITY_LEN,
+};
 pub use msg::{uuid_from_str, uuid_to_string, WireError, ZreMessage};
+pub use peer::{PeerInfo, PeerState, ZMESH_HEADER, ZMESH_HEADER_VALUE};
 pub use uuid::Uuid;

@@ -1,0 +1,231 @@
+//! One remote peer as the engine sees it: connection state, sequence numbers, status counter and
+//! liveness timers.
+//!
+//! A peer object lives from the moment we decide to talk to a UUID (a sighting or its HELLO) until
+//! it is removed. Its states (zre-spec §7, made explicit here):
+//!
+//! | state          | connected | ready | meaning                                                |
+//! |----------------|-----------|-------|--------------------------------------------------------|
+//! | `Discovered`   | yes       | no    | outbox created, our HELLO sent, their HELLO not yet seen |
+//! | `Ready`        | yes       | yes   | their HELLO accepted, ENTER emitted                    |
+//! | `Disconnected` | no        | no    | purged (another UUID appeared at the same endpoint); ignored until it expires |
+//!
+//! Sequence numbers are per peer object: `sent_sequence` is pre-incremented for every message we
+//! send (so our HELLO is 1) and `want_sequence` is the last sequence accepted from them. A new peer
+//! object (after a removal) starts again at 0, exactly like C Zyre.
+//!
+//! The liveness computation lives here (`Peer::tick`, `Peer::next_deadline`); the engine module
+//! documentation explains the policy.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// Header that marks a zmesh node. A peer whose HELLO carries it (any value) is known to accept
+/// the messages C Zyre ≤ 2.0.0 does not understand (ELECT, LEADER, GOODBYE).
+pub const ZMESH_HEADER: &str = "X-ZMESH";
+/// Value this crate puts in its own [`ZMESH_HEADER`] (capability level; "1" = ids 8–10 understood).
+pub const ZMESH_HEADER_VALUE: &str = "1";
+
+/// Externally visible state of a peer (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// We connected and sent HELLO; their HELLO has not arrived yet.
+    Discovered,
+    /// Their HELLO was accepted; ENTER was emitted.
+    Ready,
+    /// Purged because another UUID took over its endpoint; waits to expire.
+    Disconnected,
+}
+
+/// A snapshot of what the engine knows about one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Peer UUID.
+    pub uuid: Uuid,
+    /// Public name from its HELLO (empty before HELLO).
+    pub name: String,
+    /// Endpoint our outbox connects to (sighting address, or HELLO endpoint for HELLO-created peers).
+    pub endpoint: String,
+    /// Endpoint the peer declared in its HELLO (`None` before HELLO).
+    pub hello_endpoint: Option<String>,
+    /// Headers from its HELLO.
+    pub headers: Vec<(String, String)>,
+    /// Groups it is in, in the order we learned them.
+    pub groups: Vec<String>,
+    /// True once its HELLO was accepted (same as `state == Ready`).
+    pub ready: bool,
+    /// Connection state.
+    pub state: PeerState,
+    /// True if its HELLO carried [`ZMESH_HEADER`] (it accepts ELECT/LEADER/GOODBYE).
+    pub accepts_extensions: bool,
+    /// True while it is evasive (nothing heard for the evasive timeout).
+    pub evasive: bool,
+    /// Its current status counter as we track it.
+    pub status: u8,
+}
+
+/// Liveness parameters shared by all peers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) evasive: Duration,
+    pub(crate) expired: Duration,
+    /// Zero = no proactive ping (pure Zyre behaviour).
+    pub(crate) ping_interval: Duration,
+    pub(crate) reap: Duration,
+}
+
+/// What a timer tick asks the engine to do for one peer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TickActions {
+    pub(crate) expire: bool,
+    pub(crate) ping: bool,
+    pub(crate) evasive: bool,
+    pub(crate) silent: bool,
+}
+
+/// Engine-internal peer record.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) uuid: Uuid,
+    pub(crate) endpoint: String,
+    pub(crate) connected: bool,
+    pub(crate) ready: bool,
+    pub(crate) name: String,
+    pub(crate) hello_endpoint: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) sent_sequence: u16,
+    pub(crate) want_sequence: u16,
+    pub(crate) status: u8,
+    pub(crate) last_heard: Instant,
+    pub(crate) ping_sent_at: Option<Instant>,
+    pub(crate) evasive: bool,
+    pub(crate) silent: bool,
+}
+
+impl Peer {
+    /// A freshly discovered, connected peer; its timers start now.
+    pub(crate) fn new(uuid: Uuid, endpoint: &str, now: Instant) -> Peer {
+        Peer {
+            uuid,
+            endpoint: endpoint.to_owned(),
+            connected: true,
+            ready: false,
+            name: String::new(),
+            hello_endpoint: None,
+            headers: Vec::new(),
+            groups: Vec::new(),
+            sent_sequence: 0,
+            want_sequence: 0,
+            status: 0,
+            last_heard: now,
+            ping_sent_at: None,
+            evasive: false,
+            silent: false,
+        }
+    }
+
+    /// The state as seen from outside.
+    pub(crate) fn state(&self) -> PeerState {
+        match (self.connected, self.ready) {
+            (true, true) => PeerState::Ready,
+            (true, false) => PeerState::Discovered,
+            _ => PeerState::Disconnected,
+        }
+    }
+
+    /// True if its HELLO advertised [`ZMESH_HEADER`].
+    pub(crate) fn accepts_extensions(&self) -> bool {
+        self.headers.iter().any(|(k, _)| k == ZMESH_HEADER)
+    }
+
+    /// Something valid arrived from the peer: it is alive.
+    pub(crate) fn refresh(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.ping_sent_at = None;
+        self.evasive = false;
+        self.silent = false;
+    }
+
+    /// Applies the liveness policy at `now` and reports what the engine must do. Updates the
+    /// peer's own flags as if the requested PING is sent.
+    pub(crate) fn tick(&mut self, now: Instant, t: &Timing) -> TickActions {
+        let mut a = TickActions::default();
+        if now >= self.last_heard + t.expired {
+            a.expire = true;
+            return a;
+        }
+        // Only a ready, connected peer can answer a PING (their PING-OK before HELLO would be
+        // dropped), so only those are probed and reported.
+        if !(self.ready && self.connected) {
+            return a;
+        }
+        let evasive_at = self.last_heard + t.evasive;
+        if now >= evasive_at {
+            if !self.evasive {
+                self.evasive = true;
+                a.evasive = true;
+                a.ping = true;
+            } else if match self.ping_sent_at {
+                None => true,
+                Some(p) => now >= p + t.reap,
+            } {
+                a.ping = true;
+            }
+            if !self.silent && now >= evasive_at + t.reap {
+                self.silent = true;
+                a.silent = true;
+            }
+        } else if !t.ping_interval.is_zero()
+            && self.ping_sent_at.is_none()
+            && now >= self.last_heard + t.ping_interval
+        {
+            a.ping = true;
+        }
+        if a.ping {
+            self.ping_sent_at = Some(now);
+        }
+        a
+    }
+
+    /// The earliest instant at which [`Peer::tick`] would do something.
+    pub(crate) fn next_deadline(&self, t: &Timing) -> Instant {
+        let mut d = self.last_heard + t.expired;
+        if !(self.ready && self.connected) {
+            return d;
+        }
+        let evasive_at = self.last_heard + t.evasive;
+        if !self.evasive {
+            d = d.min(evasive_at);
+            if self.ping_sent_at.is_none() && !t.ping_interval.is_zero() {
+                d = d.min(self.last_heard + t.ping_interval);
+            }
+        } else {
+            if let Some(p) = self.ping_sent_at {
+                d = d.min(p + t.reap);
+            }
+            if !self.silent {
+                d = d.min(evasive_at + t.reap);
+            }
+        }
+        d
+    }
+
+    /// Public snapshot.
+    pub(crate) fn info(&self) -> PeerInfo {
+        PeerInfo {
+            uuid: self.uuid,
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            hello_endpoint: self.hello_endpoint.clone(),
+            headers: self.headers.clone(),
+            groups: self.groups.clone(),
+            ready: self.ready,
+            state: self.state(),
+            accepts_extensions: self.accepts_extensions(),
+            evasive: self.evasive,
+            status: self.status,
+        }
+    }
+}
