@@ -83,3 +83,40 @@ fn pyre_and_zyrejs_talk_through_the_harness() {
     assert!(pyre.stop().unwrap().success());
     pyre.wait_event(T, "STOP", Some(&p.uuid)).unwrap();
 }
+
+/// The `Zmesh` agent kind starts the `zmesh` CLI with the argv of
+/// AGENT_PROTOCOL.md (binary from `$ZMESH_BIN`, see `support::zmesh_bin`): it
+/// gets READY and exchanges multi-frame whispers with pyre (which supports
+/// multi-frame content). Full zmesh interop coverage lives in other test files.
+#[test]
+#[ignore = "needs root + interop peers: run scripts/test.sh"]
+fn harness_drives_the_zmesh_cli_agent() {
+    require_netns();
+    let port = 5792;
+    let mut pyre = Agent::spawn("zmesh-h1", AgentKind::Pyre, "pyre1", port, &[], &[]);
+    let mut zm = Agent::spawn(
+        "zmesh-h3",
+        AgentKind::Zmesh,
+        "zm3",
+        port,
+        &[("X-Impl", "zmesh")],
+        &["--evasive", "5000", "--expired", "30000"],
+    );
+    let p = pyre.ready();
+    let m = zm.ready();
+    assert_eq!(m.name, "zm3");
+
+    let e = pyre.wait_event(T, "ENTER", Some(&m.uuid)).unwrap();
+    assert_eq!(e["headers"]["X-Impl"], "zmesh");
+    zm.wait_event(T, "ENTER", Some(&p.uuid)).unwrap();
+
+    pyre.whisper(&m.uuid, &["one", "two", ""]);
+    zm.whisper(&p.uuid, &["uno", "dos"]);
+    let e = zm.wait_event(T, "WHISPER", Some(&p.uuid)).unwrap();
+    assert_eq!(e["frames"], serde_json::json!(["one", "two", ""]));
+    let e = pyre.wait_event(T, "WHISPER", Some(&m.uuid)).unwrap();
+    assert_eq!(e["frames"], serde_json::json!(["uno", "dos"]));
+
+    assert!(zm.stop().unwrap().success());
+    pyre.wait_event(T, "EXIT", Some(&m.uuid)).unwrap();
+}
