@@ -1,1 +1,568 @@
-fn main() {}
+//! `zmtp-bench`: the zmesh ZMTP transport against a plain tokio TCP baseline.
+//!
+//! Run with `cargo run --release -p zmesh-bench --bin zmtp-bench -- [--rounds 5] [--quick]`.
+//!
+//! # Pattern
+//!
+//! Same as the transport spike in `shared/reference/transport.md`: two processes on tcp://127.0.0.1 in
+//! the "Harmony" pattern. Each process binds one inbox and connects one outbox (identity 0x01 + 16 bytes)
+//! to the other process's inbox, so traffic A -> B flows over A's outbox and replies B -> A over B's
+//! outbox. The binary re-executes itself with the hidden `--peer` flag to become process B.
+//!
+//! The baseline does the same with plain tokio: each process binds a `TcpListener` and connects one
+//! `TcpStream` to the other; messages are length-prefixed (`u32` big-endian + payload), written through a
+//! 64 KiB write buffer flushed when full (or after each message when latency matters), and read with
+//! one big `read_buf` followed by zero-copy splitting of every complete frame in the buffer — as a
+//! competent engineer would write it by hand. It is the ceiling zmesh is measured against.
+//!
+//! # Scenarios (in this order, in one process pair per implementation and round)
+//!
+//! 1. one-way throughput of `--count64` 64-byte messages: A sends them all, B counts them and acks; A
+//!    measures from the first send to the ack.
+//! 2. the same with `--count4k` 4 KiB messages.
+//! 3. `--rtt-count` 64-byte round trips (A outbox -> B inbox -> B outbox -> A inbox) after a warm-up;
+//!    every round trip is timed separately, the round reports median and p99.
+//!
+//! Rounds alternate zmesh and baseline (interleaved, so machine noise hits both alike); the table shows
+//! medians over rounds.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Command-line options (shared by the driver and the hidden peer mode).
+#[derive(Parser, Debug, Clone)]
+#[command(about = "zmesh ZMTP transport vs plain tokio TCP: throughput and round trip")]
+struct Args {
+    /// Interleaved rounds (each round runs every scenario for zmesh and for the baseline).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Messages in the 64 B one-way throughput scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    count64: usize,
+    /// Messages in the 4 KiB one-way throughput scenario.
+    #[arg(long, default_value_t = 200_000)]
+    count4k: usize,
+    /// Timed round trips in the 64 B ping-pong scenario.
+    #[arg(long, default_value_t = 100_000)]
+    rtt_count: usize,
+    /// Fast smoke run: 1 round, 50k / 10k messages, 5k round trips (overrides the counts).
+    #[arg(long)]
+    quick: bool,
+    /// Use tokio's multi-thread runtime (2 workers) instead of current_thread, for both sides.
+    #[arg(long)]
+    multi_thread: bool,
+    /// Run only this implementation (zmesh or tcp); default both.
+    #[arg(long)]
+    only: Option<String>,
+    /// Hidden: run as the peer process (B) for this implementation.
+    #[arg(long, hide = true)]
+    peer: Option<String>,
+    /// Hidden: the driver's inbox endpoint / listener address the peer connects to.
+    #[arg(long, hide = true)]
+    connect: Option<String>,
+}
+
+const SIZE_SMALL: usize = 64;
+const SIZE_4K: usize = 4096;
+/// Untimed round trips before the timed ones.
+const RTT_WARMUP: usize = 2_000;
+/// Per-scenario guard so a lost message fails loudly instead of hanging the run.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One process's view of the link: send to the other process, receive from it.
+///
+/// `send` may buffer; `flush` pushes everything buffered towards the peer.
+trait Link {
+    async fn send(&mut self, msg: Bytes);
+    async fn flush(&mut self);
+    async fn recv(&mut self) -> Bytes;
+    /// Orderly shutdown: everything sent must reach the peer.
+    async fn shutdown(self);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Baseline: plain tokio TCP, u32 length prefix.
+
+/// Write-side buffer flushed at this size.
+const TCP_WBUF: usize = 64 * 1024;
+
+/// Baseline link: one outgoing stream (our "outbox") and one accepted stream (our "inbox").
+struct TcpLink {
+    out: TcpStream,
+    wbuf: BytesMut,
+    inc: TcpStream,
+    rbuf: BytesMut,
+}
+
+impl TcpLink {
+    async fn write_out(&mut self) {
+        if !self.wbuf.is_empty() {
+            self.out
+                .write_all(&self.wbuf)
+                .await
+                .expect("baseline write");
+            self.wbuf.clear();
+        }
+    }
+}
+
+impl Link for TcpLink {
+    async fn send(&mut self, msg: Bytes) {
+        self.wbuf.put_u32(msg.len() as u32);
+        self.wbuf.extend_from_slice(&msg);
+        if self.wbuf.len() >= TCP_WBUF {
+            self.write_out().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        self.write_out().await;
+    }
+
+    async fn recv(&mut self) -> Bytes {
+        loop {
+            if self.rbuf.len() >= 4 {
+                let len = u32::from_be_bytes(self.rbuf[..4].try_into().unwrap()) as usize;
+                if self.rbuf.len() >= 4 + len {
+                    self.rbuf.advance(4);
+                    return self.rbuf.split_to(len).freeze();
+                }
+                self.rbuf.reserve(4 + len);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+                self.rbuf.reserve(256 * 1024);
+            }
+            let n = self
+                .inc
+                .read_buf(&mut self.rbuf)
+                .await
+                .expect("baseline read");
+            assert!(n > 0, "baseline: peer closed the connection");
+        }
+    }
+
+    async fn shutdown(mut self) {
+        self.write_out().await;
+        let _ = self.out.shutdown().await;
+    }
+}
+
+/// Baseline setup, driver side: bind, start the peer, connect to its listener, accept its connection.
+async fn tcp_driver(args: &Args) -> (TcpLink, std::process::Child) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ours = listener.local_addr().unwrap().to_string();
+    let (child, theirs) = spawn_peer(args, "tcp", &ours);
+    let out = TcpStream::connect(&theirs).await.unwrap();
+    out.set_nodelay(true).unwrap();
+    let (inc, _) = listener.accept().await.unwrap();
+    inc.set_nodelay(true).unwrap();
+    (tcp_link(out, inc), child)
+}
+
+/// Baseline setup, peer side.
+async fn tcp_peer(connect: &str) -> TcpLink {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    announce(&listener.local_addr().unwrap().to_string());
+    let out = TcpStream::connect(connect).await.unwrap();
+    out.set_nodelay(true).unwrap();
+    let (inc, _) = listener.accept().await.unwrap();
+    inc.set_nodelay(true).unwrap();
+    tcp_link(out, inc)
+}
+
+fn tcp_link(out: TcpStream, inc: TcpStream) -> TcpLink {
+    TcpLink {
+        out,
+        wbuf: BytesMut::with_capacity(TCP_WBUF * 2),
+        inc,
+        rbuf: BytesMut::with_capacity(256 * 1024),
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// zmesh: Inbox + Outbox from zmesh-zmtp.
+
+mod zmesh_link {
+    use super::*;
+    use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig};
+
+    /// zmesh link: our bound inbox and our outbox connected to the other process's inbox.
+    pub struct ZmeshLink {
+        pub inbox: Inbox,
+        pub outbox: Outbox,
+    }
+
+    /// The ZRE-style identity: 0x01 followed by 16 bytes (a UUID in ZRE).
+    pub fn identity(tag: u8) -> Bytes {
+        let mut id = vec![0x01u8];
+        id.extend((0..16).map(|i| tag.wrapping_mul(31).wrapping_add(i)));
+        Bytes::from(id)
+    }
+
+    impl Link for ZmeshLink {
+        async fn send(&mut self, msg: Bytes) {
+            if let Err(e) = self.outbox.send(vec![msg]).await {
+                panic!("zmesh send failed: {e:?}");
+            }
+        }
+
+        async fn flush(&mut self) {}
+
+        async fn recv(&mut self) -> Bytes {
+            loop {
+                match self.inbox.recv().await.expect("zmesh inbox closed") {
+                    InboxEvent::Message { mut frames, .. } => {
+                        assert_eq!(frames.len(), 1, "bench messages are single-frame");
+                        return frames.pop().unwrap();
+                    }
+                    InboxEvent::HandshakeFailed { peer, reason } => {
+                        panic!("zmesh handshake with {peer} failed: {reason:?}")
+                    }
+                    InboxEvent::Disconnected { peer, reason, .. } => {
+                        panic!("zmesh peer {peer} disconnected: {reason}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        async fn shutdown(self) {
+            self.outbox.close(Some(Duration::from_secs(10))).await;
+        }
+    }
+
+    fn configs() -> (InboxConfig, OutboxConfig) {
+        (InboxConfig::default(), OutboxConfig::default())
+    }
+
+    /// zmesh setup, driver side.
+    pub async fn driver(args: &Args) -> (ZmeshLink, std::process::Child) {
+        let (icfg, ocfg) = configs();
+        let inbox = Inbox::bind("tcp://127.0.0.1:*", icfg).await.unwrap();
+        let ours = inbox.endpoint().to_string();
+        let (child, theirs) = spawn_peer(args, "zmesh", &ours);
+        let outbox = Outbox::connect(&theirs, identity(1), ocfg).unwrap();
+        (ZmeshLink { inbox, outbox }, child)
+    }
+
+    /// zmesh setup, peer side.
+    pub async fn peer(connect: &str) -> ZmeshLink {
+        let (icfg, ocfg) = configs();
+        let inbox = Inbox::bind("tcp://127.0.0.1:*", icfg).await.unwrap();
+        announce(&inbox.endpoint().to_string());
+        let outbox = Outbox::connect(connect, identity(2), ocfg).unwrap();
+        ZmeshLink { inbox, outbox }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Process plumbing.
+
+/// Peer side: tell the driver where we listen (first stdout line).
+fn announce(endpoint: &str) {
+    println!("ENDPOINT {endpoint}");
+}
+
+/// Start the peer process (this binary with `--peer`) and read the endpoint it announces.
+fn spawn_peer(args: &Args, which: &str, ours: &str) -> (std::process::Child, String) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.arg("--peer")
+        .arg(which)
+        .arg("--connect")
+        .arg(ours)
+        .arg("--count64")
+        .arg(args.count64.to_string())
+        .arg("--count4k")
+        .arg(args.count4k.to_string())
+        .arg("--rtt-count")
+        .arg(args.rtt_count.to_string());
+    if args.multi_thread {
+        cmd.arg("--multi-thread");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn peer");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read peer endpoint");
+    let theirs = line
+        .trim()
+        .strip_prefix("ENDPOINT ")
+        .unwrap_or_else(|| panic!("peer did not announce an endpoint: {line:?}"))
+        .to_string();
+    (child, theirs)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scenarios.
+
+/// Results of one implementation in one round.
+#[derive(Debug, Clone, Copy, Default)]
+struct RoundResult {
+    msgs64: f64,
+    msgs4k: f64,
+    rtt_median_us: f64,
+    rtt_p99_us: f64,
+}
+
+/// Driver (process A): run every scenario over `link`.
+async fn drive<L: Link>(mut link: L, args: &Args) -> RoundResult {
+    // Hello: proves both directions are connected before anything is timed.
+    link.send(Bytes::from_static(b"hello")).await;
+    link.flush().await;
+    let hello = link.recv().await;
+    assert_eq!(&hello[..], b"hello");
+
+    let msgs64 = timed(throughput(&mut link, SIZE_SMALL, args.count64)).await;
+    let msgs4k = timed(throughput(&mut link, SIZE_4K, args.count4k)).await;
+
+    let ping = Bytes::from(vec![0x5a; SIZE_SMALL]);
+    let mut rtts = Vec::with_capacity(args.rtt_count);
+    let fut = async {
+        for i in 0..RTT_WARMUP + args.rtt_count {
+            let t0 = Instant::now();
+            link.send(ping.clone()).await;
+            link.flush().await;
+            let pong = link.recv().await;
+            let dt = t0.elapsed();
+            assert_eq!(pong.len(), SIZE_SMALL);
+            if i >= RTT_WARMUP {
+                rtts.push(dt.as_nanos() as u64);
+            }
+        }
+    };
+    tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+        .await
+        .expect("round-trip scenario timed out");
+    rtts.sort_unstable();
+    let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    let result = RoundResult {
+        msgs64,
+        msgs4k,
+        rtt_median_us: pct(0.5),
+        rtt_p99_us: pct(0.99),
+    };
+    link.shutdown().await;
+    result
+}
+
+/// Run a throughput scenario under the timeout and return msg/s.
+async fn timed(fut: impl std::future::Future<Output = f64>) -> f64 {
+    tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+        .await
+        .expect("throughput scenario timed out")
+}
+
+/// One-way throughput, driver side: send `count` messages of `size` bytes, wait for the ack.
+async fn throughput<L: Link>(link: &mut L, size: usize, count: usize) -> f64 {
+    let msg = Bytes::from(vec![0xab; size]);
+    let t0 = Instant::now();
+    for _ in 0..count {
+        link.send(msg.clone()).await;
+    }
+    link.flush().await;
+    let ack = link.recv().await;
+    let dt = t0.elapsed();
+    let received = u64::from_be_bytes(ack[..8].try_into().unwrap());
+    assert_eq!(
+        received,
+        (count * size) as u64,
+        "peer received a different number of bytes"
+    );
+    count as f64 / dt.as_secs_f64()
+}
+
+/// Peer (process B): mirror of `drive`.
+async fn serve<L: Link>(mut link: L, args: &Args) {
+    let hello = link.recv().await;
+    link.send(hello).await;
+    link.flush().await;
+    for count in [args.count64, args.count4k] {
+        let mut bytes = 0u64;
+        for _ in 0..count {
+            bytes += link.recv().await.len() as u64;
+        }
+        link.send(Bytes::copy_from_slice(&bytes.to_be_bytes()))
+            .await;
+        link.flush().await;
+    }
+    for _ in 0..RTT_WARMUP + args.rtt_count {
+        let m = link.recv().await;
+        link.send(m).await;
+        link.flush().await;
+    }
+    link.shutdown().await;
+}
+
+fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let mut args = Args::parse();
+    if args.quick {
+        args.rounds = 1;
+        args.count64 = 50_000;
+        args.count4k = 10_000;
+        args.rtt_count = 5_000;
+    }
+    let rt = runtime(args.multi_thread);
+
+    if let Some(which) = args.peer.clone() {
+        let connect = args.connect.clone().expect("--peer needs --connect");
+        rt.block_on(async {
+            match which.as_str() {
+                "tcp" => serve(tcp_peer(&connect).await, &args).await,
+                "zmesh" => serve(zmesh_link::peer(&connect).await, &args).await,
+                other => panic!("unknown peer kind {other}"),
+            }
+        });
+        return;
+    }
+
+    let impls: Vec<&str> = match args.only.as_deref() {
+        None => vec!["zmesh", "tcp"],
+        Some(x @ ("zmesh" | "tcp")) => vec![x],
+        Some(other) => {
+            eprintln!("--only must be zmesh or tcp, not {other}");
+            std::process::exit(2);
+        }
+    };
+    eprintln!(
+        "zmtp-bench: {} rounds, {} x 64 B, {} x 4 KiB, {} round trips, runtime {}",
+        args.rounds,
+        args.count64,
+        args.count4k,
+        args.rtt_count,
+        if args.multi_thread {
+            "multi-thread(2)"
+        } else {
+            "current_thread"
+        }
+    );
+    let mut results: Vec<(String, Vec<RoundResult>)> =
+        impls.iter().map(|s| (s.to_string(), Vec::new())).collect();
+    for round in 0..args.rounds {
+        for (which, res) in results.iter_mut() {
+            let r = rt.block_on(async {
+                let (r, mut child) = match which.as_str() {
+                    "tcp" => {
+                        let (link, child) = tcp_driver(&args).await;
+                        (drive(link, &args).await, child)
+                    }
+                    _ => {
+                        let (link, child) = zmesh_link::driver(&args).await;
+                        (drive(link, &args).await, child)
+                    }
+                };
+                let status = child.wait().expect("wait for peer");
+                assert!(status.success(), "peer process failed: {status}");
+                r
+            });
+            eprintln!(
+                "round {} {:>5}: 64B {:>10.0} msg/s | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us p99 {:>7.1} us",
+                round + 1,
+                which,
+                r.msgs64,
+                r.msgs4k,
+                r.rtt_median_us,
+                r.rtt_p99_us
+            );
+            res.push(r);
+        }
+    }
+
+    let med = |rs: &[RoundResult], f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
+    let summary: Vec<(String, [f64; 4])> = results
+        .iter()
+        .map(|(name, rs)| {
+            (
+                name.clone(),
+                [
+                    med(rs, |r| r.msgs64),
+                    med(rs, |r| r.msgs4k),
+                    med(rs, |r| r.rtt_median_us),
+                    med(rs, |r| r.rtt_p99_us),
+                ],
+            )
+        })
+        .collect();
+    let get = |name: &str| summary.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let (z, t) = (get("zmesh"), get("tcp"));
+    println!();
+    println!(
+        "medians of {} round(s) (throughput: higher is better; round trip: lower is better)",
+        args.rounds
+    );
+    println!("| scenario | zmesh | baseline (tokio TCP) | zmesh/baseline |");
+    println!("|---|---|---|---|");
+    let rows: [(&str, usize, &str); 4] = [
+        ("64 B one-way, msg/s", 0, "msg"),
+        ("4 KiB one-way, msg/s", 1, "msg"),
+        ("64 B round trip median, us", 2, "us"),
+        ("64 B round trip p99, us", 3, "us"),
+    ];
+    for (label, i, unit) in rows {
+        let fmt = |v: Option<[f64; 4]>| match v {
+            None => "-".to_string(),
+            Some(v) if unit == "msg" => format_rate(v[i]),
+            Some(v) => format!("{:.1}", v[i]),
+        };
+        let ratio = match (z, t) {
+            (Some(z), Some(t)) => format!("{:.2}x", z[i] / t[i]),
+            _ => "-".to_string(),
+        };
+        println!("| {label} | {} | {} | {ratio} |", fmt(z), fmt(t));
+    }
+    if let (Some(z), Some(t)) = (z, t) {
+        let tp = z[0] / t[0];
+        let rtt = z[2] / t[2];
+        println!();
+        println!(
+            "targets: 64 B msg/s >= 0.70x baseline: {:.2}x {} | median round trip <= 1.15x baseline: {:.2}x {}",
+            tp,
+            if tp >= 0.7 { "MET" } else { "MISSED" },
+            rtt,
+            if rtt <= 1.15 { "MET" } else { "MISSED" }
+        );
+    }
+}
+
+fn format_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else {
+        format!("{:.0} k", v / 1e3)
+    }
+}
