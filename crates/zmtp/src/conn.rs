@@ -243,6 +243,8 @@ pub(crate) struct Conn {
     pub transform: bool,
     /// The peer's metadata from the handshake.
     pub peer_meta: Metadata,
+    /// The peer's ZMTP minor version (0 = ZMTP 3.0, which has no PING/PONG: no heartbeats then).
+    pub peer_minor: u8,
 }
 
 /// Run the greeting and mechanism handshake on a fresh stream. The caller wraps this in the handshake
@@ -339,6 +341,7 @@ pub(crate) async fn handshake(
                 mech,
                 transform,
                 peer_meta,
+                peer_minor: peer_greeting.minor,
             })
         }
         Err(e) => {
@@ -383,6 +386,19 @@ pub(crate) fn handle_command(body: &Bytes, out: &mut OutBuf, peer: &str) -> Inco
         _ => tracing::debug!(peer, "ignoring unexpected command after handshake"),
     }
     Incoming::Nothing
+}
+
+/// Heartbeat state for a connection, if configured and the peer speaks ZMTP 3.1 or later (3.0 peers
+/// know no PING).
+pub(crate) fn heartbeat_for(
+    hb: Option<&crate::Heartbeat>,
+    peer_minor: u8,
+) -> Option<HeartbeatState> {
+    if peer_minor >= 1 {
+        hb.map(HeartbeatState::new)
+    } else {
+        None
+    }
 }
 
 /// Heartbeat state for a connection (our own PINGs).

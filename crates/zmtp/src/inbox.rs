@@ -14,7 +14,7 @@
 //! a sensible order.
 
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, hb_tick, reserve_read, HeartbeatState, Incoming, Stream};
+use crate::conn::{self, handle_command, hb_tick, reserve_read, Incoming, Stream};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, TransportError};
 use crate::mechanism::MechanismConfig;
@@ -424,7 +424,7 @@ async fn run(
     tx: &mpsc::Sender<Batch>,
     mut kill: oneshot::Receiver<oneshot::Sender<()>>,
 ) -> (String, Option<oneshot::Sender<()>>) {
-    let mut hb = cfg.heartbeat.as_ref().map(HeartbeatState::new);
+    let mut hb = conn::heartbeat_for(cfg.heartbeat.as_ref(), c.peer_minor);
     let mut partial: Frames = Vec::new();
     let mut partial_cost = 0usize;
     let limit = cfg.max_frame_size;

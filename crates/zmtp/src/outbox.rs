@@ -12,7 +12,7 @@
 //! the reconnect. Messages already handed to a socket that then failed are lost, as with libzmq.
 
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, hb_tick, reserve_read, HeartbeatState, Incoming, Stream};
+use crate::conn::{self, handle_command, hb_tick, reserve_read, Incoming, Stream};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, SendError, TransportError};
 use crate::mechanism::MechanismConfig;
@@ -232,7 +232,12 @@ impl Outbox {
     }
 
     /// Queue a message, waiting for room if the queue is full.
-    pub async fn send(&self, mut frames: Frames) -> Result<(), SendError> {
+    pub async fn send(&self, frames: Frames) -> Result<(), SendError> {
+        // Fast path without registering a waiter (that costs a lock on the Notify).
+        let mut frames = match self.try_send(frames) {
+            Err(SendError::Full(f)) => f,
+            other => return other,
+        };
         loop {
             let notified = self.shared.room.notified();
             tokio::pin!(notified);
@@ -386,10 +391,14 @@ async fn run(ep: Endpoint, identity: Bytes, cfg: OutboxConfig, shared: Arc<Share
 
 /// Serve an established connection until it is lost or the outbox is closed and flushed.
 async fn serve(mut c: conn::Conn, cfg: &OutboxConfig, shared: &Shared, peer: &str) -> End {
-    let mut hb = cfg.heartbeat.as_ref().map(HeartbeatState::new);
+    let mut hb = conn::heartbeat_for(cfg.heartbeat.as_ref(), c.peer_minor);
     let mut batch: Vec<Frames> = Vec::new();
     let (mut in_msgs, mut in_bytes) = (0usize, 0usize);
     let mut ignored_incoming = 0u64;
+    // Frames that arrived together with the peer's READY (e.g. a PING).
+    if let Some(reason) = drain_incoming(&mut c, peer, &mut ignored_incoming) {
+        return End::Lost(reason);
+    }
     let end = loop {
         if c.out.is_empty() {
             shared.release(in_msgs, in_bytes);

@@ -581,3 +581,26 @@ fn connect_outside_runtime_is_an_error() {
         Err(TransportError::NoRuntime)
     ));
 }
+
+#[tokio::test]
+async fn zmtp_3_0_peer_accepted() {
+    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", port_of(inbox.endpoint()));
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let mut g = Greeting::new("NULL", false);
+    g.minor = 0;
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&g.encode());
+    let meta = Metadata::new()
+        .with("Socket-Type", "DEALER")
+        .with("Identity", "old");
+    encode_frame(false, true, &Command::Ready(meta).encode(), &mut out);
+    encode_frame(false, false, b"hello from 3.0", &mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(
+        next_message(&mut inbox).await,
+        (Bytes::from_static(b"old"), frames(&[b"hello from 3.0"]))
+    );
+}
