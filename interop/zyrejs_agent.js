@@ -30,6 +30,9 @@
  *    ENTER. `stop()` removes all listeners first, so no EXITs come out of stop.
  *  - SHOUTs are only delivered for groups this node has joined.
  *  - The ENTER endpoint is the one the peer declared in its HELLO.
+ *  - zyre.stop() can abort the process inside libzmq 4.3.4 (pipe.cpp:382
+ *    assertion) while closing sockets; the agent's stop therefore sends the
+ *    port-0 beacon through zyre.js's ZBeacon and exits (see `stop` below).
  */
 
 'use strict';
@@ -171,12 +174,29 @@ async function main() {
     event: 'READY', uuid: up(zyre.getIdentity()), name: opts.name, endpoint,
   });
 
+  // Polite stop. zyre.stop() closes every peer DEALER (linger 0), then sends the
+  // port-0 beacon, then unbinds the ROUTER. With the system libzmq 4.3.4 that
+  // socket teardown aborts the process now and then ("Assertion failed: _state ==
+  // term_ack_sent || _state == term_req_sent2 (src/pipe.cpp:382)", seen in about
+  // 1 of 5 stops right after WHISPER/SHOUT traffic) -- sometimes *before* the
+  // port-0 beacon is out. So we do what matters on the wire ourselves: stop
+  // zyre.js's event listeners, send the port-0 beacon with zyre.js's own
+  // ZBeacon.stop(), and exit; the kernel then closes the TCP connections. Peers
+  // see exactly a polite ZRE leave (port-0 beacon, then connections closed).
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
     try {
-      await zyre.stop(); // sends the port-0 beacon, closes sockets
+      /* eslint-disable no-underscore-dangle */
+      if (zyre._zBeacon && zyre._zyreNode && zyre._zyrePeers) {
+        zyre._zyreNode.removeAllListeners();
+        zyre._zyrePeers.removeAllListeners();
+        await zyre._zBeacon.stop(); // port-0 beacon, beacon sockets closed
+      } else {
+        await zyre.stop();
+      }
+      /* eslint-enable no-underscore-dangle */
     } catch (e) {
       log(`stop failed: ${e.message}`);
     }
