@@ -16,11 +16,14 @@
 # no packet from these scripts goes anywhere but 10.77.0.x inside the namespaces.
 set -euo pipefail
 
-BR_NS=zmesh-br
+# Overridable only to test this script without disturbing a live layout
+# (e.g. ZMESH_NETNS_PREFIX=zmtst ZMESH_NETNS_SUBNET=10.78.0); tests use the defaults.
+PREFIX="${ZMESH_NETNS_PREFIX:-zmesh}"
+BR_NS="$PREFIX-br"
 HOSTS=(1 2 3 4)
-SUBNET=10.77.0
+SUBNET="${ZMESH_NETNS_SUBNET:-10.77.0}"
 
-host_ns() { echo "zmesh-h$1"; }
+host_ns() { echo "$PREFIX-h$1"; }
 host_ip() { echo "$SUBNET.1$1"; }
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
@@ -63,7 +66,7 @@ up() {
         ip -n "$ns" link set eth0 up
     done
     verify
-    echo "netns.sh: up (zmesh-br/br0, zmesh-h1..h4 = $SUBNET.11..14)"
+    echo "netns.sh: up ($BR_NS/br0, $PREFIX-h1..h4 = $SUBNET.11..14)"
 }
 
 # TCP + UDP round trip h2 -> h1, only to 10.77.0.x inside the namespaces.
@@ -100,10 +103,10 @@ u.sendto(b"udp-ping", (ip, port)); assert u.recvfrom(16)[0] == b"udp-ping"
 EOF
     wait "$srv" || ok=1
     if [ "$ok" -ne 0 ]; then
-        echo "netns.sh: connectivity check zmesh-h2 -> zmesh-h1 ($ip1) FAILED" >&2
+        echo "netns.sh: connectivity check $(host_ns 2) -> $(host_ns 1) ($ip1) FAILED" >&2
         exit 1
     fi
-    echo "netns.sh: connectivity zmesh-h2 -> zmesh-h1 ok (tcp+udp)"
+    echo "netns.sh: connectivity $(host_ns 2) -> $(host_ns 1) ok (tcp+udp)"
 }
 
 down() {
