@@ -220,22 +220,25 @@ async fn crashed_peer_expires() {
 
 #[tokio::test]
 async fn healthy_idle_peer_never_evasive() {
+    // Short timeouts, but with room for a loaded CI machine: the default ping interval is 40% of the
+    // evasive timeout (600 ms of 1.5 s), so a healthy peer is refreshed ~2.5 times per period.
     let p = port();
+    let evasive = Duration::from_millis(1500);
     let (_a, mut ea) = builder("alice", p)
-        .evasive_timeout(Duration::from_millis(400))
-        .expired_timeout(Duration::from_secs(5))
+        .evasive_timeout(evasive)
+        .expired_timeout(Duration::from_secs(10))
         .start()
         .await
         .unwrap();
     let (b, _eb) = builder("bob", p)
-        .evasive_timeout(Duration::from_millis(400))
+        .evasive_timeout(evasive)
         .start()
         .await
         .unwrap();
     wait_for(&mut ea, "enter", |e| is_enter(e, b.uuid())).await;
-    // Ten evasive periods of idleness: the proactive PING keeps the peer fresh.
+    // Four evasive periods of idleness: the proactive PING keeps the peer fresh.
     let quiet = timeout(
-        Duration::from_secs(4),
+        evasive * 4,
         wait_for(&mut ea, "evasive", |e| {
             matches!(
                 e,
