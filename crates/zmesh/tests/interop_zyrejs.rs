@@ -92,11 +92,7 @@ const ZJS_HEADERS: [(&str, &str); 3] = [
     ("X-Expr", "x=1 y=2"),
 ];
 
-/// Start a zyre.js agent in `netns` and wait for its READY, holding an
-/// exclusive lock on `/tmp/zmesh-interop-zyrejs-<netns>.lock` meanwhile, so no
-/// two zyre.js nodes in one namespace race for the same mailbox port (see the
-/// module docs). The lock is an advisory `flock`, released when the file is
-/// closed (also if this test panics).
+/// Start a zyre.js agent (the support module serialises zyre.js start-ups per namespace).
 fn spawn_zyrejs(
     netns: &str,
     name: &str,
@@ -104,19 +100,7 @@ fn spawn_zyrejs(
     headers: &[(&str, &str)],
     extra_args: &[&str],
 ) -> Agent {
-    let path = std::env::temp_dir().join(format!("zmesh-interop-zyrejs-{netns}.lock"));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    lock.lock()
-        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
-    let mut agent = Agent::spawn(netns, AgentKind::ZyreJs, name, port, headers, extra_args);
-    agent.ready();
-    drop(lock);
-    agent
+    Agent::spawn(netns, AgentKind::ZyreJs, name, port, headers, extra_args)
 }
 
 /// Milliseconds of a duration, for the timing lines the tests print.

@@ -223,7 +223,27 @@ impl Agent {
             argv.extend(["agent".into(), "--name".into(), name.into()]);
         }
         argv.extend(extra_args.iter().map(|s| s.to_string()));
-        Agent::spawn_argv(netns, &format!("{}-{}", kind.label(), name), &argv)
+        let label = format!("{}-{}", kind.label(), name);
+        if kind != AgentKind::ZyreJs {
+            return Agent::spawn_argv(netns, &label, &argv);
+        }
+        // zyre.js probes for a free inbox port, releases it and binds later, ignoring a failed
+        // bind: two zyre.js nodes starting together in one namespace can both advertise the same
+        // port. Start them one at a time per namespace (until READY = inbox bound), holding an
+        // advisory flock that is released when the file closes, also if the test panics.
+        let path = std::env::temp_dir().join(format!("zmesh-interop-zyrejs-{netns}.lock"));
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        let mut agent = Agent::spawn_argv(netns, &label, &argv);
+        agent.ready();
+        drop(lock);
+        agent
     }
 
     /// Start an arbitrary JSON-lines agent: `ip netns exec <netns> <argv>`, with
