@@ -13,6 +13,7 @@
 
 mod demo;
 mod output;
+mod tester;
 
 use std::io::Write;
 use std::time::Duration;
@@ -80,6 +81,8 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Churn many nodes in one process (loopback) and check the mesh never breaks.
+    Tester(tester::TesterArgs),
 }
 
 /// Options shared by the commands that run one node.
@@ -171,6 +174,7 @@ async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Listen { node, group } => listen(&cli, node, group.as_deref()).await,
         Command::Peers { node, wait } => peers(&cli, node, *wait).await,
         Command::Agent { node } => agent(&cli, node).await,
+        Command::Tester(args) => tester::run(cli.iface.clone(), cli.port, cli.json, args).await,
     }
 }
 
@@ -356,7 +360,8 @@ async fn agent(cli: &Cli, args: &NodeArgs) -> Result<i32, zmesh::Error> {
                     ready_sent = true;
                 }
             }
-            ev = events.recv() => match ev {
+            // Events wait in the node's queue until READY is out, so READY is always first.
+            ev = events.recv(), if ready_sent || !stdin_open => match ev {
                 Some(ev) => print_json(&event_json(&ev)),
                 None => break,
             },
