@@ -214,6 +214,28 @@ pub(crate) fn reserve_read(buf: &mut BytesMut, dec: &FrameDecoder) {
     }
 }
 
+/// Signature (10 octets) plus the major version: the first stage of a greeting.
+const GREETING_MAJOR_LEN: usize = 11;
+
+/// Read until `rbuf` holds at least `want` greeting octets, checking the prefix as it arrives.
+async fn read_greeting_part(
+    rd: &mut ReadHalf,
+    rbuf: &mut BytesMut,
+    want: usize,
+) -> Result<(), HandshakeError> {
+    check_greeting_prefix(rbuf)?;
+    while rbuf.len() < want {
+        let n = rd.read_buf(rbuf).await?;
+        check_greeting_prefix(rbuf)?;
+        if n == 0 {
+            return Err(HandshakeError::Io(
+                "connection closed during greeting".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parameters of one handshake.
 pub(crate) struct HandshakeParams<'a> {
     /// Our socket type ("ROUTER" for the inbox, "DEALER" for outboxes).
@@ -255,19 +277,22 @@ pub(crate) async fn handshake(
 ) -> Result<Conn, HandshakeError> {
     let (mut rd, mut wr) = stream.into_split();
     let mut mech = p.mech;
-    // 1. Greetings. We send all 64 bytes at once; libzmq sends its greeting in parts, which we
-    //    check as they arrive so that garbage is refused without waiting for 64 bytes.
-    let ours = Greeting::new(mech.name(), mech.as_server());
-    wr.write_all(&ours.encode()).await?;
+    // 1. Greetings, staged like libzmq (RFC 37 allows it): first the signature and major version
+    //    (11 octets), then, once the peer's first 11 octets arrived, the rest. libzmq closes as
+    //    soon as it has seen a mechanism it does not speak, but it only sends its own mechanism
+    //    after our major version: staging lets us learn which mechanism it wanted (and report
+    //    `MechanismMismatch` rather than a bare EOF). What arrives is checked as it arrives, so
+    //    garbage or an old ZMTP peer is refused without waiting for 64 bytes.
+    let ours = Greeting::new(mech.name(), mech.as_server()).encode();
+    wr.write_all(&ours[..GREETING_MAJOR_LEN]).await?;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    while rbuf.len() < GREETING_LEN {
-        let n = rd.read_buf(&mut rbuf).await?;
-        check_greeting_prefix(&rbuf)?;
-        if n == 0 {
-            return Err(HandshakeError::Io(
-                "connection closed during greeting".into(),
-            ));
-        }
+    read_greeting_part(&mut rd, &mut rbuf, GREETING_MAJOR_LEN).await?;
+    // A peer that refuses us may already be closing; what it sent is still worth reading, so a
+    // failure to send the rest only counts if the peer's greeting does not arrive either.
+    let rest_sent = wr.write_all(&ours[GREETING_MAJOR_LEN..]).await;
+    match read_greeting_part(&mut rd, &mut rbuf, GREETING_LEN).await {
+        Ok(()) => {}
+        Err(e) => return Err(rest_sent.err().map(HandshakeError::from).unwrap_or(e)),
     }
     let peer_greeting = Greeting::decode(rbuf[..GREETING_LEN].try_into().expect("64 bytes"))?;
     rbuf.advance(GREETING_LEN);
@@ -276,24 +301,35 @@ pub(crate) async fn handshake(
     let result = async {
         let theirs = peer_greeting.mechanism_name();
         if theirs != mech.name() {
-            return Err(if theirs == "NULL" {
-                HandshakeError::MechanismMismatch {
-                    ours: mech.name().to_string(),
-                    theirs,
-                }
-            } else {
-                HandshakeError::UnsupportedMechanism(theirs)
+            return Err(HandshakeError::MechanismMismatch {
+                ours: mech.name().to_string(),
+                theirs,
             });
         }
         // 2. Mechanism handshake.
         let mut dec = FrameDecoder::new(p.max_frame);
         let mut step = mech.start(&p.metadata, &peer_greeting)?;
         let peer_meta = loop {
+            // 3. Once the peer's metadata is known, check socket-type compatibility before sending
+            //    the final step (a server's READY): an incompatible peer gets ERROR instead.
+            let done = step.peer_metadata.take();
+            if let Some(meta) = &done {
+                let theirs = meta
+                    .get("Socket-Type")
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                if !p.accept.iter().any(|t| t.eq_ignore_ascii_case(&theirs)) {
+                    return Err(HandshakeError::IncompatibleSocketType {
+                        ours: p.socket_type.to_string(),
+                        theirs,
+                    });
+                }
+            }
             for c in &step.send {
                 out.push_command(c);
             }
             out.write_all(&mut wr).await?;
-            if let Some(meta) = step.peer_metadata.take() {
+            if let Some(meta) = done {
                 break meta;
             }
             let frame = loop {
@@ -314,17 +350,6 @@ pub(crate) async fn handshake(
             }
             step = mech.on_command(frame.body)?;
         };
-        // 3. Socket-type compatibility.
-        let theirs = peer_meta
-            .get("Socket-Type")
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        if !p.accept.iter().any(|t| t.eq_ignore_ascii_case(&theirs)) {
-            return Err(HandshakeError::IncompatibleSocketType {
-                ours: p.socket_type.to_string(),
-                theirs,
-            });
-        }
         Ok((dec, peer_meta))
     }
     .await;

@@ -70,9 +70,8 @@ pub enum MechanismConfig {
 impl MechanismConfig {
     /// Build the per-connection state machine. `server` is true for accepted (inbox) connections.
     pub fn build(&self, server: bool) -> Box<dyn Mechanism> {
-        let _ = server; // NULL has no roles; CURVE will.
         match self {
-            MechanismConfig::Null => Box::new(NullMechanism::default()),
+            MechanismConfig::Null => Box::new(NullMechanism::new(server)),
         }
     }
 
@@ -84,12 +83,32 @@ impl MechanismConfig {
     }
 }
 
-/// The NULL mechanism: each side sends READY with its metadata and waits for the peer's READY
-/// (or ERROR). Order does not matter.
+/// The NULL mechanism: each side sends READY with its metadata and takes the peer's READY (or ERROR).
+///
+/// The client sends READY at once. The server (accepting side) answers the client's READY with its
+/// own: the connection can check the client's metadata (socket type) first and answer an
+/// incompatible peer with ERROR instead of READY. It also matters in practice: a libzmq client that
+/// finds our READY incompatible closes at once, and if our READY reached it together with the end of
+/// our greeting it closes before its own READY is flushed, leaving us only an EOF to report; waiting
+/// for its READY means we always learn its socket type. Every client implementation (libzmq, JeroMQ,
+/// zmq.rs, ours) sends READY without waiting for the server's.
 #[derive(Debug, Default)]
 pub struct NullMechanism {
-    sent_ready: bool,
+    server: bool,
+    /// Our metadata, kept by a server until the client's READY arrives.
+    own: Option<Metadata>,
     done: bool,
+}
+
+impl NullMechanism {
+    /// A NULL mechanism for the accepting (`server = true`) or connecting side.
+    pub fn new(server: bool) -> Self {
+        NullMechanism {
+            server,
+            own: None,
+            done: false,
+        }
+    }
 }
 
 impl Mechanism for NullMechanism {
@@ -102,7 +121,10 @@ impl Mechanism for NullMechanism {
     }
 
     fn start(&mut self, own: &Metadata, _peer: &Greeting) -> Result<MechanismStep, HandshakeError> {
-        self.sent_ready = true;
+        if self.server {
+            self.own = Some(own.clone());
+            return Ok(MechanismStep::default());
+        }
         Ok(MechanismStep {
             send: vec![Command::Ready(own.clone()).encode()],
             peer_metadata: None,
@@ -116,8 +138,12 @@ impl Mechanism for NullMechanism {
         match Command::decode(&body)? {
             Command::Ready(meta) => {
                 self.done = true;
+                let send = match self.own.take() {
+                    Some(own) => vec![Command::Ready(own).encode()],
+                    None => Vec::new(),
+                };
                 Ok(MechanismStep {
-                    send: Vec::new(),
+                    send,
                     peer_metadata: Some(meta),
                 })
             }

@@ -353,13 +353,16 @@ async fn bad_peers_fail_handshake_others_unaffected() {
         matches!(r, HandshakeError::UnsupportedVersion { major: 2, .. })
     })
     .await;
-    // Unsupported mechanism: refused with an ERROR command we can read.
+    // Another mechanism: refused with an ERROR command we can read.
     let mut s3 = TcpStream::connect(&addr).await.unwrap();
     s3.write_all(&Greeting::new("PLAIN", false).encode())
         .await
         .unwrap();
     expect_failure(&mut inbox, |r| {
-        *r == HandshakeError::UnsupportedMechanism("PLAIN".into())
+        *r == HandshakeError::MechanismMismatch {
+            ours: "NULL".into(),
+            theirs: "PLAIN".into(),
+        }
     })
     .await;
     let mut buf = BytesMut::new();
