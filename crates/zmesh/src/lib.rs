@@ -28,6 +28,7 @@
 
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod iface;
 pub mod node;
 

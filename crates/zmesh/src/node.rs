@@ -24,12 +24,15 @@
 //!
 //! # Events and a slow application
 //!
-//! Events go to a bounded queue ([`NodeBuilder::event_capacity`], default 10,000). The node task never
-//! waits for the application: when the queue is full, new events are **dropped** and counted in
-//! [`NodeStats::dropped_events`] (a warning is logged). The node keeps answering PINGs, so peers do not
-//! see it as evasive because its application is slow — the opposite of Zyre, whose node thread blocks
-//! on a full pipe and is eventually expired by everybody. An application that cannot afford to miss
-//! events should size the queue for its bursts, or re-read state with [`Node::peers`] and friends.
+//! Events go to a bounded queue ([`NodeBuilder::event_capacity`], default 10,000) that is fair
+//! between peers (see [`crate::events`]). The node task never waits for the application: when the
+//! queue is full, the newest messages of the peers holding more than their fair share are
+//! **dropped** and counted in [`NodeStats::dropped_events`] (a warning is logged); ENTER and EXIT
+//! are never dropped. The node keeps answering PINGs, so peers do not see it as evasive because its
+//! application is slow — the opposite of Zyre, whose node thread blocks on a full pipe and is
+//! eventually expired by everybody — and one flooding peer cannot crowd out the others. An
+//! application that cannot afford to miss messages should size the queue for its bursts, or build
+//! acknowledgements above ZRE (as the request/reply patterns do).
 //!
 //! # Interface
 //!
@@ -50,8 +53,9 @@ use uuid::Uuid;
 use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig, SendError};
 use zmesh_zre::{Config as EngineConfig, Engine, Event, Output};
 
-use crate::discovery::{BeaconSocket, Sighting};
+use crate::discovery::{BeaconDropReason, BeaconSocket, Sighting};
 use crate::error::Error;
+use crate::events::EventQueue;
 use crate::iface::{self, InterfaceSpec, SelectedInterface};
 
 /// The UDP port ZRE beacons use by default (IANA "ZRE-DISC").
@@ -217,6 +221,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Limits of the inbox: largest frame, handshake timeout (slow-loris guard), connection cap.
+    pub fn inbox_config(mut self, config: InboxConfig) -> Self {
+        self.inbox = config;
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         if let Some(n) = &self.name {
             check_str("name", n)?;
@@ -263,7 +273,7 @@ impl NodeBuilder {
             .ping_interval
             .unwrap_or_else(|| (self.evasive_timeout * 2 / 5).min(config.ping_interval));
         let engine = Engine::new(config, now);
-        let (events_tx, events_rx) = mpsc::channel(self.event_capacity);
+        let events = Arc::new(EventQueue::new(self.event_capacity));
         let mut identity = Vec::with_capacity(17);
         identity.push(1u8);
         identity.extend_from_slice(uuid.as_bytes());
@@ -274,7 +284,7 @@ impl NodeBuilder {
             state: Mutex::new(State {
                 engine,
                 outboxes: HashMap::new(),
-                events: Some(events_tx),
+                events: events.clone(),
                 outbox_config: self.outbox.clone(),
                 identity: Bytes::from(identity),
                 endpoint: None,
@@ -294,7 +304,7 @@ impl NodeBuilder {
         };
         tokio::spawn(task.run(stop_rx));
         let handle = Arc::new(HandleInner { shared, stop_tx });
-        Ok((Node { inner: handle }, Events { rx: events_rx }))
+        Ok((Node { inner: handle }, Events { queue: events }))
     }
 }
 
@@ -335,8 +345,8 @@ struct Shared {
 struct State {
     engine: Engine,
     outboxes: HashMap<Uuid, Outbox>,
-    /// `None` once the node has stopped (the channel is closed so `Events::recv` ends).
-    events: Option<mpsc::Sender<Event>>,
+    /// The application's event queue; closed once the node has stopped.
+    events: Arc<EventQueue>,
     outbox_config: OutboxConfig,
     identity: Bytes,
     endpoint: Option<String>,
@@ -392,12 +402,13 @@ impl Shared {
                         state.outboxes.remove(&peer);
                     }
                     Output::Event(event) => {
-                        if let Some(tx) = &state.events {
-                            if tx.try_send(event).is_err() {
-                                let n = self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
-                                if n.is_power_of_two() {
-                                    warn!(dropped = n + 1, "event queue full: application is not reading events; dropping");
-                                }
+                        if !state.events.push(event) {
+                            let n = self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
+                            if n.is_power_of_two() {
+                                warn!(
+                                    dropped = n + 1,
+                                    "event queue full: application is not reading events; dropping"
+                                );
                             }
                         }
                     }
@@ -621,18 +632,19 @@ impl Node {
 /// The node's events, in order. Ends (returns `None`) after the STOP event.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::Receiver<Event>,
+    queue: Arc<EventQueue>,
 }
 
 impl Events {
-    /// Waits for the next event. Cancel-safe.
+    /// Waits for the next event. Cancel-safe. Events of one peer come in order; different peers'
+    /// events are interleaved fairly (see [`crate::events`]).
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        self.queue.pop().await
     }
 
     /// Returns an event if one is ready.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        self.queue.try_pop().ok().flatten()
     }
 }
 
@@ -679,6 +691,8 @@ impl NodeTask {
                 },
                 datagram = recv_opt(self.beacon.as_ref().map(|b| b.recv())) => match datagram {
                     Ok(Ok(sighting)) => self.on_sighting(sighting),
+                    // Our own beacons loop back to us; that is not bad input.
+                    Ok(Err(BeaconDropReason::Own)) => {}
                     Ok(Err(reason)) => {
                         self.shared.stats.bad_beacons.fetch_add(1, Ordering::Relaxed);
                         debug!(%reason, "beacon dropped");
@@ -825,7 +839,7 @@ impl NodeTask {
     fn crash(&mut self) {
         let mut state = self.shared.lock();
         state.outboxes.clear();
-        state.events = None;
+        state.events.close();
         drop(state);
         if let Some(inbox) = self.inbox.take() {
             inbox.close();
@@ -855,9 +869,7 @@ impl NodeTask {
                         }
                     }
                     Output::Event(event) => {
-                        if let Some(tx) = &state.events {
-                            let _ = tx.try_send(event);
-                        }
+                        state.events.push(event);
                     }
                     Output::Connect { .. } => {}
                 }
@@ -885,8 +897,8 @@ impl NodeTask {
             inbox.close();
         }
         self.beacon = None;
-        // Closing the sender ends the application's event stream after the STOP event.
-        self.shared.lock().events = None;
+        // The application's event stream ends after the STOP event.
+        self.shared.lock().events.close();
         info!(node = %self.shared.name, "zmesh node stopped");
     }
 }
