@@ -1,0 +1,434 @@
+//! Scenarios 1 and 2: WHISPER throughput and round trip between two processes, against the zmesh
+//! ZMTP transport alone and plain tokio TCP doing the same thing.
+//!
+//! # Pattern (identical for the three implementations)
+//!
+//! Process A (the driver) and process B (this binary re-executed with `--peer`) each own one end of a
+//! [`Link`]. For the node, a link is a zmesh [`Node`] whose peer is the other process's node; for the
+//! transport, an [`Inbox`] plus an [`Outbox`] connected to the other process's inbox (the "Harmony"
+//! pattern ZRE itself uses); for the baseline, a pair of plain TCP streams with a `u32` length prefix.
+//!
+//! * **Throughput** is *windowed*: A keeps at most `window` messages un-acknowledged; B acknowledges
+//!   every `ack_every` messages with the running count. The window matters for the node: `whisper`
+//!   has no async back-pressure — when a peer's outbox queue (100,000 messages / 64 MiB by default) is
+//!   full it returns `PeerOverflow` and *drops the peer*. An application that streams must therefore
+//!   pace itself, and this is the pacing a real application would use. The same window is applied to
+//!   the baselines so the pattern is the same.
+//! * **Round trip**: A sends one 64-byte message, B sends it back, A times each round trip separately.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use zmesh::{Event, Events, Node, Uuid};
+use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig};
+
+use crate::{node_builder, read_announce, spawn_self, Args, Percentiles, SCENARIO_TIMEOUT};
+
+/// Untimed round trips before the timed ones.
+const RTT_WARMUP: usize = 2_000;
+
+/// Throughput parameters of one message size.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Content bytes per message.
+    pub size: usize,
+    /// Messages in the run.
+    pub count: usize,
+    /// Most un-acknowledged messages.
+    pub window: usize,
+    /// B acknowledges every this many messages.
+    pub ack_every: usize,
+}
+
+/// The two throughput runs: 64 B and 4 KiB.
+pub fn windows(args: &Args) -> [Window; 2] {
+    [
+        Window {
+            size: 64,
+            count: args.count64,
+            window: 32_768,
+            ack_every: 4_096,
+        },
+        Window {
+            size: 4096,
+            count: args.count4k,
+            window: 4_096,
+            ack_every: 512,
+        },
+    ]
+}
+
+/// One end of a two-process link.
+pub trait Link {
+    /// Queues one message for the other process (may buffer until `flush`).
+    async fn send(&mut self, msg: Bytes);
+    /// Pushes buffered messages towards the other process.
+    async fn flush(&mut self);
+    /// The next message from the other process.
+    async fn recv(&mut self) -> Bytes;
+    /// Orderly shutdown: everything sent reaches the other process.
+    async fn shutdown(self);
+}
+
+// ------------------------------------------------------------------------------------------------
+// zmesh node: WHISPER over a full ZRE session.
+
+/// A zmesh node plus the UUID of the node in the other process.
+pub struct NodeLink {
+    node: Node,
+    events: Events,
+    peer: Uuid,
+}
+
+impl Link for NodeLink {
+    async fn send(&mut self, msg: Bytes) {
+        if let Err(e) = self.node.whisper(self.peer, vec![msg]) {
+            panic!("whisper failed (the window should prevent overflow): {e}");
+        }
+    }
+
+    async fn flush(&mut self) {}
+
+    async fn recv(&mut self) -> Bytes {
+        loop {
+            match self.events.recv().await.expect("node event stream ended") {
+                Event::Whisper {
+                    peer, mut content, ..
+                } if peer == self.peer => {
+                    assert_eq!(content.len(), 1, "bench whispers are single-frame");
+                    return content.pop().unwrap();
+                }
+                Event::Exit { peer, .. } if peer == self.peer => {
+                    panic!("the other node left (EXIT) in the middle of the benchmark")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        let dropped = self.node.stats().dropped_events;
+        assert_eq!(
+            dropped, 0,
+            "node dropped {dropped} events (queue too small)"
+        );
+        self.node.stop().await;
+    }
+}
+
+/// Event queue large enough that a full window never overflows it.
+const NODE_EVENT_CAPACITY: usize = 100_000;
+
+/// Driver side: start our node, start the peer process, wait until each sees the other.
+pub async fn node_driver(args: &Args, port: u16) -> (NodeLink, Child) {
+    let uuid = Uuid::new_v4();
+    let (node, mut events) = node_builder("bench-a", port, Duration::from_millis(100))
+        .uuid(uuid)
+        .event_capacity(NODE_EVENT_CAPACITY)
+        .start()
+        .await
+        .expect("start node A");
+    let mut child = spawn_self(
+        args,
+        &[
+            "--peer",
+            "node",
+            "--connect",
+            &zmesh::uuid_to_string(&uuid),
+            "--beacon-port",
+            &port.to_string(),
+        ],
+    );
+    let theirs = read_announce(&mut child, "READY");
+    let peer = zmesh::uuid_from_str(&theirs).expect("peer uuid");
+    wait_enter(&mut events, peer).await;
+    (NodeLink { node, events, peer }, child)
+}
+
+/// Peer side: start our node and wait for the driver's node.
+pub async fn node_peer(args: &Args) -> NodeLink {
+    let port = args.beacon_port.expect("--beacon-port");
+    let peer = zmesh::uuid_from_str(args.connect.as_deref().expect("--connect")).expect("uuid");
+    let (node, mut events) = node_builder("bench-b", port, Duration::from_millis(100))
+        .event_capacity(NODE_EVENT_CAPACITY)
+        .start()
+        .await
+        .expect("start node B");
+    println!("READY {}", node.uuid_string());
+    wait_enter(&mut events, peer).await;
+    NodeLink { node, events, peer }
+}
+
+/// Waits for the ENTER of `peer` (discovery on loopback takes a few beacon intervals at most).
+pub async fn wait_enter(events: &mut Events, peer: Uuid) {
+    let fut = async {
+        loop {
+            match events.recv().await {
+                Some(Event::Enter { peer: p, .. }) if p == peer => return,
+                Some(_) => {}
+                None => panic!("event stream ended before ENTER"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("peer not discovered within 30 s");
+}
+
+// ------------------------------------------------------------------------------------------------
+// zmesh ZMTP transport alone: Inbox + Outbox, single-frame messages.
+
+/// Our bound inbox and our outbox connected to the other process's inbox.
+pub struct ZmtpLink {
+    inbox: Inbox,
+    outbox: Outbox,
+}
+
+/// ZRE-style identity: 0x01 followed by 16 bytes.
+fn identity(tag: u8) -> Bytes {
+    let mut id = vec![0x01u8];
+    id.extend((0..16).map(|i| tag.wrapping_mul(31).wrapping_add(i)));
+    Bytes::from(id)
+}
+
+impl Link for ZmtpLink {
+    async fn send(&mut self, msg: Bytes) {
+        if let Err(e) = self.outbox.send(vec![msg]).await {
+            panic!("zmtp send failed: {e:?}");
+        }
+    }
+
+    async fn flush(&mut self) {}
+
+    async fn recv(&mut self) -> Bytes {
+        loop {
+            match self.inbox.recv().await.expect("inbox closed") {
+                InboxEvent::Message { mut frames, .. } => return frames.pop().unwrap(),
+                InboxEvent::HandshakeFailed { peer, reason } => {
+                    panic!("zmtp handshake with {peer} failed: {reason:?}")
+                }
+                InboxEvent::Disconnected { peer, reason, .. } => {
+                    panic!("zmtp peer {peer} disconnected: {reason}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        self.outbox.close(Some(Duration::from_secs(10))).await;
+    }
+}
+
+/// Driver side of the transport baseline.
+pub async fn zmtp_driver(args: &Args) -> (ZmtpLink, Child) {
+    let inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let ours = inbox.endpoint().to_string();
+    let mut child = spawn_self(args, &["--peer", "zmtp", "--connect", &ours]);
+    let theirs = read_announce(&mut child, "ENDPOINT");
+    let outbox = Outbox::connect(&theirs, identity(1), OutboxConfig::default()).unwrap();
+    (ZmtpLink { inbox, outbox }, child)
+}
+
+/// Peer side of the transport baseline.
+pub async fn zmtp_peer(args: &Args) -> ZmtpLink {
+    let inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    println!("ENDPOINT {}", inbox.endpoint());
+    let connect = args.connect.as_deref().expect("--connect");
+    let outbox = Outbox::connect(connect, identity(2), OutboxConfig::default()).unwrap();
+    ZmtpLink { inbox, outbox }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Plain tokio TCP: u32 length prefix, 64 KiB write buffer, bulk reads (as in zmtp-bench).
+
+/// Write buffer flushed at this size.
+const TCP_WBUF: usize = 64 * 1024;
+
+/// One outgoing stream and one accepted stream.
+pub struct TcpLink {
+    out: TcpStream,
+    wbuf: BytesMut,
+    inc: TcpStream,
+    rbuf: BytesMut,
+}
+
+impl TcpLink {
+    fn new(out: TcpStream, inc: TcpStream) -> TcpLink {
+        out.set_nodelay(true).unwrap();
+        inc.set_nodelay(true).unwrap();
+        TcpLink {
+            out,
+            wbuf: BytesMut::with_capacity(TCP_WBUF * 2),
+            inc,
+            rbuf: BytesMut::with_capacity(256 * 1024),
+        }
+    }
+
+    async fn write_out(&mut self) {
+        if !self.wbuf.is_empty() {
+            self.out.write_all(&self.wbuf).await.expect("tcp write");
+            self.wbuf.clear();
+        }
+    }
+}
+
+impl Link for TcpLink {
+    async fn send(&mut self, msg: Bytes) {
+        self.wbuf.put_u32(msg.len() as u32);
+        self.wbuf.extend_from_slice(&msg);
+        if self.wbuf.len() >= TCP_WBUF {
+            self.write_out().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        self.write_out().await;
+    }
+
+    async fn recv(&mut self) -> Bytes {
+        loop {
+            if self.rbuf.len() >= 4 {
+                let len = u32::from_be_bytes(self.rbuf[..4].try_into().unwrap()) as usize;
+                if self.rbuf.len() >= 4 + len {
+                    self.rbuf.advance(4);
+                    return self.rbuf.split_to(len).freeze();
+                }
+                self.rbuf.reserve(4 + len);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+                self.rbuf.reserve(256 * 1024);
+            }
+            let n = self.inc.read_buf(&mut self.rbuf).await.expect("tcp read");
+            assert!(n > 0, "tcp: peer closed the connection");
+        }
+    }
+
+    async fn shutdown(mut self) {
+        self.write_out().await;
+        let _ = self.out.shutdown().await;
+    }
+}
+
+/// Driver side of the plain-TCP baseline.
+pub async fn tcp_driver(args: &Args) -> (TcpLink, Child) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ours = listener.local_addr().unwrap().to_string();
+    let mut child = spawn_self(args, &["--peer", "tcp", "--connect", &ours]);
+    let theirs = read_announce(&mut child, "ENDPOINT");
+    let out = TcpStream::connect(&theirs).await.unwrap();
+    let (inc, _) = listener.accept().await.unwrap();
+    (TcpLink::new(out, inc), child)
+}
+
+/// Peer side of the plain-TCP baseline.
+pub async fn tcp_peer(args: &Args) -> TcpLink {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("ENDPOINT {}", listener.local_addr().unwrap());
+    let out = TcpStream::connect(args.connect.as_deref().expect("--connect"))
+        .await
+        .unwrap();
+    let (inc, _) = listener.accept().await.unwrap();
+    TcpLink::new(out, inc)
+}
+
+// ------------------------------------------------------------------------------------------------
+// The scenarios, generic over the link.
+
+/// What one implementation measured in one round.
+#[derive(Debug, Clone, Default)]
+pub struct LinkResult {
+    /// Messages/s for each entry of [`windows`].
+    pub msgs_per_s: Vec<f64>,
+    /// Round-trip percentiles in microseconds.
+    pub rtt: Percentiles,
+}
+
+/// Process A: throughput runs, then round trips.
+pub async fn drive<L: Link>(mut link: L, args: &Args) -> LinkResult {
+    link.send(Bytes::from_static(b"hello")).await;
+    link.flush().await;
+    assert_eq!(&link.recv().await[..], b"hello");
+
+    let mut msgs_per_s = Vec::new();
+    for w in windows(args) {
+        let fut = throughput(&mut link, w);
+        let rate = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+            .await
+            .expect("throughput timed out");
+        msgs_per_s.push(rate);
+    }
+
+    let ping = Bytes::from(vec![0x5a; 64]);
+    let mut rtts = Vec::with_capacity(args.rtt_count);
+    let fut = async {
+        for i in 0..RTT_WARMUP + args.rtt_count {
+            let t0 = Instant::now();
+            link.send(ping.clone()).await;
+            link.flush().await;
+            let pong = link.recv().await;
+            let dt = t0.elapsed();
+            assert_eq!(pong.len(), 64);
+            if i >= RTT_WARMUP {
+                rtts.push(dt.as_nanos() as u64);
+            }
+        }
+    };
+    tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+        .await
+        .expect("round trips timed out");
+    link.shutdown().await;
+    LinkResult {
+        msgs_per_s,
+        rtt: Percentiles::of_nanos(rtts),
+    }
+}
+
+/// Windowed one-way throughput, sender side; returns messages/s.
+async fn throughput<L: Link>(link: &mut L, w: Window) -> f64 {
+    let msg = Bytes::from(vec![0xab; w.size]);
+    let t0 = Instant::now();
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while acked < w.count {
+        while sent < w.count && sent - acked < w.window {
+            link.send(msg.clone()).await;
+            sent += 1;
+        }
+        link.flush().await;
+        let ack = link.recv().await;
+        acked = u64::from_be_bytes(ack[..8].try_into().unwrap()) as usize;
+    }
+    w.count as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Process B: mirror of [`drive`].
+pub async fn serve<L: Link>(mut link: L, args: &Args) {
+    let hello = link.recv().await;
+    link.send(hello).await;
+    link.flush().await;
+    for w in windows(args) {
+        let mut bytes = 0usize;
+        for n in 1..=w.count {
+            bytes += link.recv().await.len();
+            if n.is_multiple_of(w.ack_every) || n == w.count {
+                link.send(Bytes::copy_from_slice(&(n as u64).to_be_bytes()))
+                    .await;
+                link.flush().await;
+            }
+        }
+        assert_eq!(bytes, w.count * w.size, "received a different byte count");
+    }
+    for _ in 0..RTT_WARMUP + args.rtt_count {
+        let m = link.recv().await;
+        link.send(m).await;
+        link.flush().await;
+    }
+    link.shutdown().await;
+}
