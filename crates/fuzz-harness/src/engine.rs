@@ -1,0 +1,734 @@
+//! Harness for the sans-IO ZRE engine: `engine_messages`.
+//!
+//! The input is decoded with [`arbitrary`] into a script of [`Step`]s — messages from a handful of
+//! simulated peers (mostly well formed, with the right or a wrong sequence number and status),
+//! raw frames, damaged messages, beacon sightings and departures, send failures, clock advances,
+//! timer expiries and application commands — which is played against one [`Engine`] with a fixed
+//! UUID. Simulated peers keep their own sequence/status counters so the fuzzer can reach deep
+//! states (ready peers in groups, restarts, purges, elections) instead of dying at the first
+//! sequence check.
+//!
+//! After every step all outputs are drained into a [`Shadow`], an independent model of what the
+//! shell would see, which asserts that the output stream is coherent:
+//!
+//! * `Connect` only for a peer without an open outbox, `Send`/`Disconnect` only for one with;
+//! * every `Send` decodes; per outbox, sequence numbers run 1, 2, 3, ... and the first message
+//!   (and only the first) is our HELLO, carrying our current endpoint, groups, status and name;
+//! * GOODBYE only to peers whose HELLO advertised `X-ZMESH`;
+//! * `Enter` only for a connected peer not yet entered; `Exit`, `Join`, `Leave`, `Whisper`,
+//!   `Shout`, `Evasive`, `Silent` only for entered peers; `Join`/`Leave` events match membership;
+//! * the query API agrees with the event stream: `peers()`, `peers_by_group()`, `peer_groups()`,
+//!   `own_groups()`, `status()`;
+//! * JOIN/LEAVE commands send exactly one message to every connected peer, WHISPER to the one
+//!   peer, SHOUT to exactly `peers_by_group()`; after `stop` nothing is connected and no input
+//!   produces output any more;
+//! * the timer makes progress: after `handle_timeout(now)`, `poll_timeout()` is `None` or later
+//!   than `now` (otherwise the shell would spin).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use arbitrary::{Arbitrary, Unstructured};
+use bytes::Bytes;
+use uuid::Uuid;
+use zmesh_zre::{
+    routing_id, Config, Engine, EngineError, Event, Output, ZreMessage, IDENTITY_LEN, ZMESH_HEADER,
+};
+
+/// Our own UUID.
+pub const OWN_UUID: Uuid = Uuid::from_u128(0x00AA_0000_0000_4000_8000_0000_0000_0001);
+/// Our own endpoint (when the script does not clear it).
+pub const OWN_ENDPOINT: &str = "tcp://127.0.0.1:5670";
+/// The simulated peers.
+pub const PEERS: [Uuid; 4] = [
+    Uuid::from_u128(0x0B0B_0000_0000_4000_8000_0000_0000_0001),
+    Uuid::from_u128(0x0B0B_0000_0000_4000_8000_0000_0000_0002),
+    Uuid::from_u128(0x0B0B_0000_0000_4000_8000_0000_0000_0003),
+    Uuid::from_u128(0x0000_0000_0000_0000_0000_0000_0000_0000),
+];
+/// Endpoints the script picks from: distinct ones, a shared one (purges), ours, empty, junk.
+const ENDPOINTS: [&str; 8] = [
+    "tcp://127.0.0.1:7001",
+    "tcp://127.0.0.1:7002",
+    "tcp://127.0.0.1:7003",
+    "tcp://127.0.0.1:7000",
+    OWN_ENDPOINT,
+    "",
+    "tcp://[::1]:7004",
+    "not an endpoint",
+];
+/// Group names the script picks from, including edge cases (empty, 255 bytes, 256 bytes, UTF-8).
+fn group(i: u8) -> String {
+    match i % 8 {
+        0 => "GLOBAL".into(),
+        1 => "chat".into(),
+        2 => "ops".into(),
+        3 => String::new(),
+        4 => "x".repeat(255),
+        5 => "y".repeat(256),
+        6 => "grüppe".into(),
+        _ => "CHAT".into(),
+    }
+}
+
+fn endpoint(i: u8) -> &'static str {
+    ENDPOINTS[usize::from(i) % ENDPOINTS.len()]
+}
+
+fn peer(i: u8) -> Uuid {
+    PEERS[usize::from(i) % PEERS.len()]
+}
+
+/// Who a message claims to come from (the ROUTER identity frame).
+#[derive(Arbitrary, Debug)]
+pub enum Who {
+    /// One of [`PEERS`], with the correct `0x01` + UUID identity.
+    Peer(u8),
+    /// Our own UUID (self-connection).
+    Own,
+    /// A peer UUID behind another first byte (C does not check it).
+    OddFirstByte(u8, u8),
+    /// A truncated identity.
+    Short(u8, u8),
+    /// Any bytes.
+    Raw(Vec<u8>),
+}
+
+/// Which sequence number a simulated peer puts on a message.
+#[derive(Arbitrary, Debug)]
+pub enum SeqChoice {
+    /// The correct next one (1 for HELLO).
+    Next,
+    /// The previous one again.
+    Repeat,
+    /// One too far.
+    Skip,
+    /// Any value.
+    Exact(u16),
+}
+
+/// Which status a simulated peer puts on JOIN/LEAVE/HELLO.
+#[derive(Arbitrary, Debug)]
+pub enum StatusChoice {
+    /// Its own counter plus one (for HELLO: its counter).
+    Next,
+    /// Any value.
+    Exact(u8),
+}
+
+/// A ZRE message from a simulated peer, with choices for the fields that matter.
+#[derive(Arbitrary, Debug)]
+pub enum MsgSpec {
+    /// HELLO.
+    Hello {
+        /// Index into the endpoint list.
+        endpoint: u8,
+        /// Group indices.
+        groups: Vec<u8>,
+        /// Status carried.
+        status: StatusChoice,
+        /// Name.
+        name: String,
+        /// Extra headers.
+        headers: Vec<(String, String)>,
+        /// Whether to advertise `X-ZMESH`.
+        zmesh: bool,
+    },
+    /// WHISPER.
+    Whisper(Vec<Vec<u8>>),
+    /// SHOUT.
+    Shout(u8, Vec<Vec<u8>>),
+    /// JOIN.
+    Join(u8, StatusChoice),
+    /// LEAVE.
+    Leave(u8, StatusChoice),
+    /// PING.
+    Ping,
+    /// PING-OK.
+    PingOk,
+    /// ELECT.
+    Elect(u8, String),
+    /// LEADER.
+    Leader(u8, String),
+    /// GOODBYE.
+    Goodbye,
+}
+
+/// One input to the engine.
+#[derive(Arbitrary, Debug)]
+pub enum Step {
+    /// A message built from [`MsgSpec`].
+    Message {
+        /// Identity.
+        from: Who,
+        /// Sequence number choice.
+        seq: SeqChoice,
+        /// The message.
+        msg: MsgSpec,
+    },
+    /// A message whose ZRE frame is cut to `cut` bytes and has one byte XORed.
+    Damaged {
+        /// Identity.
+        from: Who,
+        /// The message.
+        msg: MsgSpec,
+        /// New length of the ZRE frame (if shorter).
+        cut: u16,
+        /// Position and XOR mask of a flipped byte.
+        flip: (u16, u8),
+    },
+    /// Raw frames.
+    Raw {
+        /// Identity.
+        from: Who,
+        /// Frames after the identity.
+        frames: Vec<Vec<u8>>,
+    },
+    /// A beacon sighting.
+    Sighting {
+        /// Peer index (4 = our own UUID).
+        peer: u8,
+        /// Endpoint index.
+        endpoint: u8,
+    },
+    /// A port-0 beacon.
+    Departure(u8),
+    /// The shell could not queue a message for a peer.
+    SendFailed(u8),
+    /// Time passes (milliseconds), then the timers run.
+    Advance(u16),
+    /// Jump to the engine's next deadline and run the timers.
+    Deadline,
+    /// Application: join a group.
+    Join(u8),
+    /// Application: leave a group.
+    Leave(u8),
+    /// Application: whisper to a peer.
+    Whisper(u8, Vec<Vec<u8>>),
+    /// Application: shout to a group.
+    Shout(u8, Vec<Vec<u8>>),
+    /// Application: change the advertised endpoint.
+    SetEndpoint(u8),
+    /// Application: stop.
+    Stop,
+}
+
+/// Engine configuration choices.
+#[derive(Arbitrary, Debug)]
+pub struct Setup {
+    /// Evasive timeout, 1..=256 × 50 ms.
+    pub evasive: u8,
+    /// Expired timeout, 1..=256 × 200 ms.
+    pub expired: u8,
+    /// Ping interval, 0..=255 × 50 ms (0 disables).
+    pub ping: u8,
+    /// Start without an endpoint.
+    pub no_endpoint: bool,
+    /// Configure `X-ZMESH` ourselves.
+    pub own_zmesh_header: bool,
+}
+
+/// What a simulated peer has sent us so far.
+#[derive(Default, Debug)]
+struct Remote {
+    seq: u16,
+    status: u8,
+}
+
+/// Upper bound on steps per input, to keep executions fast.
+const MAX_STEPS: usize = 200;
+
+/// `engine_messages`: plays the script decoded from `data` (see the module documentation).
+pub fn engine_messages(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(setup) = Setup::arbitrary(&mut u) else {
+        return;
+    };
+    let mut config = Config::new(OWN_UUID, "fuzz");
+    config.evasive_timeout = Duration::from_millis(50 * (1 + u64::from(setup.evasive)));
+    config.expired_timeout = Duration::from_millis(200 * (1 + u64::from(setup.expired)));
+    config.ping_interval = Duration::from_millis(50 * u64::from(setup.ping));
+    if !setup.no_endpoint {
+        config.endpoint = OWN_ENDPOINT.into();
+    }
+    if setup.own_zmesh_header {
+        config.headers.push((ZMESH_HEADER.into(), "7".into()));
+    }
+    let mut now = Instant::now();
+    let mut engine = Engine::try_new(config, now).expect("valid config");
+    let mut shadow = Shadow::default();
+    let mut remotes: BTreeMap<Uuid, Remote> = BTreeMap::new();
+
+    for _ in 0..MAX_STEPS {
+        if u.is_empty() {
+            break;
+        }
+        let Ok(step) = Step::arbitrary(&mut u) else {
+            break;
+        };
+        let connected_before: BTreeSet<Uuid> = shadow.connected.keys().copied().collect();
+        let mut expect = Expect::Nothing;
+        match step {
+            Step::Message { from, seq, msg } => {
+                let (identity, uuid) = identity(&from);
+                let r = remotes.entry(uuid).or_default();
+                let Some(frames) = build(r, &seq, &msg) else {
+                    continue;
+                };
+                engine.handle_message(now, &identity, frames);
+            }
+            Step::Damaged {
+                from,
+                msg,
+                cut,
+                flip,
+            } => {
+                let (identity, uuid) = identity(&from);
+                let r = remotes.entry(uuid).or_default();
+                let Some(mut frames) = build(r, &SeqChoice::Next, &msg) else {
+                    continue;
+                };
+                let mut first = frames[0].to_vec();
+                first.truncate(usize::from(cut));
+                if !first.is_empty() {
+                    let i = usize::from(flip.0) % first.len();
+                    first[i] ^= flip.1;
+                }
+                frames[0] = Bytes::from(first);
+                engine.handle_message(now, &identity, frames);
+            }
+            Step::Raw { from, frames } => {
+                let (identity, _) = identity(&from);
+                engine.handle_message(
+                    now,
+                    &identity,
+                    frames.into_iter().map(Bytes::from).collect(),
+                );
+            }
+            Step::Sighting {
+                peer: p,
+                endpoint: e,
+            } => {
+                let uuid = if p % 5 == 4 { OWN_UUID } else { peer(p) };
+                engine.handle_sighting(now, uuid, endpoint(e));
+            }
+            Step::Departure(p) => engine.handle_departure(now, peer(p)),
+            Step::SendFailed(p) => engine.handle_send_failed(now, peer(p)),
+            Step::Advance(ms) => {
+                now += Duration::from_millis(u64::from(ms));
+                timeout(&mut engine, now);
+            }
+            Step::Deadline => {
+                if let Some(t) = engine.poll_timeout() {
+                    now = now.max(t);
+                }
+                timeout(&mut engine, now);
+            }
+            Step::Join(g) => {
+                let g = group(g);
+                match engine.try_join(&g) {
+                    Ok(true) => {
+                        shadow.own_groups.push(g.clone());
+                        shadow.status = shadow.status.wrapping_add(1);
+                        expect = Expect::ToEach(
+                            connected_before.clone(),
+                            ZreMessage::Join {
+                                group: g,
+                                status: shadow.status,
+                            },
+                        );
+                    }
+                    Ok(false) => assert!(shadow.own_groups.contains(&g)),
+                    Err(EngineError::Stopped) => assert!(shadow.stopped),
+                    Err(EngineError::Wire(_)) => assert!(g.len() > 255),
+                    Err(e) => panic!("join({g:?}): unexpected error {e}"),
+                }
+            }
+            Step::Leave(g) => {
+                let g = group(g);
+                match engine.try_leave(&g) {
+                    Ok(true) => {
+                        let pos = shadow.own_groups.iter().position(|x| *x == g);
+                        shadow
+                            .own_groups
+                            .remove(pos.expect("left a group we were not in"));
+                        shadow.status = shadow.status.wrapping_add(1);
+                        expect = Expect::ToEach(
+                            connected_before.clone(),
+                            ZreMessage::Leave {
+                                group: g,
+                                status: shadow.status,
+                            },
+                        );
+                    }
+                    Ok(false) => assert!(!shadow.own_groups.contains(&g)),
+                    Err(EngineError::Stopped) => assert!(shadow.stopped),
+                    Err(e) => panic!("leave({g:?}): unexpected error {e}"),
+                }
+            }
+            Step::Whisper(p, content) => {
+                let uuid = peer(p);
+                let content: Vec<Bytes> = content.into_iter().map(Bytes::from).collect();
+                match engine.whisper(uuid, content.clone()) {
+                    Ok(()) => {
+                        assert!(shadow.connected.contains_key(&uuid));
+                        expect =
+                            Expect::ToEach(BTreeSet::from([uuid]), ZreMessage::Whisper { content });
+                    }
+                    Err(EngineError::EmptyContent) => assert!(content.is_empty()),
+                    Err(EngineError::UnknownPeer(x)) => {
+                        assert_eq!(x, uuid);
+                        assert!(!shadow.connected.contains_key(&uuid));
+                    }
+                    Err(EngineError::Stopped) => assert!(shadow.stopped),
+                    Err(e) => panic!("whisper: unexpected error {e}"),
+                }
+            }
+            Step::Shout(g, content) => {
+                let g = group(g);
+                let members: BTreeSet<Uuid> = engine.peers_by_group(&g).into_iter().collect();
+                let content: Vec<Bytes> = content.into_iter().map(Bytes::from).collect();
+                match engine.shout(&g, content.clone()) {
+                    Ok(n) => {
+                        assert_eq!(n, members.len());
+                        expect = Expect::ToEach(members, ZreMessage::Shout { group: g, content });
+                    }
+                    Err(EngineError::EmptyContent) => assert!(content.is_empty()),
+                    Err(EngineError::Wire(_)) => assert!(g.len() > 255),
+                    Err(EngineError::Stopped) => assert!(shadow.stopped),
+                    Err(e) => panic!("shout: unexpected error {e}"),
+                }
+            }
+            Step::SetEndpoint(e) => {
+                let e = endpoint(e);
+                engine.try_set_endpoint(e.into()).expect("short endpoint");
+                assert_eq!(engine.endpoint(), e);
+            }
+            Step::Stop => engine.stop(now),
+        }
+        let stopped_before = shadow.stopped;
+        let mut sends = Vec::new();
+        let mut produced = 0usize;
+        while let Some(out) = engine.poll_output() {
+            produced += 1;
+            shadow.apply(&engine, out, &mut sends);
+        }
+        if stopped_before {
+            assert_eq!(produced, 0, "a stopped engine produced output");
+        }
+        if let Expect::ToEach(targets, msg) = expect {
+            let got: BTreeSet<Uuid> = sends.iter().map(|(p, _)| *p).collect();
+            assert_eq!(got, targets, "{} went to the wrong peers", msg.name());
+            assert_eq!(sends.len(), targets.len(), "{} sent twice", msg.name());
+            for (_, m) in &sends {
+                assert_eq!(m, &msg);
+            }
+        }
+        shadow.check_queries(&engine);
+    }
+}
+
+/// Messages a command must produce: this message to exactly these peers.
+enum Expect {
+    Nothing,
+    ToEach(BTreeSet<Uuid>, ZreMessage),
+}
+
+/// Runs the timers and checks that they make progress.
+fn timeout(engine: &mut Engine, now: Instant) {
+    engine.handle_timeout(now);
+    if let Some(t) = engine.poll_timeout() {
+        assert!(
+            t > now,
+            "poll_timeout() not after handle_timeout(now): would spin"
+        );
+    }
+}
+
+/// The identity frame for `who` and the UUID whose simulated counters the message uses.
+fn identity(who: &Who) -> (Vec<u8>, Uuid) {
+    match who {
+        Who::Peer(p) => (routing_id(&peer(*p)).to_vec(), peer(*p)),
+        Who::Own => (routing_id(&OWN_UUID).to_vec(), OWN_UUID),
+        Who::OddFirstByte(b, p) => {
+            let mut id = routing_id(&peer(*p));
+            id[0] = *b;
+            (id.to_vec(), peer(*p))
+        }
+        Who::Short(n, p) => {
+            let id = routing_id(&peer(*p));
+            let n = usize::from(*n) % IDENTITY_LEN;
+            (id[..n].to_vec(), peer(*p))
+        }
+        Who::Raw(bytes) => (bytes.clone(), Uuid::nil()),
+    }
+}
+
+/// Encodes `spec` as the simulated peer `r` would, updating its counters. `None` if the spec
+/// cannot be encoded (a string over 255 bytes, no content).
+fn build(r: &mut Remote, seq: &SeqChoice, spec: &MsgSpec) -> Option<Vec<Bytes>> {
+    let is_hello = matches!(spec, MsgSpec::Hello { .. });
+    let next_status = |r: &Remote, s: &StatusChoice| match s {
+        StatusChoice::Next => r.status.wrapping_add(1),
+        StatusChoice::Exact(v) => *v,
+    };
+    let msg = match spec {
+        MsgSpec::Hello {
+            endpoint: e,
+            groups,
+            status,
+            name,
+            headers,
+            zmesh,
+        } => {
+            let mut headers = headers.clone();
+            if *zmesh {
+                headers.push((ZMESH_HEADER.into(), "1".into()));
+            }
+            ZreMessage::Hello {
+                endpoint: endpoint(*e).into(),
+                groups: groups.iter().map(|g| group(*g)).collect(),
+                status: match status {
+                    StatusChoice::Next => r.status,
+                    StatusChoice::Exact(v) => *v,
+                },
+                name: name.clone(),
+                headers,
+            }
+        }
+        MsgSpec::Whisper(c) => ZreMessage::Whisper {
+            content: c.iter().cloned().map(Bytes::from).collect(),
+        },
+        MsgSpec::Shout(g, c) => ZreMessage::Shout {
+            group: group(*g),
+            content: c.iter().cloned().map(Bytes::from).collect(),
+        },
+        MsgSpec::Join(g, s) => ZreMessage::Join {
+            group: group(*g),
+            status: next_status(r, s),
+        },
+        MsgSpec::Leave(g, s) => ZreMessage::Leave {
+            group: group(*g),
+            status: next_status(r, s),
+        },
+        MsgSpec::Ping => ZreMessage::Ping,
+        MsgSpec::PingOk => ZreMessage::PingOk,
+        MsgSpec::Elect(g, c) => ZreMessage::Elect {
+            group: group(*g),
+            challenger: c.clone(),
+        },
+        MsgSpec::Leader(g, l) => ZreMessage::Leader {
+            group: group(*g),
+            leader: l.clone(),
+        },
+        MsgSpec::Goodbye => ZreMessage::Goodbye,
+    };
+    let base = if is_hello { 0 } else { r.seq };
+    let sequence = match seq {
+        SeqChoice::Next => base.wrapping_add(1),
+        SeqChoice::Repeat => base,
+        SeqChoice::Skip => base.wrapping_add(2),
+        SeqChoice::Exact(v) => *v,
+    };
+    let frames = msg.encode(sequence).ok()?;
+    r.seq = sequence;
+    match &msg {
+        ZreMessage::Hello { status, .. } => r.status = *status,
+        ZreMessage::Join { status, .. } | ZreMessage::Leave { status, .. } => r.status = *status,
+        _ => {}
+    }
+    Some(frames)
+}
+
+/// Per-outbox state the shell would hold.
+#[derive(Debug)]
+struct Outbox {
+    last_seq: u16,
+    sent_any: bool,
+}
+
+/// The independent model of the engine's output stream (module documentation).
+#[derive(Default, Debug)]
+pub struct Shadow {
+    connected: BTreeMap<Uuid, Outbox>,
+    /// Entered peers → whether their HELLO advertised `X-ZMESH`.
+    entered: BTreeMap<Uuid, bool>,
+    /// Group → members in the order their JOIN events arrived.
+    groups: BTreeMap<String, Vec<Uuid>>,
+    own_groups: Vec<String>,
+    status: u8,
+    stopped: bool,
+}
+
+impl Shadow {
+    /// Checks one output against the model and applies it. Sends are appended to `sends`.
+    fn apply(&mut self, engine: &Engine, out: Output, sends: &mut Vec<(Uuid, ZreMessage)>) {
+        match out {
+            Output::Connect { peer, endpoint } => {
+                assert_ne!(peer, OWN_UUID, "Connect to ourselves");
+                assert!(!endpoint.is_empty(), "Connect without endpoint");
+                assert!(
+                    self.connected
+                        .insert(
+                            peer,
+                            Outbox {
+                                last_seq: 0,
+                                sent_any: false
+                            }
+                        )
+                        .is_none(),
+                    "Connect for {peer} which already has an outbox"
+                );
+            }
+            Output::Send { peer, frames } => {
+                let ob = self
+                    .connected
+                    .get_mut(&peer)
+                    .unwrap_or_else(|| panic!("Send to {peer} without an outbox"));
+                let (seq, msg) = ZreMessage::decode(&frames)
+                    .unwrap_or_else(|e| panic!("engine sent undecodable frames: {e}"));
+                assert_eq!(
+                    seq,
+                    ob.last_seq.wrapping_add(1),
+                    "sequence gap in our output"
+                );
+                let is_hello = matches!(msg, ZreMessage::Hello { .. });
+                assert_eq!(is_hello, !ob.sent_any, "HELLO must be first and only first");
+                ob.last_seq = seq;
+                ob.sent_any = true;
+                if let ZreMessage::Hello {
+                    endpoint,
+                    groups,
+                    status,
+                    name,
+                    headers,
+                } = &msg
+                {
+                    assert_eq!(endpoint, engine.endpoint());
+                    assert_eq!(groups, &self.own_groups);
+                    assert_eq!(*status, self.status);
+                    assert_eq!(name, engine.name());
+                    assert!(headers.iter().any(|(k, _)| k == ZMESH_HEADER));
+                }
+                if matches!(
+                    msg,
+                    ZreMessage::Goodbye | ZreMessage::Elect { .. } | ZreMessage::Leader { .. }
+                ) {
+                    assert_eq!(
+                        self.entered.get(&peer),
+                        Some(&true),
+                        "{} to a peer that did not advertise X-ZMESH",
+                        msg.name()
+                    );
+                }
+                sends.push((peer, msg));
+            }
+            Output::Disconnect { peer } => {
+                assert!(
+                    self.connected.remove(&peer).is_some(),
+                    "Disconnect for {peer} without an outbox"
+                );
+            }
+            Output::Event(e) => self.event(e),
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        let entered = |s: &Shadow, p: &Uuid, what: &str| {
+            assert!(
+                s.entered.contains_key(p),
+                "{what} for {p} which has not entered"
+            );
+        };
+        match e {
+            Event::Enter { peer, headers, .. } => {
+                assert!(self.connected.contains_key(&peer), "ENTER without outbox");
+                let ext = headers.iter().any(|(k, _)| k == ZMESH_HEADER);
+                assert!(
+                    self.entered.insert(peer, ext).is_none(),
+                    "ENTER twice for {peer}"
+                );
+            }
+            Event::Exit { peer, .. } => {
+                assert!(
+                    self.entered.remove(&peer).is_some(),
+                    "EXIT for {peer} not entered"
+                );
+                for members in self.groups.values_mut() {
+                    members.retain(|m| *m != peer);
+                }
+                self.groups.retain(|_, m| !m.is_empty());
+            }
+            Event::Join { peer, group, .. } => {
+                entered(self, &peer, "JOIN");
+                let members = self.groups.entry(group).or_default();
+                assert!(!members.contains(&peer), "JOIN event for a member");
+                members.push(peer);
+            }
+            Event::Leave { peer, group, .. } => {
+                entered(self, &peer, "LEAVE");
+                let members = self.groups.get_mut(&group).expect("LEAVE of unknown group");
+                let pos = members.iter().position(|m| *m == peer);
+                members.remove(pos.expect("LEAVE event for a non-member"));
+                if members.is_empty() {
+                    self.groups.remove(&group);
+                }
+            }
+            Event::Whisper { peer, .. } => entered(self, &peer, "WHISPER"),
+            Event::Shout { peer, .. } => entered(self, &peer, "SHOUT"),
+            Event::Evasive { peer, .. } => entered(self, &peer, "EVASIVE"),
+            Event::Silent { peer, .. } => entered(self, &peer, "SILENT"),
+            Event::Stop { uuid, .. } => {
+                assert_eq!(uuid, OWN_UUID);
+                assert!(self.connected.is_empty(), "outboxes left open after stop");
+                self.stopped = true;
+                self.entered.clear();
+                self.groups.clear();
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
+    /// The query API must agree with the event stream.
+    fn check_queries(&self, engine: &Engine) {
+        let entered: Vec<Uuid> = self.entered.keys().copied().collect();
+        assert_eq!(engine.peers(), entered, "peers() disagrees with ENTER/EXIT");
+        assert_eq!(engine.is_stopped(), self.stopped);
+        assert_eq!(engine.own_groups(), self.own_groups);
+        assert_eq!(engine.status(), self.status);
+        let names: Vec<String> = self.groups.keys().cloned().collect();
+        assert_eq!(
+            engine.peer_groups(),
+            names,
+            "peer_groups() disagrees with JOIN/LEAVE"
+        );
+        for (g, members) in &self.groups {
+            assert_eq!(&engine.peers_by_group(g), members, "peers_by_group({g:?})");
+        }
+        for i in 0..8 {
+            let g = group(i);
+            if !self.groups.contains_key(&g) {
+                assert!(engine.peers_by_group(&g).is_empty());
+            }
+        }
+        for p in &entered {
+            let info = engine.peer(*p).expect("entered peer has info");
+            assert!(info.ready);
+            let mut mine: Vec<&String> = self
+                .groups
+                .iter()
+                .filter(|(_, m)| m.contains(p))
+                .map(|(g, _)| g)
+                .collect();
+            let mut theirs: Vec<&String> = info.groups.iter().collect();
+            mine.sort();
+            theirs.sort();
+            assert_eq!(mine, theirs, "peer({p}).groups");
+        }
+        if self.stopped {
+            assert!(engine.poll_timeout().is_none());
+            assert!(engine.peers().is_empty());
+        }
+    }
+}

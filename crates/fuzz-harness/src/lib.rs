@@ -1,0 +1,44 @@
+//! # zmesh-fuzz-harness: one function per fuzz target
+//!
+//! Everything that reads bytes from the network in zmesh — discovery beacons, ZRE messages, ZMTP
+//! frames, greetings and commands, and the protocol engine that consumes them — must survive any
+//! input without panicking. This crate holds the *harness* for each of those entry points as a
+//! plain `fn(&[u8])`:
+//!
+//! * the cargo-fuzz project in `fuzz/` (nightly-only tooling, run with `RUSTC_BOOTSTRAP=1`) wraps
+//!   each function in a `fuzz_target!` and lets libFuzzer search for crashes;
+//! * the stable integration test `tests/replay_corpus.rs` feeds every file of the saved corpus
+//!   (`fuzz/corpus/<target>/`) and of the crash regressions (`fuzz/regressions/<target>/`) to the
+//!   very same functions, so CI checks on stable Rust that nothing found once ever comes back.
+//!
+//! A harness does more than "call the decoder": wherever the API promises something checkable it
+//! asserts it (a decoded value re-encodes and re-decodes to itself; chunked frame decoding equals
+//! one-shot decoding; the engine's outputs form a consistent stream — see [`engine`]). A failed
+//! assertion is a crash like any other and therefore a finding.
+//!
+//! [`TARGETS`] lists the harnesses by fuzz-target name; the replay test iterates over it.
+#![warn(missing_docs)]
+
+pub mod codecs;
+pub mod engine;
+
+pub use codecs::{
+    beacon_decode, zmtp_frame_decode, zmtp_greeting_and_command_decode, zre_message_decode,
+};
+pub use engine::engine_messages;
+
+/// A harness: takes arbitrary bytes, panics only on a bug in the code under test.
+pub type Harness = fn(&[u8]);
+
+/// Every harness, keyed by its cargo-fuzz target name (which is also the name of its corpus and
+/// regression directories under `fuzz/`).
+pub const TARGETS: &[(&str, Harness)] = &[
+    ("beacon_decode", beacon_decode),
+    ("zre_message_decode", zre_message_decode),
+    ("zmtp_frame_decode", zmtp_frame_decode),
+    (
+        "zmtp_greeting_and_command_decode",
+        zmtp_greeting_and_command_decode,
+    ),
+    ("engine_messages", engine_messages),
+];
