@@ -132,6 +132,7 @@ pub struct Counters {
     whispers_sent: AtomicU64,
     whisper_errors: AtomicU64,
     whisper_to_exited_ok: AtomicU64,
+    exit_probes_received: AtomicU64,
     shouts_sent: AtomicU64,
     shout_copies: AtomicU64,
     exit_of_live: AtomicU64,
@@ -768,6 +769,7 @@ impl Tester {
             "whispers": {
                 "sent": ld(&c.whispers_sent), "received": retired.whispers_received,
                 "refused": ld(&c.whisper_errors), "to_exited_peer_accepted": ld(&c.whisper_to_exited_ok),
+                "exit_probes_received": ld(&c.exit_probes_received),
                 "checked_pairs": ledger.checked_pairs, "excluded_pairs": ledger.excluded_pairs,
                 "pairs_without_whisper": ledger.pairs_without_whisper,
                 "checked_sent": ledger.checked_sent, "checked_received": ledger.checked_received,

@@ -342,6 +342,11 @@ impl NodeApp {
                     before_enter("WHISPER");
                     return;
                 }
+                if content.len() == 1 && &content[0][..] == b"X" {
+                    // Our probe to a departed peer that had already re-entered: legitimate.
+                    c.exit_probes_received.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 match parse_whisper(&content) {
                     Some((hop, seq)) => {
                         let pair = rec.recv.entry(peer).or_default();
