@@ -75,6 +75,14 @@
 //!   `expired_timeout` (default 30 s) after the last message. *Difference*: EVASIVE and SILENT are
 //!   edge-triggered — emitted once per episode, not on every reap tick as in C. Any message from
 //!   the peer ends the episode.
+//! * **Lost-HELLO recovery.** If a peer we created (and sent our HELLO to) is still not ready an
+//!   `evasive_timeout` later, yet keeps sending non-HELLO messages, it is talking to us on an older
+//!   session: it still holds us as ready, and our new HELLO was lost (a reset or partition right
+//!   after we re-created it). Zyre stays split like that until the peer expires us, then until we
+//!   expire it — about two expiry periods. We forget the record silently instead; the next sighting
+//!   re-creates it with a fresh HELLO, which the peer takes as a restart and answers with its own
+//!   HELLO ([`Stats::stale_sessions`]). The grace period keeps messages still in flight from the
+//!   old session (the normal case right after a re-creation) from triggering it.
 //! * Peers that are not ready (no HELLO yet) or purged are neither pinged nor reported; they are
 //!   removed silently when `expired_timeout` has passed since their creation (C also emits EXIT for
 //!   them, without ENTER ever having been emitted; we emit EXIT only for peers that entered).
@@ -369,6 +377,8 @@ pub struct Stats {
     pub expired: u64,
     /// Send failures reported by the shell.
     pub send_failures: u64,
+    /// Not-ready peers forgotten because they kept talking on an old session (lost HELLO).
+    pub stale_sessions: u64,
 }
 
 /// The sans-IO ZRE node. See the module documentation.
@@ -562,6 +572,14 @@ impl Engine {
             if !peer.ready {
                 self.stats.not_hello_first += 1;
                 debug!(peer = %uuid, msg = msg.name(), "message before HELLO dropped");
+                // Lost-HELLO recovery (module docs): the peer is still talking on an old session
+                // long after our HELLO should have reached it, so that HELLO was lost. Forget the
+                // record; the next sighting sends a fresh HELLO, which the peer treats as a restart.
+                if now.saturating_duration_since(peer.last_heard) >= self.timing.evasive {
+                    self.stats.stale_sessions += 1;
+                    debug!(peer = %uuid, "peer talks on a stale session; forgetting it");
+                    self.remove_peer(uuid);
+                }
                 return;
             }
             let want = peer.want_sequence.wrapping_add(1);

@@ -304,6 +304,45 @@ fn non_hello_first_is_dropped_and_counted() {
     assert_eq!(e.peer(r.uuid).unwrap().state, PeerState::Discovered);
 }
 
+#[test]
+fn stale_session_after_lost_hello_is_forgotten_then_recovered() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let mut r = Remote::new(3);
+    // We re-created the peer (sighting) and sent our HELLO, which was lost; the remote still holds
+    // us as ready and keeps sending on its old session (sequence numbers far from 1).
+    e.handle_sighting(t0, r.uuid, &r.endpoint);
+    drain(&mut e);
+    // Within the grace period: stale messages are just dropped (they may be in flight).
+    r.send(&mut e, t0 + Duration::from_secs(1), ZreMessage::Ping);
+    assert_eq!(e.peer(r.uuid).unwrap().state, PeerState::Discovered);
+    assert_eq!(e.stats().stale_sessions, 0);
+    // Long after our HELLO should have arrived: the record is forgotten without events…
+    r.send(&mut e, t0 + Duration::from_secs(6), ZreMessage::Ping);
+    let out = drain(&mut e);
+    assert!(
+        out.iter().all(|o| matches!(o, Output::Disconnect { .. })),
+        "{out:?}"
+    );
+    assert!(e.peer(r.uuid).is_none());
+    assert_eq!(e.stats().stale_sessions, 1);
+    // …and the next sighting sends a fresh HELLO (sequence 1) the remote will treat as a restart.
+    e.handle_sighting(t0 + Duration::from_secs(7), r.uuid, &r.endpoint);
+    let out = drain(&mut e);
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Connect { .. })),
+        "{out:?}"
+    );
+    let hello = out.iter().find_map(|o| match o {
+        Output::Send { frames, .. } => Some(ZreMessage::decode(frames).unwrap()),
+        _ => None,
+    });
+    assert!(
+        matches!(hello, Some((1, ZreMessage::Hello { .. }))),
+        "{hello:?}"
+    );
+}
+
 // ---------------------------------------------------------------- sequence numbers
 
 #[test]
