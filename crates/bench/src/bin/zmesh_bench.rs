@@ -89,6 +89,10 @@ pub struct Args {
     /// Scenario 7: timed round trips per implementation.
     #[arg(long, default_value_t = 5_000)]
     pub netns_rtt: usize,
+    /// Scenarios 1-2: run only these implementations (node, zmtp, tcp; comma-separated), e.g. to
+    /// profile one of them.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// First UDP beacon port; each scenario takes the next one (loopback / namespaces only).
     #[arg(long)]
     pub port_base: Option<u16>,
@@ -427,22 +431,33 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     let mut node = Vec::new();
     let mut zmtp = Vec::new();
     let mut tcp = Vec::new();
+    let runs = |which: &str| args.only.is_empty() || args.only.iter().any(|o| o == which);
     for round in 0..args.rounds {
-        let (l, c) = link::node_driver(args, port).await;
-        let r = link::drive(l, args).await;
-        reap(c);
-        report_round(round, "node", &r);
-        node.push(r);
-        let (l, c) = link::zmtp_driver(args).await;
-        let r = link::drive(l, args).await;
-        reap(c);
-        report_round(round, "zmtp", &r);
-        zmtp.push(r);
-        let (l, c) = link::tcp_driver(args).await;
-        let r = link::drive(l, args).await;
-        reap(c);
-        report_round(round, "tcp", &r);
-        tcp.push(r);
+        if runs("node") {
+            let (l, c) = link::node_driver(args, port).await;
+            let r = link::drive(l, args).await;
+            reap(c);
+            report_round(round, "node", &r);
+            node.push(r);
+        }
+        if runs("zmtp") {
+            let (l, c) = link::zmtp_driver(args).await;
+            let r = link::drive(l, args).await;
+            reap(c);
+            report_round(round, "zmtp", &r);
+            zmtp.push(r);
+        }
+        if runs("tcp") {
+            let (l, c) = link::tcp_driver(args).await;
+            let r = link::drive(l, args).await;
+            reap(c);
+            report_round(round, "tcp", &r);
+            tcp.push(r);
+        }
+    }
+    if node.is_empty() || zmtp.is_empty() || tcp.is_empty() {
+        eprintln!("  [1-2] --only given: no table rows (they need all three)");
+        return Vec::new();
     }
     let rate =
         |v: &[link::LinkResult], i: usize| median(v.iter().map(|r| r.msgs_per_s[i]).collect());

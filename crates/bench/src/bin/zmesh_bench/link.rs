@@ -102,7 +102,10 @@ impl Link for NodeLink {
                     return content.pop().unwrap();
                 }
                 Event::Exit { peer, .. } if peer == self.peer => {
-                    panic!("the other node left (EXIT) in the middle of the benchmark")
+                    panic!(
+                        "the other node left (EXIT) in the middle of the benchmark; our stats: {:?}",
+                        self.node.stats()
+                    )
                 }
                 _ => {}
             }
