@@ -110,8 +110,28 @@ impl AsyncWrite for WriteHalf {
     }
 }
 
-/// Outgoing bytes of one connection: small frames are copied into `staging`, large bodies are queued
-/// as their own chunk so they go out with `writev` without a copy.
+impl WriteHalf {
+    /// Wait until the socket may accept more bytes (cancel-safe).
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        match self {
+            WriteHalf::Tcp(w) => w.writable().await,
+            WriteHalf::Unix(w) => w.writable().await,
+        }
+    }
+
+    /// One non-blocking `writev`; `WouldBlock` when the kernel buffer is full.
+    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Tcp(w) => w.try_write_vectored(bufs),
+            WriteHalf::Unix(w) => w.try_write_vectored(bufs),
+        }
+    }
+}
+
+/// Outgoing bytes of one connection, in order: `chunks`, then `staging`. Small frames are copied into
+/// `staging`; a large body is queued as its own chunk (after the staging bytes before it, which
+/// become a chunk too) so it goes out with `writev` without a copy. Written bytes are consumed from
+/// the front; `staging` keeps its allocation, so a buffer that is reused costs no allocation.
 #[derive(Default)]
 pub(crate) struct OutBuf {
     chunks: VecDeque<Bytes>,
@@ -121,6 +141,11 @@ pub(crate) struct OutBuf {
 impl OutBuf {
     pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.staging.is_empty()
+    }
+
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum::<usize>() + self.staging.len()
     }
 
     fn flush_staging(&mut self) {
@@ -145,6 +170,14 @@ impl OutBuf {
         self.push_frame(false, true, body);
     }
 
+    /// Queue a whole message as plain ZMTP frames (mechanisms that do not transform frames).
+    pub(crate) fn push_plain(&mut self, frames: &Frames) {
+        let n = frames.len();
+        for (i, body) in frames.iter().enumerate() {
+            self.push_frame(i + 1 < n, false, body);
+        }
+    }
+
     /// Queue a whole message, passing frames through the mechanism's hook if it transforms frames.
     pub(crate) fn push_message(
         &mut self,
@@ -152,47 +185,114 @@ impl OutBuf {
         mech: &mut dyn Mechanism,
         transform: bool,
     ) -> Result<(), HandshakeError> {
+        if !transform {
+            self.push_plain(frames);
+            return Ok(());
+        }
         let n = frames.len();
         for (i, body) in frames.iter().enumerate() {
-            let more = i + 1 < n;
-            if transform {
-                let f = mech.encode_frame(Frame {
-                    more,
-                    command: false,
-                    body: body.clone(),
-                })?;
-                self.push_frame(f.more, f.command, &f.body);
-            } else {
-                self.push_frame(more, false, body);
-            }
+            let f = mech.encode_frame(Frame {
+                more: i + 1 < n,
+                command: false,
+                body: body.clone(),
+            })?;
+            self.push_frame(f.more, f.command, &f.body);
         }
         Ok(())
     }
 
-    /// One `write_vectored` call (cancel-safe); consumes what was written.
-    pub(crate) async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+    /// Move everything queued in `other` behind our bytes.
+    pub(crate) fn append(&mut self, other: &mut OutBuf) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            std::mem::swap(self, other);
+            return;
+        }
         self.flush_staging();
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        other.flush_staging();
+        self.chunks.append(&mut other.chunks);
+    }
+
+    /// The queued bytes as I/O slices (at most `MAX_IOV`), in order.
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
         let mut n = 0;
         for c in self.chunks.iter().take(MAX_IOV) {
-            slices[n] = IoSlice::new(c);
+            out[n] = IoSlice::new(c);
             n += 1;
         }
-        let mut written = w.write_vectored(&slices[..n]).await?;
+        if n < MAX_IOV && !self.staging.is_empty() {
+            out[n] = IoSlice::new(&self.staging);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drop `written` bytes from the front.
+    fn consume(&mut self, mut written: usize) {
+        while written > 0 {
+            match self.chunks.front_mut() {
+                Some(front) if written >= front.len() => {
+                    written -= front.len();
+                    self.chunks.pop_front();
+                }
+                Some(front) => {
+                    front.advance(written);
+                    return;
+                }
+                None => {
+                    // An emptied `staging` is moved back to the start of its allocation by the
+                    // next `reserve` (nothing to copy), so it is reused, not regrown.
+                    self.staging.advance(written);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One `write_vectored` call (cancel-safe); consumes what was written.
+    pub(crate) async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let n = self.slices(&mut slices);
+        let written = w.write_vectored(&slices[..n]).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        while written > 0 {
-            let front = self.chunks.front_mut().expect("written <= queued");
-            if written >= front.len() {
-                written -= front.len();
-                self.chunks.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
+        self.consume(written);
+        Ok(())
+    }
+
+    /// Write some bytes through a shared write half (cancel-safe: waits for writability, then one
+    /// non-blocking `writev`); consumes what was written.
+    pub(crate) async fn write_some_shared(&mut self, w: &WriteHalf) -> io::Result<()> {
+        loop {
+            w.writable().await?;
+            match self.try_write(w) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
+    }
+
+    /// Write as much as the kernel takes right now without waiting. `Ok(true)` when everything was
+    /// written; `Ok(false)` when the socket would block with bytes left (or `WouldBlock` if nothing
+    /// at all could be written).
+    pub(crate) fn try_write(&mut self, w: &WriteHalf) -> io::Result<bool> {
+        let mut first = true;
+        while !self.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = self.slices(&mut slices);
+            match w.try_write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => self.consume(k),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !first => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            first = false;
+        }
+        Ok(true)
     }
 
     /// Write everything (used during the handshake and for final flushes).
@@ -234,6 +334,86 @@ async fn read_greeting_part(
         }
     }
     Ok(())
+}
+
+/// Largest read chunk of a busy connection (a quiet one reads `READ_CHUNK` at a time).
+const READ_CHUNK_MAX: usize = 256 * 1024;
+/// Read buffers a connection keeps for reuse.
+const READ_SPARES: usize = 3;
+
+/// Read-buffer management for a connection that hands out zero-copy frames.
+///
+/// Frames split off the read buffer keep its allocation alive until the consumer drops them, so a
+/// buffer cannot simply be refilled from the start. Instead of allocating (and page-faulting) a fresh
+/// buffer for every read, the connection rotates a few: when the current one is out of room, it
+/// takes one whose frames have all been dropped (`try_reclaim` succeeds only then), moving any
+/// incomplete frame over. The chunk size grows while reads fill it (a busy connection: fewer, bigger
+/// reads and batches) and drops back when they don't.
+pub(crate) struct ReadPool {
+    /// Retired buffers (cleared; their frames may still be alive) with their allocation sizes.
+    spares: VecDeque<(BytesMut, usize)>,
+    /// Allocation size of the current buffer (0 = not from this pool).
+    current: usize,
+    chunk: usize,
+}
+
+impl ReadPool {
+    pub(crate) fn new() -> Self {
+        ReadPool {
+            spares: VecDeque::new(),
+            current: 0,
+            chunk: READ_CHUNK,
+        }
+    }
+
+    /// After a read of `n` bytes into a space of `room` bytes: adapt the chunk size.
+    pub(crate) fn record(&mut self, n: usize, room: usize) {
+        if n >= room / 4 * 3 {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK_MAX);
+        } else if n < self.chunk / 8 {
+            self.chunk = READ_CHUNK;
+        }
+    }
+
+    /// Make room in `buf` for the next read; returns the room available.
+    pub(crate) fn reserve(&mut self, buf: &mut BytesMut, dec: &FrameDecoder) -> usize {
+        let want = dec
+            .body_remaining(buf.len())
+            .clamp(self.chunk, MAX_RESERVE.max(self.chunk));
+        if buf.capacity() - buf.len() >= want / 2 {
+            return buf.capacity() - buf.len();
+        }
+        // Everything split off this buffer is gone: reuse it in place.
+        if buf.try_reclaim(want) {
+            return buf.capacity() - buf.len();
+        }
+        let needed = buf.len() + want;
+        let mut next = None;
+        for _ in 0..self.spares.len() {
+            let (mut b, size) = self.spares.pop_front().expect("counted");
+            if size >= needed && b.try_reclaim(needed) {
+                next = Some((b, size));
+                break;
+            }
+            self.spares.push_back((b, size));
+        }
+        let (mut next, size) = next.unwrap_or_else(|| {
+            let size = needed.max(self.chunk * 2);
+            (BytesMut::with_capacity(size), size)
+        });
+        next.extend_from_slice(buf);
+        let mut old = std::mem::replace(buf, next);
+        let old_size = std::mem::replace(&mut self.current, size);
+        old.clear();
+        // Only chunk-sized buffers are worth keeping (not the big one of a huge frame).
+        if old_size > 0 && old_size <= 2 * READ_CHUNK_MAX {
+            if self.spares.len() >= READ_SPARES {
+                self.spares.pop_front();
+            }
+            self.spares.push_back((old, old_size));
+        }
+        buf.capacity() - buf.len()
+    }
 }
 
 /// Parameters of one handshake.

@@ -14,13 +14,13 @@
 //! a sensible order.
 
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, hb_tick, reserve_read, Incoming, Stream};
+use crate::conn::{self, handle_command, hb_tick, Incoming, Stream};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, TransportError};
 use crate::mechanism::MechanismConfig;
 use crate::{Frames, Heartbeat};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -115,15 +115,50 @@ pub enum InboxEvent {
 }
 
 /// Events travel in batches: one channel operation per socket read.
-type Batch = Vec<InboxEvent>;
+type Batch = VecDeque<InboxEvent>;
 /// Batches buffered between connection tasks and the consumer (the back-pressure bound).
 const CHANNEL_BATCHES: usize = 256;
+/// Most events per batch.
+const MAX_BATCH: usize = 1024;
+/// Emptied batch buffers kept for reuse.
+const POOL_BATCHES: usize = 8;
+
+/// Emptied batch buffers travel back from the consumer to the connection tasks, so a busy inbox
+/// does not allocate (and free) a batch buffer per read: with per-message allocations around it,
+/// a large allocation per batch also makes the allocator consolidate its small-block caches.
+#[derive(Clone, Default)]
+struct BatchPool(Arc<Mutex<Vec<Batch>>>);
+
+impl BatchPool {
+    fn take(&self) -> Batch {
+        self.0
+            .lock()
+            .expect("batch pool lock")
+            .pop()
+            .unwrap_or_else(|| VecDeque::with_capacity(MAX_BATCH))
+    }
+
+    fn give(&self, b: Batch) {
+        if b.capacity() >= MAX_BATCH && b.capacity() <= 2 * MAX_BATCH {
+            let mut p = self.0.lock().expect("batch pool lock");
+            if p.len() < POOL_BATCHES {
+                p.push(b);
+            }
+        }
+    }
+}
+
+/// A batch holding one event.
+fn one(ev: InboxEvent) -> Batch {
+    VecDeque::from(vec![ev])
+}
 
 /// A ROUTER-style listening socket. Dropping it stops accepting and closes all connections.
 pub struct Inbox {
     endpoint: Endpoint,
     rx: mpsc::Receiver<Batch>,
-    current: std::vec::IntoIter<InboxEvent>,
+    current: Batch,
+    pool: BatchPool,
     task: JoinHandle<()>,
     ipc_path: Option<PathBuf>,
 }
@@ -206,12 +241,14 @@ impl Inbox {
             }
         };
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let pool = BatchPool::default();
         tracing::debug!(endpoint = %bound, "inbox bound");
-        let task = tokio::spawn(accept_loop(listener, Arc::new(config), tx));
+        let task = tokio::spawn(accept_loop(listener, Arc::new(config), tx, pool.clone()));
         Ok(Inbox {
             endpoint: bound,
             rx,
-            current: Vec::new().into_iter(),
+            current: VecDeque::new(),
+            pool,
             task,
             ipc_path,
         })
@@ -225,20 +262,22 @@ impl Inbox {
     /// Next event; `None` once closed. Cancel-safe.
     pub async fn recv(&mut self) -> Option<InboxEvent> {
         loop {
-            if let Some(ev) = self.current.next() {
+            if let Some(ev) = self.current.pop_front() {
                 return Some(ev);
             }
-            self.current = self.rx.recv().await?.into_iter();
+            let next = self.rx.recv().await?;
+            self.pool.give(std::mem::replace(&mut self.current, next));
         }
     }
 
     /// Next event if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<InboxEvent> {
         loop {
-            if let Some(ev) = self.current.next() {
+            if let Some(ev) = self.current.pop_front() {
                 return Some(ev);
             }
-            self.current = self.rx.try_recv().ok()?.into_iter();
+            let next = self.rx.try_recv().ok()?;
+            self.pool.give(std::mem::replace(&mut self.current, next));
         }
     }
 
@@ -274,7 +313,12 @@ struct Entry {
 
 type Registry = Arc<Mutex<HashMap<Bytes, Entry>>>;
 
-async fn accept_loop(listener: Listener, cfg: Arc<InboxConfig>, tx: mpsc::Sender<Batch>) {
+async fn accept_loop(
+    listener: Listener,
+    cfg: Arc<InboxConfig>,
+    tx: mpsc::Sender<Batch>,
+    pool: BatchPool,
+) {
     let registry: Registry = Arc::default();
     let mut conns = JoinSet::new();
     let mut next_id = 0u64;
@@ -287,14 +331,14 @@ async fn accept_loop(listener: Listener, cfg: Arc<InboxConfig>, tx: mpsc::Sender
                     if conns.len() >= cfg.max_connections {
                         tracing::debug!(%peer, "connection limit reached, refusing");
                         drop(stream);
-                        let _ = tx.try_send(vec![InboxEvent::HandshakeFailed {
+                        let _ = tx.try_send(one(InboxEvent::HandshakeFailed {
                             peer,
                             reason: HandshakeError::TooManyConnections,
-                        }]);
+                        }));
                         continue;
                     }
                     next_id += 1;
-                    conns.spawn(serve(stream, peer, next_id, cfg.clone(), tx.clone(), registry.clone()));
+                    conns.spawn(serve(stream, peer, next_id, cfg.clone(), tx.clone(), registry.clone(), pool.clone()));
                 }
                 Err(e) => {
                     // E.g. EMFILE: back off briefly instead of spinning.
@@ -323,6 +367,37 @@ fn generated_identity() -> Bytes {
     Bytes::from(v)
 }
 
+/// Bytes of identities [`intern_identity`] may keep for the life of the process.
+const INTERN_BUDGET: usize = 1 << 20;
+
+/// The identity is cloned into every delivered message, and cloning (then dropping) a shared
+/// `Bytes` costs two atomic operations per message. A `Bytes` over static memory clones for free, so
+/// peer identities are kept once per process in a small table (a peer that reconnects finds its
+/// entry again). The table is bounded by [`INTERN_BUDGET`]; past it identities get their own
+/// (refcounted) copy, which is merely slower.
+fn intern_identity(id: &Bytes) -> Bytes {
+    use std::collections::HashSet;
+    /// Interned identities and the bytes they cost.
+    type Table = (HashSet<&'static [u8]>, usize);
+    static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
+    let mut t = TABLE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("identity table lock");
+    if let Some(s) = t.0.get(&id[..]) {
+        return Bytes::from_static(s);
+    }
+    let cost = id.len() + 64;
+    if t.1 + cost > INTERN_BUDGET {
+        // Own copy: do not pin the handshake read buffer for the connection's lifetime.
+        return Bytes::copy_from_slice(id);
+    }
+    let leaked: &'static [u8] = Box::leak(id.to_vec().into_boxed_slice());
+    t.1 += cost;
+    t.0.insert(leaked);
+    Bytes::from_static(leaked)
+}
+
 static CONN_SEQ: AtomicU64 = AtomicU64::new(0);
 
 async fn serve(
@@ -332,6 +407,7 @@ async fn serve(
     cfg: Arc<InboxConfig>,
     tx: mpsc::Sender<Batch>,
     registry: Registry,
+    pool: BatchPool,
 ) {
     let conn_id = CONN_SEQ.fetch_add(1, Ordering::Relaxed);
     let peer_s = peer.to_string();
@@ -353,13 +429,13 @@ async fn serve(
                 };
                 tracing::debug!(peer = %peer, %reason, "inbox handshake failed");
                 let _ = tx
-                    .send(vec![InboxEvent::HandshakeFailed { peer, reason }])
+                    .send(one(InboxEvent::HandshakeFailed { peer, reason }))
                     .await;
                 return;
             }
         };
     let identity = match conn.peer_meta.get("Identity") {
-        Some(id) if !id.is_empty() => id.clone(),
+        Some(id) if !id.is_empty() => intern_identity(id),
         _ => generated_identity(),
     };
     let socket_type = conn
@@ -385,17 +461,17 @@ async fn serve(
         }
     }
     if tx
-        .send(vec![InboxEvent::Accepted {
+        .send(one(InboxEvent::Accepted {
             peer,
             identity: identity.clone(),
             socket_type,
-        }])
+        }))
         .await
         .is_err()
     {
         return;
     }
-    let (reason, done) = run(conn, &identity, &peer_s, &cfg, &tx, kill_rx).await;
+    let (reason, done) = run(conn, &identity, &peer_s, &cfg, &tx, kill_rx, &pool).await;
     {
         let mut reg = registry.lock().expect("registry lock");
         if reg.get(&identity).map(|e| e.conn_id) == Some(conn_id) {
@@ -404,11 +480,11 @@ async fn serve(
     }
     tracing::debug!(peer = %peer, %reason, "inbox connection closed");
     let _ = tx
-        .send(vec![InboxEvent::Disconnected {
+        .send(one(InboxEvent::Disconnected {
             peer,
             identity,
             reason,
-        }])
+        }))
         .await;
     if let Some(done) = done {
         let _ = done.send(());
@@ -423,6 +499,7 @@ async fn run(
     cfg: &InboxConfig,
     tx: &mpsc::Sender<Batch>,
     mut kill: oneshot::Receiver<oneshot::Sender<()>>,
+    pool: &BatchPool,
 ) -> (String, Option<oneshot::Sender<()>>) {
     let mut hb = conn::heartbeat_for(cfg.heartbeat.as_ref(), c.peer_minor);
     let mut partial: Frames = Vec::new();
@@ -430,9 +507,10 @@ async fn run(
     let limit = cfg.max_frame_size;
     // Frames that arrived together with the peer's READY are processed before the first read.
     let mut pending_input = !c.rbuf.is_empty();
+    let mut rpool = conn::ReadPool::new();
     loop {
         if !pending_input {
-            reserve_read(&mut c.rbuf, &c.dec);
+            let room = rpool.reserve(&mut c.rbuf, &c.dec);
             tokio::select! {
                 biased;
                 k = &mut kill => return ("replaced by a new connection with the same identity".into(), k.ok()),
@@ -444,7 +522,7 @@ async fn run(
                 }
                 r = tokio::io::AsyncReadExt::read_buf(&mut c.rd, &mut c.rbuf) => match r {
                     Ok(0) => return ("peer closed the connection".into(), None),
-                    Ok(_) => {}
+                    Ok(n) => rpool.record(n, room),
                     Err(e) => return (format!("read error: {e}"), None),
                 },
                 _ = hb_tick(&mut hb) => {
@@ -462,7 +540,7 @@ async fn run(
             h.last_recv = tokio::time::Instant::now();
         }
         // Decode everything complete in the buffer into one batch.
-        let mut batch: Batch = Vec::new();
+        let mut batch: Batch = pool.take();
         loop {
             let frame = match c.dec.decode(&mut c.rbuf) {
                 Ok(Some(f)) => f,
@@ -496,16 +574,33 @@ async fn run(
                 flush_batch(tx, batch).await;
                 return (format!("message exceeds {limit} bytes"), None);
             }
-            partial.push(frame.body);
             if !frame.more {
                 partial_cost = 0;
-                batch.push(InboxEvent::Message {
+                let frames = if partial.is_empty() {
+                    // Single-frame message: an exact one-element allocation.
+                    vec![frame.body]
+                } else {
+                    partial.push(frame.body);
+                    std::mem::take(&mut partial)
+                };
+                batch.push_back(InboxEvent::Message {
                     identity: identity.clone(),
-                    frames: std::mem::take(&mut partial),
+                    frames,
                 });
+                if batch.len() >= MAX_BATCH {
+                    // Bounded batches: their buffers are recycled through the pool.
+                    let next = pool.take();
+                    if tx.send(std::mem::replace(&mut batch, next)).await.is_err() {
+                        return ("inbox closed".into(), None);
+                    }
+                }
+            } else {
+                partial.push(frame.body);
             }
         }
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
+        if batch.is_empty() {
+            pool.give(batch);
+        } else if tx.send(batch).await.is_err() {
             return ("inbox closed".into(), None);
         }
     }

@@ -11,13 +11,16 @@
 //! away, then wait with exponential backoff and reconnect; messages queued meanwhile are sent after
 //! the reconnect. Messages already handed to a socket that then failed are lost, as with libzmq.
 
+use crate::codec::FrameDecoder;
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, hb_tick, reserve_read, Incoming, Stream};
+use crate::conn::{
+    self, handle_command, hb_tick, reserve_read, Incoming, OutBuf, Stream, WriteHalf,
+};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, SendError, TransportError};
-use crate::mechanism::MechanismConfig;
+use crate::mechanism::{Mechanism, MechanismConfig};
 use crate::{Frames, Heartbeat};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,22 +83,58 @@ pub enum OutboxState {
     Closed,
 }
 
-/// Bytes taken from the queue per write batch.
+/// Payload bytes per write batch (segment of pre-encoded frames, or messages taken per batch).
 const BATCH_BYTES: usize = 256 * 1024;
-/// Messages taken from the queue per write batch.
+/// Messages per write batch.
 const BATCH_MSGS: usize = 8192;
+/// Payload bytes per segment of pre-encoded messages; a full segment is written by `try_send` itself
+/// when the socket is free (as a hand-written sender flushes its write buffer when full).
+const SEG_BYTES: usize = 64 * 1024;
+/// Emptied segment buffers kept for reuse (each keeps its allocation).
+const SPARE_BUFS: usize = 2;
+
+/// A run of messages already encoded as ZMTP frames, written by the connection task in one go.
+struct Segment {
+    buf: OutBuf,
+    /// Messages in it.
+    msgs: usize,
+    /// Their payload bytes.
+    bytes: usize,
+    /// The rest of a message whose start a direct write already put on the current connection: it
+    /// must be written next on that connection and means nothing to any other (dropped on
+    /// disconnect). Nothing is appended to such a segment.
+    tail: bool,
+}
 
 struct Queue {
+    /// Frame-transforming mechanisms: whole messages, encoded by the connection task.
     msgs: VecDeque<Frames>,
+    /// Other mechanisms (NULL): messages encoded at enqueue time, in order.
+    segs: VecDeque<Segment>,
+    /// Emptied buffers for new segments.
+    spare: Vec<OutBuf>,
     /// Messages not yet written (queued + in flight).
     count: usize,
     /// Payload bytes not yet written (queued + in flight).
     bytes: usize,
+    /// The live connection's socket while connected with a non-transforming mechanism: `try_send`
+    /// may write to it directly while the connection task is not `busy` (see `idle`).
+    direct: Option<Arc<WriteHalf>>,
+    /// The connection task has claimed bytes it is writing: the socket is its alone.
+    busy: bool,
+    /// The connection task has nothing queued, in flight or being written, and has seen that since
+    /// the last direct write: the next message may go straight to the socket. Cleared by a direct
+    /// write (which wakes the task to set it again), so a burst of sends writes its first message
+    /// directly and batches the rest instead of making one system call per message.
+    idle: bool,
 }
 
 struct Shared {
     q: Mutex<Queue>,
-    /// Wakes the connection task when the queue goes empty -> non-empty, or on close.
+    /// Messages are encoded at enqueue time (the mechanism does not transform frames).
+    encode_early: bool,
+    /// Wakes the connection task when the queue goes empty -> non-empty, after a direct write, or on
+    /// close.
     wake: Notify,
     /// Wakes senders waiting for room (and `close` waiting for the flush).
     room: Notify,
@@ -107,34 +146,75 @@ struct Shared {
     state: watch::Sender<OutboxState>,
 }
 
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.msgs.is_empty() && self.segs.is_empty()
+    }
+
+    /// Append an encoded message to the last open segment (or a new one). True when this filled
+    /// the segment.
+    fn push_encoded(&mut self, frames: &Frames, size: usize) -> bool {
+        let open = matches!(self.segs.back(),
+            Some(s) if !s.tail && s.bytes < SEG_BYTES && s.msgs < BATCH_MSGS);
+        if !open {
+            let buf = self.spare.pop().unwrap_or_default();
+            self.segs.push_back(Segment {
+                buf,
+                msgs: 0,
+                bytes: 0,
+                tail: false,
+            });
+        }
+        let seg = self.segs.back_mut().expect("segment just ensured");
+        seg.buf.push_plain(frames);
+        seg.msgs += 1;
+        seg.bytes += size;
+        seg.bytes >= SEG_BYTES || seg.msgs >= BATCH_MSGS
+    }
+
+    fn recycle(&mut self, buf: OutBuf) {
+        if self.spare.len() < SPARE_BUFS && buf.is_empty() {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Write queued segments straight to the socket (only while the connection task is not busy)
+    /// until they are all out or the socket would block. A segment left partly written must be
+    /// finished on this connection (marked `tail`). Returns the messages released and whether
+    /// anything is left for the connection task.
+    fn flush_direct(&mut self) -> (usize, bool) {
+        let Some(w) = self.direct.as_ref() else {
+            return (0, !self.segs.is_empty());
+        };
+        let mut released = 0;
+        while let Some(seg) = self.segs.front_mut() {
+            let len = seg.buf.len();
+            match seg.buf.try_write(w) {
+                Ok(true) => {
+                    self.count -= seg.msgs;
+                    self.bytes -= seg.bytes;
+                    released += seg.msgs;
+                    let seg = self.segs.pop_front().expect("front exists");
+                    if self.spare.len() < SPARE_BUFS {
+                        self.spare.push(seg.buf);
+                    }
+                }
+                _ => {
+                    // Would block, or an error (the connection task will meet it too).
+                    if seg.buf.len() != len {
+                        seg.tail = true;
+                    }
+                    break;
+                }
+            }
+        }
+        (released, !self.segs.is_empty())
+    }
+}
+
 impl Shared {
-    fn release(&self, msgs: usize, bytes: usize) {
-        if msgs == 0 {
-            return;
-        }
-        {
-            let mut q = self.q.lock().expect("queue lock");
-            q.count -= msgs;
-            q.bytes -= bytes;
-        }
-        self.room.notify_waiters();
-    }
-
-    /// Move up to one batch from the queue into `into`; returns (messages, bytes) taken.
-    fn take_batch(&self, into: &mut Vec<Frames>) -> (usize, usize) {
-        let mut q = self.q.lock().expect("queue lock");
-        let (mut n, mut b) = (0, 0);
-        while n < BATCH_MSGS && b < BATCH_BYTES {
-            let Some(m) = q.msgs.pop_front() else { break };
-            b += msg_size(&m);
-            n += 1;
-            into.push(m);
-        }
-        (n, b)
-    }
-
     fn queue_empty(&self) -> bool {
-        self.q.lock().expect("queue lock").msgs.is_empty()
+        self.q.lock().expect("queue lock").is_empty()
     }
 }
 
@@ -185,9 +265,15 @@ impl Outbox {
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue {
                 msgs: VecDeque::new(),
+                segs: VecDeque::new(),
+                spare: Vec::new(),
                 count: 0,
                 bytes: 0,
+                direct: None,
+                busy: false,
+                idle: false,
             }),
+            encode_early: !config.mechanism.build(false).transforms_frames(),
             wake: Notify::new(),
             room: Notify::new(),
             close_notify: Notify::new(),
@@ -207,25 +293,78 @@ impl Outbox {
 
     /// Queue a message without waiting. `Full` when the message-count or byte limit would be exceeded;
     /// the message is handed back in the error.
+    ///
+    /// With a non-transforming mechanism (NULL) the message is encoded into the queue's write buffer
+    /// right here, and when the connection is up and idle it is written to the socket directly (a
+    /// non-blocking write; whatever the kernel does not take is queued for the connection task).
     pub fn try_send(&self, frames: Frames) -> Result<(), SendError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed(frames));
         }
         let size = msg_size(&frames);
-        let was_empty;
+        let mut wake;
+        let mut released = 0;
         {
-            let mut q = self.shared.q.lock().expect("queue lock");
+            let mut guard = self.shared.q.lock().expect("queue lock");
+            let q = &mut *guard;
             if q.count > 0
                 && (q.count >= self.shared.max_msgs || q.bytes + size > self.shared.max_bytes)
             {
                 return Err(SendError::Full(frames));
             }
-            was_empty = q.msgs.is_empty();
-            q.msgs.push_back(frames);
-            q.count += 1;
-            q.bytes += size;
+            if !self.shared.encode_early {
+                wake = q.msgs.is_empty();
+                q.msgs.push_back(frames);
+                q.count += 1;
+                q.bytes += size;
+            } else if let (true, Some(w)) =
+                (q.idle && !q.busy && q.segs.is_empty(), q.direct.as_ref())
+            {
+                // Direct write: nothing is queued or being written, so the socket is ours.
+                let mut buf = q.spare.pop().unwrap_or_default();
+                buf.push_plain(&frames);
+                let len = buf.len();
+                match buf.try_write(w) {
+                    Ok(true) => q.recycle(buf),
+                    _ => {
+                        // Not all of it went out (an error is the connection task's to find). A
+                        // started message must finish on this connection; an untouched one is an
+                        // ordinary queued message.
+                        let untouched = buf.len() == len;
+                        q.segs.push_back(Segment {
+                            buf,
+                            msgs: 1,
+                            bytes: size,
+                            tail: !untouched,
+                        });
+                        q.count += 1;
+                        q.bytes += size;
+                    }
+                }
+                // Wake the task: it re-arms `idle` once it has seen the queue empty, or takes
+                // over what the socket did not take.
+                q.idle = false;
+                wake = true;
+            } else {
+                wake = q.segs.is_empty();
+                let closed = q.push_encoded(&frames, size);
+                q.count += 1;
+                q.bytes += size;
+                // Each time a segment fills up, write what is queued if the socket is free; a
+                // socket that would block is tried again at the next full segment (not per
+                // message), or the connection task takes over when it runs.
+                if closed && !q.busy && q.direct.is_some() {
+                    let (n, left) = q.flush_direct();
+                    released = n;
+                    // Whatever the socket did not take is the connection task's to write.
+                    wake = left;
+                }
+            }
         }
-        if was_empty {
+        if released > 0 {
+            self.shared.room.notify_waiters();
+        }
+        if wake {
             self.shared.wake.notify_one();
         }
         Ok(())
@@ -390,100 +529,192 @@ async fn run(ep: Endpoint, identity: Bytes, cfg: OutboxConfig, shared: Arc<Share
 }
 
 /// Serve an established connection until it is lost or the outbox is closed and flushed.
-async fn serve(mut c: conn::Conn, cfg: &OutboxConfig, shared: &Shared, peer: &str) -> End {
-    let mut hb = conn::heartbeat_for(cfg.heartbeat.as_ref(), c.peer_minor);
+///
+/// `out` holds the bytes this task has claimed and is writing: a segment of pre-encoded messages
+/// (NULL) or a batch it encoded itself (transforming mechanisms), followed by our own commands (PONG,
+/// PING). While `out` is non-empty the socket is ours; when it is empty and nothing is queued the
+/// task marks the queue idle and `try_send` may write directly. Commands produced while we do not own
+/// the socket wait in `cmds` and are claimed together with the next segment, so they never land in
+/// the middle of a message.
+async fn serve(c: conn::Conn, cfg: &OutboxConfig, shared: &Shared, peer: &str) -> End {
+    let conn::Conn {
+        mut rd,
+        wr,
+        mut rbuf,
+        mut dec,
+        out: mut cmds,
+        mut mech,
+        transform,
+        peer_minor,
+        ..
+    } = c;
+    let wr = Arc::new(wr);
+    let mut hb = conn::heartbeat_for(cfg.heartbeat.as_ref(), peer_minor);
+    let mut out = OutBuf::default();
     let mut batch: Vec<Frames> = Vec::new();
     let (mut in_msgs, mut in_bytes) = (0usize, 0usize);
-    let mut ignored_incoming = 0u64;
-    // Frames that arrived together with the peer's READY (e.g. a PING).
-    if let Some(reason) = drain_incoming(&mut c, peer, &mut ignored_incoming) {
-        return End::Lost(reason);
+    let mut ignored = 0u64;
+    if shared.encode_early {
+        let mut q = shared.q.lock().expect("queue lock");
+        q.direct = Some(wr.clone());
+        q.idle = false;
     }
-    let end = loop {
-        if c.out.is_empty() {
-            shared.release(in_msgs, in_bytes);
-            (in_msgs, in_bytes) = shared.take_batch(&mut batch);
-            let mut encode_err = None;
-            for m in batch.drain(..) {
-                if let Err(e) = c.out.push_message(&m, c.mech.as_mut(), c.transform) {
-                    encode_err = Some(e);
+    let mut rx = RecvSide {
+        dec: &mut dec,
+        rbuf: &mut rbuf,
+        mech: mech.as_mut(),
+        transform,
+        peer,
+        ignored: &mut ignored,
+    };
+    // Frames that arrived together with the peer's READY (e.g. a PING).
+    let first = rx.drain(&mut cmds);
+    let end = if let Some(reason) = first {
+        End::Lost(reason)
+    } else {
+        loop {
+            if out.is_empty() {
+                // Everything claimed before is written: release it and claim what comes next.
+                let released = in_msgs;
+                {
+                    let mut guard = shared.q.lock().expect("queue lock");
+                    let q = &mut *guard;
+                    q.count -= in_msgs;
+                    q.bytes -= in_bytes;
+                    (in_msgs, in_bytes) = (0, 0);
+                    if shared.encode_early {
+                        if let Some(seg) = q.segs.pop_front() {
+                            let done = std::mem::replace(&mut out, seg.buf);
+                            q.recycle(done);
+                            (in_msgs, in_bytes) = (seg.msgs, seg.bytes);
+                        }
+                    } else {
+                        while in_msgs < BATCH_MSGS && in_bytes < BATCH_BYTES {
+                            let Some(m) = q.msgs.pop_front() else { break };
+                            in_bytes += msg_size(&m);
+                            in_msgs += 1;
+                            batch.push(m);
+                        }
+                    }
+                    out.append(&mut cmds);
+                    q.idle = out.is_empty() && batch.is_empty();
                 }
+                if released > 0 {
+                    shared.room.notify_waiters();
+                }
+                let mut encode_err = None;
+                for m in batch.drain(..) {
+                    if let Err(e) = out.push_message(&m, rx.mech, transform) {
+                        encode_err = Some(e);
+                    }
+                }
+                if let Some(e) = encode_err {
+                    break End::Lost(format!("encode error: {e}"));
+                }
+                if out.is_empty() && shared.closing.load(Ordering::Acquire) && shared.queue_empty()
+                {
+                    break End::Closed;
+                }
+            } else {
+                // The socket is ours until `out` is written: commands can go right behind it.
+                out.append(&mut cmds);
             }
-            if let Some(e) = encode_err {
-                break End::Lost(format!("encode error: {e}"));
-            }
-            if c.out.is_empty() && shared.closing.load(Ordering::Acquire) && shared.queue_empty() {
-                let _ = c.wr.shutdown().await;
-                break End::Closed;
-            }
-        }
-        reserve_read(&mut c.rbuf, &c.dec);
-        tokio::select! {
-            biased;
-            r = c.rd.read_buf(&mut c.rbuf) => match r {
-                Ok(0) => break End::Lost("peer closed the connection".into()),
-                Err(e) => break End::Lost(format!("read error: {e}")),
-                Ok(_) => {
+            reserve_read(rx.rbuf, rx.dec);
+            tokio::select! {
+                biased;
+                r = rd.read_buf(rx.rbuf) => match r {
+                    Ok(0) => break End::Lost("peer closed the connection".into()),
+                    Err(e) => break End::Lost(format!("read error: {e}")),
+                    Ok(_) => {
+                        if let Some(h) = hb.as_mut() {
+                            h.last_recv = tokio::time::Instant::now();
+                        }
+                        if let Some(reason) = rx.drain(&mut cmds) {
+                            break End::Lost(reason);
+                        }
+                    }
+                },
+                r = out.write_some_shared(&wr), if !out.is_empty() => {
+                    if let Err(e) = r {
+                        break End::Lost(format!("write error: {e}"));
+                    }
+                }
+                _ = shared.wake.notified(), if out.is_empty() => {}
+                _ = hb_tick(&mut hb) => {
                     if let Some(h) = hb.as_mut() {
-                        h.last_recv = tokio::time::Instant::now();
-                    }
-                    if let Some(reason) = drain_incoming(&mut c, peer, &mut ignored_incoming) {
-                        break End::Lost(reason);
-                    }
-                }
-            },
-            r = c.out.write_some(&mut c.wr), if !c.out.is_empty() => {
-                if let Err(e) = r {
-                    break End::Lost(format!("write error: {e}"));
-                }
-            }
-            _ = shared.wake.notified(), if c.out.is_empty() => {}
-            _ = hb_tick(&mut hb) => {
-                if let Some(h) = hb.as_mut() {
-                    if let Err(reason) = h.on_tick(&mut c.out) {
-                        break End::Lost(reason);
+                        if let Err(reason) = h.on_tick(&mut cmds) {
+                            break End::Lost(reason);
+                        }
                     }
                 }
             }
         }
     };
-    if in_msgs > 0 {
-        if matches!(end, End::Lost(_)) {
-            tracing::debug!(
-                peer,
-                lost = in_msgs,
-                "messages in flight lost with the connection"
-            );
+    // Take the socket back from `try_send`; what it left half-written dies with the connection.
+    let mut lost = in_msgs;
+    {
+        let mut q = shared.q.lock().expect("queue lock");
+        q.direct = None;
+        q.busy = false;
+        q.idle = false;
+        q.count -= in_msgs;
+        q.bytes -= in_bytes;
+        if matches!(q.segs.front(), Some(s) if s.tail) {
+            let s = q.segs.pop_front().expect("front exists");
+            q.count -= s.msgs;
+            q.bytes -= s.bytes;
+            lost += s.msgs;
         }
-        shared.release(in_msgs, in_bytes);
+    }
+    shared.room.notify_waiters();
+    if lost > 0 && matches!(end, End::Lost(_)) {
+        tracing::debug!(peer, lost, "messages in flight lost with the connection");
+    }
+    if let End::Closed = end {
+        if let Ok(mut w) = Arc::try_unwrap(wr) {
+            let _ = w.shutdown().await;
+        }
     }
     end
 }
 
-/// Decode what the peer sent: answer PINGs, report ERROR, drop messages (a DEALER outbox only sends).
-fn drain_incoming(c: &mut conn::Conn, peer: &str, ignored: &mut u64) -> Option<String> {
-    loop {
-        let frame = match c.dec.decode(&mut c.rbuf) {
-            Ok(Some(f)) => f,
-            Ok(None) => return None,
-            Err(e) => return Some(e.to_string()),
-        };
-        let frame = if c.transform {
-            match c.mech.decode_frame(frame) {
-                Ok(f) => f,
+/// The receive side of an outbox connection.
+struct RecvSide<'a> {
+    dec: &'a mut FrameDecoder,
+    rbuf: &'a mut BytesMut,
+    mech: &'a mut dyn Mechanism,
+    transform: bool,
+    peer: &'a str,
+    ignored: &'a mut u64,
+}
+
+impl RecvSide<'_> {
+    /// Decode what the peer sent: answer PINGs (into `cmds`), report ERROR, drop messages (a DEALER
+    /// outbox only sends).
+    fn drain(&mut self, cmds: &mut OutBuf) -> Option<String> {
+        loop {
+            let frame = match self.dec.decode(self.rbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
                 Err(e) => return Some(e.to_string()),
-            }
-        } else {
-            frame
-        };
-        if frame.command {
-            if let Incoming::PeerError(r) = handle_command(&frame.body, &mut c.out, peer) {
-                return Some(format!("peer sent ERROR: {r}"));
-            }
-        } else {
-            *ignored += 1;
-            if *ignored == 1 {
-                tracing::debug!(peer, "outbox ignores messages sent by the peer");
+            };
+            let frame = if self.transform {
+                match self.mech.decode_frame(frame) {
+                    Ok(f) => f,
+                    Err(e) => return Some(e.to_string()),
+                }
+            } else {
+                frame
+            };
+            if frame.command {
+                if let Incoming::PeerError(r) = handle_command(&frame.body, cmds, self.peer) {
+                    return Some(format!("peer sent ERROR: {r}"));
+                }
+            } else {
+                *self.ignored += 1;
+                if *self.ignored == 1 {
+                    tracing::debug!(peer = self.peer, "outbox ignores messages sent by the peer");
+                }
             }
         }
     }
