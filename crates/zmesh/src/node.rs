@@ -289,6 +289,7 @@ impl NodeBuilder {
                 identity: Bytes::from(identity),
                 endpoint: None,
                 interface: None,
+                stopped: false,
             }),
             wake: Notify::new(),
             stats: Stats::default(),
@@ -351,6 +352,8 @@ struct State {
     identity: Bytes,
     endpoint: Option<String>,
     interface: Option<SelectedInterface>,
+    /// Set once the node has stopped or aborted: commands then fail with [`Error::Stopped`].
+    stopped: bool,
 }
 
 impl Shared {
@@ -362,13 +365,14 @@ impl Shared {
     /// Moves every pending engine output into the world: outboxes, events. Returns the peers whose
     /// outbox refused a message (they have been reported to the engine as failed).
     fn flush(&self, state: &mut State, now: Instant) -> Vec<Uuid> {
-        let _guard = self.runtime.enter();
         let mut failed = Vec::new();
         loop {
             let mut new_failures = Vec::new();
             while let Some(output) = state.engine.poll_output() {
                 match output {
                     Output::Connect { peer, endpoint } => {
+                        // Outboxes spawn their task on the node's runtime, whatever thread we are on.
+                        let _guard = self.runtime.enter();
                         match Outbox::connect(
                             &endpoint,
                             state.identity.clone(),
@@ -423,6 +427,18 @@ impl Shared {
             failed.extend(new_failures);
         }
         failed
+    }
+
+    /// Runs an application command on the engine (see [`Shared::with_engine`]); fails once the
+    /// node has stopped.
+    fn command<R>(
+        &self,
+        f: impl FnOnce(&mut Engine, Instant) -> R,
+    ) -> Result<(R, Vec<Uuid>), Error> {
+        if self.lock().stopped {
+            return Err(Error::Stopped);
+        }
+        Ok(self.with_engine(f))
     }
 
     /// Runs `f` on the engine, then flushes its outputs and wakes the node task (timers may move).
@@ -511,14 +527,14 @@ impl Node {
     /// Joining a group twice is harmless.
     pub fn join(&self, group: &str) -> Result<(), Error> {
         check_str("group", group)?;
-        self.shared().with_engine(|e, _| e.join(group));
+        self.shared().command(|e, _| e.join(group))?;
         Ok(())
     }
 
     /// Leaves a group (LEAVE to every peer). Leaving a group we are not in is harmless.
     pub fn leave(&self, group: &str) -> Result<(), Error> {
         check_str("group", group)?;
-        self.shared().with_engine(|e, _| e.leave(group));
+        self.shared().command(|e, _| e.leave(group))?;
         Ok(())
     }
 
@@ -527,7 +543,7 @@ impl Node {
         if content.is_empty() {
             return Err(Error::EmptyContent);
         }
-        let (r, failed) = self.shared().with_engine(|e, _| e.whisper(peer, content));
+        let (r, failed) = self.shared().command(|e, _| e.whisper(peer, content))?;
         r.map_err(|_| Error::UnknownPeer(peer))?;
         if failed.contains(&peer) {
             return Err(Error::PeerOverflow(peer));
@@ -542,7 +558,7 @@ impl Node {
         if content.is_empty() {
             return Err(Error::EmptyContent);
         }
-        let (r, failed) = self.shared().with_engine(|e, _| e.shout(group, content));
+        let (r, failed) = self.shared().command(|e, _| e.shout(group, content))?;
         let n = r.map_err(|_| Error::EmptyContent)?;
         Ok(n.saturating_sub(failed.len()))
     }
@@ -840,6 +856,7 @@ impl NodeTask {
         let mut state = self.shared.lock();
         state.outboxes.clear();
         state.events.close();
+        state.stopped = true;
         drop(state);
         if let Some(inbox) = self.inbox.take() {
             inbox.close();
@@ -852,6 +869,7 @@ impl NodeTask {
         let now = Instant::now();
         let outboxes: Vec<Outbox> = {
             let mut state = self.shared.lock();
+            state.stopped = true;
             state.engine.stop(now);
             // Keep the outboxes alive through the flush so GOODBYEs are queued, then take them all.
             let mut keep: Vec<Outbox> = Vec::new();
