@@ -267,11 +267,12 @@ impl NodeBuilder {
         config.headers = self.headers.clone();
         config.evasive_timeout = self.evasive_timeout;
         config.expired_timeout = self.expired_timeout;
-        // Default: PING a quiet peer after 40% of the evasive timeout (2 s of 5 s), so a healthy peer
-        // answers long before it would be reported EVASIVE, even with short custom timeouts.
+        // Default: PING a quiet peer after half the evasive timeout (2.5 s of 5 s; the side of a
+        // pair that defers waits 3.75 s), so a healthy peer answers long before it would be
+        // reported EVASIVE, even with short custom timeouts.
         config.ping_interval = self
             .ping_interval
-            .unwrap_or_else(|| (self.evasive_timeout * 2 / 5).min(config.ping_interval));
+            .unwrap_or_else(|| (self.evasive_timeout / 2).min(config.ping_interval));
         let engine = Engine::new(config, now);
         let events = Arc::new(EventQueue::new(self.event_capacity));
         let mut identity = Vec::with_capacity(17);

@@ -65,10 +65,16 @@
 //!   including PING and PING-OK). A peer whose TCP path is broken therefore still goes EVASIVE,
 //!   SILENT and finally EXIT even while its beacons keep arriving.
 //! * **Proactive ping.** When nothing has been heard from a ready peer for `ping_interval`
-//!   (default 2 s, less than the 5 s evasive timeout) we send one PING. A healthy peer — Zyre,
+//!   (default 2.5 s, half the 5 s evasive timeout) we send one PING. A healthy peer — Zyre,
 //!   Pyre or zmesh — answers PING-OK well before `evasive_timeout`, so it never becomes EVASIVE.
-//!   The PING also refreshes *their* view of us, so between two nodes only about one PING/PING-OK
-//!   pair flows per `ping_interval`. `ping_interval = 0` disables this (exact Zyre behaviour).
+//!   The PING also refreshes *their* view of us, so only one side of a pair needs to ping: the
+//!   node with the smaller UUID pings at `ping_interval`, the other waits until halfway between
+//!   `ping_interval` and `evasive_timeout` (3.75 s) and is normally refreshed first. An idle
+//!   healthy link thus carries one PING/PING-OK pair per `ping_interval`.
+//!   `ping_interval = 0` disables this (exact Zyre behaviour).
+//! * **Timer grid.** [`Engine::poll_timeout`] rounds deadlines up to a grid of a quarter of the
+//!   reap interval (250 ms by default), so a node with a hundred peers wakes a few times per second
+//!   instead of once per peer deadline; timers fire at most one grid step late.
 //! * **EVASIVE** when nothing was heard for `evasive_timeout`; from then on we PING every reap
 //!   interval (`min(evasive, expired, 1 s)`, as Zyre). **SILENT** once it has been evasive for one
 //!   more reap interval (the PING sent when it became evasive went unanswered), **EXIT** at
@@ -124,16 +130,19 @@ use uuid::Uuid;
 
 use crate::group::{OwnGroups, PeerGroups};
 use crate::msg::{check_string, uuid_to_string, WireError, ZreMessage};
-use crate::peer::{Peer, PeerInfo, Timing, ZMESH_HEADER, ZMESH_HEADER_VALUE};
+use crate::peer::{Peer, PeerInfo, TickActions, Timing, ZMESH_HEADER, ZMESH_HEADER_VALUE};
 
 /// Default evasive timeout (Zyre: 5000 ms).
 pub const DEFAULT_EVASIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default expired timeout (Zyre: 30000 ms).
 pub const DEFAULT_EXPIRED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default proactive ping interval (see the liveness policy in the module documentation).
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_millis(2500);
 /// Upper bound of the reap interval (Zyre: `min(evasive, expired, 1000 ms)`).
 pub const MAX_REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Deadlines are rounded up to `reap interval / TIMER_GRID_DIVISOR` (see [`Engine::poll_timeout`]).
+const TIMER_GRID_DIVISOR: u32 = 4;
 
 /// Length of the identity frame a ZRE ROUTER sees: `0x01` + 16-byte UUID.
 pub const IDENTITY_LEN: usize = 17;
@@ -389,6 +398,8 @@ pub struct Engine {
     headers: Vec<(String, String)>,
     endpoint: String,
     timing: Timing,
+    /// Origin of the timer grid (the creation time).
+    epoch: Instant,
     peers: BTreeMap<Uuid, Peer>,
     peer_groups: PeerGroups,
     own: OwnGroups,
@@ -412,7 +423,7 @@ impl Engine {
     }
 
     /// Creates an engine, or reports why the configuration is unusable.
-    pub fn try_new(config: Config, _now: Instant) -> Result<Engine, EngineError> {
+    pub fn try_new(config: Config, now: Instant) -> Result<Engine, EngineError> {
         config.validate()?;
         let mut headers = config.headers;
         if !headers.iter().any(|(k, _)| k == ZMESH_HEADER) {
@@ -432,7 +443,9 @@ impl Engine {
                 expired: config.expired_timeout,
                 ping_interval: config.ping_interval,
                 reap,
+                grid: (reap / TIMER_GRID_DIVISOR).max(Duration::from_millis(1)),
             },
+            epoch: now,
             peers: BTreeMap::new(),
             peer_groups: PeerGroups::default(),
             own: OwnGroups::default(),
@@ -623,6 +636,9 @@ impl Engine {
                 continue;
             };
             let a = peer.tick(now, &self.timing);
+            if a == TickActions::default() {
+                continue;
+            }
             let name = peer.name.clone();
             if a.expire {
                 self.stats.expired += 1;
@@ -652,10 +668,18 @@ impl Engine {
         if self.stopped {
             return None;
         }
-        self.peers
+        let earliest = self
+            .peers
             .values()
             .map(|p| p.next_deadline(&self.timing))
-            .min()
+            .min()?;
+        // Round up to the timer grid (a quarter of the reap interval since the engine started), so
+        // a node with many peers wakes a few times per reap interval, not once per peer deadline.
+        let grid = self.timing.grid.as_nanos().max(1);
+        let since = earliest.saturating_duration_since(self.epoch).as_nanos();
+        let ticks = since.div_ceil(grid);
+        let at = ticks.saturating_mul(grid);
+        Some(self.epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX)))
     }
 
     // ------------------------------------------------------------------ application commands
@@ -893,7 +917,11 @@ impl Engine {
         for other in others {
             self.purge_peer(other);
         }
-        self.peers.insert(uuid, Peer::new(uuid, endpoint, now));
+        let mut peer = Peer::new(uuid, endpoint, now);
+        // Only one side of each pair needs to ping an idle link: the smaller UUID pings at
+        // `ping_interval`, the other waits longer and is normally refreshed by that PING first.
+        peer.defers_ping = self.uuid > uuid;
+        self.peers.insert(uuid, peer);
         self.outputs.push_back(Output::Connect {
             peer: uuid,
             endpoint: endpoint.to_owned(),

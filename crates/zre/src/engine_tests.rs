@@ -913,8 +913,9 @@ fn idle_healthy_peer_never_goes_evasive() {
     let outs = run(&mut e, &mut r, ms(t0, 60_000), true);
     assert!(events(&outs).is_empty(), "{:?}", events(&outs));
     let pings = sent_to(&outs, r.uuid).len();
-    // One PING per ~2 s: about 30 in 60 s, certainly not one per reap tick.
-    assert!((25..=31).contains(&pings), "{pings} pings");
+    // Our UUID is the larger one, so we defer: one PING per ~4 s (3.75 s, answered, then the
+    // 250 ms timer grid) — about 15 in 60 s, certainly not one per reap tick.
+    assert!((14..=16).contains(&pings), "{pings} pings");
     assert_eq!(e.peers(), vec![r.uuid]);
     assert!(!e.peer(r.uuid).unwrap().evasive);
 }
@@ -956,8 +957,9 @@ fn unresponsive_peer_goes_evasive_then_silent_then_exits() {
     assert_eq!(evasive_at, Some(ms(t0, 5_000)));
     assert_eq!(silent_at, Some(ms(t0, 6_000)));
     assert_eq!(exit_at, Some(ms(t0, 30_000)));
-    // Proactive ping at 2 s, then one per second from 5 s on while evasive.
-    assert_eq!(pings[0], ms(t0, 2_000));
+    // Proactive ping at 3.75 s (we defer: larger UUID), then one per second from 5 s on while
+    // evasive.
+    assert_eq!(pings[0], ms(t0, 3_750));
     assert_eq!(pings[1], ms(t0, 5_000));
     assert_eq!(pings[2], ms(t0, 6_000));
     assert_eq!(pings.len(), 1 + 25);
@@ -1025,34 +1027,48 @@ fn poll_timeout_tracks_the_earliest_deadline() {
     assert_eq!(e.poll_timeout(), None);
     let mut a = Remote::new(32);
     ready(&mut e, t0, &mut a, &[], 0);
-    // Ready peer heard at t0: proactive ping due at +2 s.
-    assert_eq!(e.poll_timeout(), Some(ms(t0, 2_000)));
+    // Ready peer heard at t0; we have the larger UUID, so we defer: ping due at +3.75 s.
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 3_750)));
     // Calling early does nothing.
     e.handle_timeout(ms(t0, 1_000));
     assert!(drain(&mut e).is_empty());
     // Hearing from it moves the deadline.
     a.send(&mut e, ms(t0, 1_500), ZreMessage::PingOk);
-    assert_eq!(e.poll_timeout(), Some(ms(t0, 3_500)));
-    // After the ping: the next deadline is the evasive one.
-    e.handle_timeout(ms(t0, 3_500));
-    assert_eq!(sent_to(&drain(&mut e), a.uuid).len(), 1);
-    assert_eq!(e.poll_timeout(), Some(ms(t0, 6_500)));
-    // A second peer with an earlier deadline wins.
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 5_250)));
+    // A second peer with an earlier deadline wins, rounded up to the 250 ms timer grid
+    // (1.2 s + 3.75 s = 4.95 s -> 5 s).
     let mut b = Remote::new(33);
-    ready(&mut e, ms(t0, 3_600), &mut b, &[], 0);
-    assert_eq!(e.poll_timeout(), Some(ms(t0, 5_600)));
-    e.handle_timeout(ms(t0, 5_600));
+    ready(&mut e, ms(t0, 1_200), &mut b, &[], 0);
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 5_000)));
+    e.handle_timeout(ms(t0, 5_000));
     assert_eq!(sent_to(&drain(&mut e), b.uuid).len(), 1);
-    assert_eq!(e.poll_timeout(), Some(ms(t0, 6_500)));
-    // a becomes evasive: its next deadlines are the repeated ping / SILENT at +1 s.
-    e.handle_timeout(ms(t0, 6_500));
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 5_250)));
+    e.handle_timeout(ms(t0, 5_250));
+    assert_eq!(sent_to(&drain(&mut e), a.uuid).len(), 1);
+    // Next: b's evasive deadline, 6.2 s, on the grid at 6.25 s.
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 6_250)));
+    e.handle_timeout(ms(t0, 6_250));
     assert!(matches!(
         events(&drain(&mut e))[..],
         [Event::Evasive { .. }]
     ));
-    assert_eq!(e.poll_timeout(), Some(ms(t0, 7_500)));
+    // b's repeated ping / SILENT come at +1 s; a's evasive deadline (6.5 s) is first.
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 6_500)));
     e.stop(ms(t0, 7_000));
     assert_eq!(e.poll_timeout(), None);
+}
+
+#[test]
+fn the_smaller_uuid_pings_first() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    // A remote whose UUID is larger than ours: we are the side that pings at `ping_interval`.
+    let mut r = Remote::new(0);
+    r.uuid = Uuid::from_u128(u128::MAX - 1);
+    ready(&mut e, t0, &mut r, &[], 0);
+    assert_eq!(e.poll_timeout(), Some(ms(t0, 2_500)));
+    e.handle_timeout(ms(t0, 2_500));
+    assert_eq!(sent_to(&drain(&mut e), r.uuid).len(), 1);
 }
 
 #[test]

@@ -73,6 +73,20 @@ pub(crate) struct Timing {
     /// Zero = no proactive ping (pure Zyre behaviour).
     pub(crate) ping_interval: Duration,
     pub(crate) reap: Duration,
+    /// Deadlines are rounded up to this grid (see `Engine::poll_timeout`).
+    pub(crate) grid: Duration,
+}
+
+impl Timing {
+    /// When an idle ready peer gets its proactive PING: `ping_interval`, or — for the side of the
+    /// pair that defers — halfway between `ping_interval` and the evasive timeout.
+    pub(crate) fn ping_after(&self, defers: bool) -> Duration {
+        if defers {
+            self.ping_interval + self.evasive.saturating_sub(self.ping_interval) / 2
+        } else {
+            self.ping_interval
+        }
+    }
 }
 
 /// What a timer tick asks the engine to do for one peer.
@@ -102,6 +116,8 @@ pub(crate) struct Peer {
     pub(crate) ping_sent_at: Option<Instant>,
     pub(crate) evasive: bool,
     pub(crate) silent: bool,
+    /// This side of the pair pings an idle link later (the peer's UUID is smaller than ours).
+    pub(crate) defers_ping: bool,
 }
 
 impl Peer {
@@ -123,6 +139,7 @@ impl Peer {
             ping_sent_at: None,
             evasive: false,
             silent: false,
+            defers_ping: false,
         }
     }
 
@@ -179,7 +196,7 @@ impl Peer {
             }
         } else if !t.ping_interval.is_zero()
             && self.ping_sent_at.is_none()
-            && now >= self.last_heard + t.ping_interval
+            && now >= self.last_heard + t.ping_after(self.defers_ping)
         {
             a.ping = true;
         }
@@ -199,7 +216,7 @@ impl Peer {
         if !self.evasive {
             d = d.min(evasive_at);
             if self.ping_sent_at.is_none() && !t.ping_interval.is_zero() {
-                d = d.min(self.last_heard + t.ping_interval);
+                d = d.min(self.last_heard + t.ping_after(self.defers_ping));
             }
         } else {
             if let Some(p) = self.ping_sent_at {
