@@ -338,32 +338,18 @@ async fn read_greeting_part(
 
 /// Largest read chunk of a busy connection (a quiet one reads `READ_CHUNK` at a time).
 const READ_CHUNK_MAX: usize = 256 * 1024;
-/// Read buffers a connection keeps for reuse.
-const READ_SPARES: usize = 3;
-
-/// Read-buffer management for a connection that hands out zero-copy frames.
+/// Read-buffer sizing for a busy connection.
 ///
-/// Frames split off the read buffer keep its allocation alive until the consumer drops them, so a
-/// buffer cannot simply be refilled from the start. Instead of allocating (and page-faulting) a fresh
-/// buffer for every read, the connection rotates a few: when the current one is out of room, it
-/// takes one whose frames have all been dropped (`try_reclaim` succeeds only then), moving any
-/// incomplete frame over. The chunk size grows while reads fill it (a busy connection: fewer, bigger
-/// reads and batches) and drops back when they don't.
+/// The chunk size grows while reads fill it (a busy connection: fewer, bigger reads and batches)
+/// and drops back when they don't. `BytesMut::reserve` reuses the buffer in place once every frame
+/// split off it has been dropped, and allocates a fresh one otherwise.
 pub(crate) struct ReadPool {
-    /// Retired buffers (cleared; their frames may still be alive) with their allocation sizes.
-    spares: VecDeque<(BytesMut, usize)>,
-    /// Allocation size of the current buffer (0 = not from this pool).
-    current: usize,
     chunk: usize,
 }
 
 impl ReadPool {
     pub(crate) fn new() -> Self {
-        ReadPool {
-            spares: VecDeque::new(),
-            current: 0,
-            chunk: READ_CHUNK,
-        }
+        ReadPool { chunk: READ_CHUNK }
     }
 
     /// After a read of `n` bytes into a space of `room` bytes: adapt the chunk size.
@@ -380,37 +366,8 @@ impl ReadPool {
         let want = dec
             .body_remaining(buf.len())
             .clamp(self.chunk, MAX_RESERVE.max(self.chunk));
-        if buf.capacity() - buf.len() >= want / 2 {
-            return buf.capacity() - buf.len();
-        }
-        // Everything split off this buffer is gone: reuse it in place.
-        if buf.try_reclaim(want) {
-            return buf.capacity() - buf.len();
-        }
-        let needed = buf.len() + want;
-        let mut next = None;
-        for _ in 0..self.spares.len() {
-            let (mut b, size) = self.spares.pop_front().expect("counted");
-            if size >= needed && b.try_reclaim(needed) {
-                next = Some((b, size));
-                break;
-            }
-            self.spares.push_back((b, size));
-        }
-        let (mut next, size) = next.unwrap_or_else(|| {
-            let size = needed.max(self.chunk * 2);
-            (BytesMut::with_capacity(size), size)
-        });
-        next.extend_from_slice(buf);
-        let mut old = std::mem::replace(buf, next);
-        let old_size = std::mem::replace(&mut self.current, size);
-        old.clear();
-        // Only chunk-sized buffers are worth keeping (not the big one of a huge frame).
-        if old_size > 0 && old_size <= 2 * READ_CHUNK_MAX {
-            if self.spares.len() >= READ_SPARES {
-                self.spares.pop_front();
-            }
-            self.spares.push_back((old, old_size));
+        if buf.capacity() - buf.len() < want / 2 {
+            buf.reserve(want);
         }
         buf.capacity() - buf.len()
     }

@@ -672,7 +672,9 @@ async fn serve(c: conn::Conn, cfg: &OutboxConfig, shared: &Shared, peer: &str) -
                         }
                     }
                     out.append(&mut cmds);
-                    q.idle = out.is_empty() && batch.is_empty();
+                    // While we hold bytes, the socket is ours alone.
+                    q.busy = !out.is_empty() || !batch.is_empty();
+                    q.idle = !q.busy;
                 }
                 if released > 0 {
                     shared.room.notify_waiters();
@@ -862,6 +864,8 @@ mod tests {
                 assert!(b[5..].iter().all(|&x| x == s as u8), "corrupt body");
                 next[s] += 1;
                 got += 1;
+            } else if !matches!(ev, InboxEvent::Accepted { .. }) {
+                panic!("unexpected {ev:?}");
             }
         }
         for t in tasks {
