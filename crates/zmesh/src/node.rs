@@ -846,6 +846,11 @@ impl NodeTask {
                     .with_engine(|e, now| e.handle_sighting(now, uuid, &endpoint));
             }
             Sighting::Left { uuid } => {
+                // The leave beacon (UDP) can overtake the peer's last messages (TCP): deliver what
+                // the inbox already holds before removing the peer.
+                while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
+                    self.on_inbox(event);
+                }
                 self.shared
                     .with_engine(|e, now| e.handle_departure(now, uuid));
             }
@@ -896,14 +901,6 @@ impl NodeTask {
             keep.extend(state.outboxes.drain().map(|(_, o)| o));
             keep
         };
-        if let Some(beacon) = &self.beacon {
-            // Port 0 = "I am leaving": peers see EXIT at once. Sent twice in case one is lost.
-            for _ in 0..2 {
-                if let Err(e) = beacon.send(0).await {
-                    debug!(error = %e, "leave beacon not sent");
-                }
-            }
-        }
         // Linger on every outbox at once, so a stop takes at most STOP_LINGER however many peers.
         let closes: Vec<_> = outboxes
             .into_iter()
@@ -911,6 +908,17 @@ impl NodeTask {
             .collect();
         for close in closes {
             let _ = close.await;
+        }
+        if let Some(beacon) = &self.beacon {
+            // Port 0 = "I am leaving": peers see EXIT at once. Sent twice in case one is lost, and
+            // only after the outboxes have drained: the UDP beacon would otherwise overtake the
+            // last messages (and GOODBYEs) still queued on TCP, and peers would drop them as
+            // coming from a peer that already left.
+            for _ in 0..2 {
+                if let Err(e) = beacon.send(0).await {
+                    debug!(error = %e, "leave beacon not sent");
+                }
+            }
         }
         if let Some(inbox) = self.inbox.take() {
             inbox.close();

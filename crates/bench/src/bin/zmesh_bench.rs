@@ -358,6 +358,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn main() {
+    // Logs (off unless RUST_LOG is set) go to stderr, for diagnosing a failed run.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = Args::parse();
     args.apply_quick();
     raise_fd_limit();
