@@ -93,6 +93,10 @@ const BATCH_MSGS: usize = 8192;
 /// Payload bytes per segment of pre-encoded messages; a full segment is written by `try_send` itself
 /// when the socket is free (as a hand-written sender flushes its write buffer when full).
 const SEG_BYTES: usize = 64 * 1024;
+/// After a direct write, the next message is written directly too only if this much time has passed
+/// (or the connection task has since found nothing to do): a request/reply exchange writes every
+/// message at once, while a burst of sends writes its first message directly and batches the rest.
+const DIRECT_GAP: Duration = Duration::from_micros(5);
 /// Emptied segment buffers kept for reuse (each keeps its allocation).
 const SPARE_BUFS: usize = 2;
 
@@ -130,6 +134,8 @@ struct Queue {
     /// write (which wakes the task to set it again), so a burst of sends writes its first message
     /// directly and batches the rest instead of making one system call per message.
     idle: bool,
+    /// When `try_send` last wrote a message directly (see [`DIRECT_GAP`]).
+    last_direct: Option<std::time::Instant>,
 }
 
 /// The queue's lock: a test-and-set lock released with a plain release store.
@@ -347,6 +353,7 @@ impl Outbox {
                 direct: None,
                 busy: false,
                 idle: false,
+                last_direct: None,
             }),
             encode_early: !config.mechanism.build(false).transforms_frames(),
             wake: Notify::new(),
@@ -392,15 +399,25 @@ impl Outbox {
                 q.msgs.push_back(frames);
                 q.count += 1;
                 q.bytes += size;
-            } else if let (true, Some(w)) =
-                (q.idle && !q.busy && q.segs.is_empty(), q.direct.as_ref())
-            {
+            } else if let (true, Some(w)) = (
+                !q.busy
+                    && q.segs.is_empty()
+                    && q.direct.is_some()
+                    && (q.idle || q.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP)),
+                q.direct.as_ref(),
+            ) {
                 // Direct write: nothing is queued or being written, so the socket is ours.
                 let mut buf = q.spare.pop().unwrap_or_default();
                 buf.push_plain(&frames);
                 let len = buf.len();
-                match buf.try_write(w) {
-                    Ok(true) => q.recycle(buf),
+                let done = buf.try_write(w);
+                q.last_direct = Some(std::time::Instant::now());
+                q.idle = false;
+                match done {
+                    Ok(true) => {
+                        q.recycle(buf);
+                        wake = false;
+                    }
                     _ => {
                         // Not all of it went out (an error is the connection task's to find). A
                         // started message must finish on this connection; an untouched one is an
@@ -414,12 +431,10 @@ impl Outbox {
                         });
                         q.count += 1;
                         q.bytes += size;
+                        // The connection task takes over what the socket did not take.
+                        wake = true;
                     }
                 }
-                // Wake the task: it re-arms `idle` once it has seen the queue empty, or takes
-                // over what the socket did not take.
-                q.idle = false;
-                wake = true;
             } else {
                 wake = q.segs.is_empty();
                 let closed = q.push_encoded(&frames, size);
