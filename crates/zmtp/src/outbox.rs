@@ -1,11 +1,17 @@
 //! The outbox: a DEALER-style connecting socket for one peer.
 //!
-//! The user side and the connection task share a [`Shared`] queue guarded by a short mutex. The count
-//! and byte limits cover every message not yet written to the socket (queued or in the batch being
-//! written), so a peer that never reads fills the kernel buffers, then our queue, and then `try_send`
-//! returns [`SendError::Full`] with the message. The task is woken only when the queue goes from empty
-//! to non-empty (no per-message wakeup); it drains up to a batch worth of messages at a time into one
-//! write buffer (small frames copied, large frames written vectored from their own `Bytes`).
+//! The user side and the connection task share a [`Shared`] queue behind a short lock. The count and
+//! byte limits cover every message not yet written to the socket (queued or being written), so a peer
+//! that never reads fills the kernel buffers, then our queue, and then `try_send` returns
+//! [`SendError::Full`] with the message.
+//!
+//! With a mechanism that does not transform frames (NULL), `try_send` encodes each message straight
+//! into the queue as ZMTP frames, in segments of about 64 KiB (small frames copied, large frames kept
+//! as their own `Bytes` and written vectored). The socket is shared: while the connection task is not
+//! writing, `try_send` writes a segment that just filled up itself, and a message that finds nothing
+//! queued goes out directly (a request/reply exchange costs no task hand-off). Otherwise the task,
+//! woken when the queue goes from empty to non-empty, writes the segments in order. Frame-transforming
+//! mechanisms (CURVE, later) queue whole messages that the task encodes.
 //!
 //! Connection life cycle: connect + handshake (under `handshake_timeout`), serve until the peer goes
 //! away, then wait with exponential backoff and reconnect; messages queued meanwhile are sent after
