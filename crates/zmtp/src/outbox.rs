@@ -1,6 +1,6 @@
 //! The outbox: a DEALER-style connecting socket for one peer.
 //!
-//! The user side and the connection task share a [`Shared`] queue behind a short lock. The count and
+//! The user side and the connection task share a `Shared` queue behind a short lock. The count and
 //! byte limits cover every message not yet written to the socket (queued or being written), so a peer
 //! that never reads fills the kernel buffers, then our queue, and then `try_send` returns
 //! [`SendError::Full`] with the message.
