@@ -444,12 +444,19 @@ impl Shared {
 
     /// Runs `f` on the engine, then flushes its outputs and wakes the node task (timers may move).
     fn with_engine<R>(&self, f: impl FnOnce(&mut Engine, Instant) -> R) -> (R, Vec<Uuid>) {
+        let r = self.in_task(f);
+        self.wake.notify_one();
+        r
+    }
+
+    /// Like [`Shared::with_engine`], for the node task itself: it re-reads the engine's deadline
+    /// on its next turn anyway, so it does not need waking (an idle node with many peers handles
+    /// thousands of beacons per second; each wake-up would cost a loop turn).
+    fn in_task<R>(&self, f: impl FnOnce(&mut Engine, Instant) -> R) -> (R, Vec<Uuid>) {
         let now = Instant::now();
         let mut state = self.lock();
         let r = f(&mut state.engine, now);
         let failed = self.flush(&mut state, now);
-        drop(state);
-        self.wake.notify_one();
         (r, failed)
     }
 }
@@ -717,7 +724,7 @@ impl NodeTask {
                     Err(e) => debug!(error = %e, "beacon receive error"),
                 },
                 _ = recv_opt(sleep) => {
-                    self.shared.with_engine(|e, now| e.handle_timeout(now));
+                    self.shared.in_task(|e, now| e.handle_timeout(now));
                 }
                 _ = beacon_tick.tick() => {
                     if self.beacon.is_none() {
@@ -843,7 +850,7 @@ impl NodeTask {
         match sighting {
             Sighting::Seen { uuid, endpoint } => {
                 self.shared
-                    .with_engine(|e, now| e.handle_sighting(now, uuid, &endpoint));
+                    .in_task(|e, now| e.handle_sighting(now, uuid, &endpoint));
             }
             Sighting::Left { uuid } => {
                 // The leave beacon (UDP) can overtake the peer's last messages (TCP): deliver what
@@ -851,8 +858,7 @@ impl NodeTask {
                 while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
                     self.on_inbox(event);
                 }
-                self.shared
-                    .with_engine(|e, now| e.handle_departure(now, uuid));
+                self.shared.in_task(|e, now| e.handle_departure(now, uuid));
             }
         }
     }
