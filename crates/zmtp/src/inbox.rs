@@ -367,37 +367,6 @@ fn generated_identity() -> Bytes {
     Bytes::from(v)
 }
 
-/// Bytes of identities [`intern_identity`] may keep for the life of the process.
-const INTERN_BUDGET: usize = 1 << 20;
-
-/// The identity is cloned into every delivered message, and cloning (then dropping) a shared
-/// `Bytes` costs two atomic operations per message. A `Bytes` over static memory clones for free, so
-/// peer identities are kept once per process in a small table (a peer that reconnects finds its
-/// entry again). The table is bounded by [`INTERN_BUDGET`]; past it identities get their own
-/// (refcounted) copy, which is merely slower.
-fn intern_identity(id: &Bytes) -> Bytes {
-    use std::collections::HashSet;
-    /// Interned identities and the bytes they cost.
-    type Table = (HashSet<&'static [u8]>, usize);
-    static TABLE: OnceLock<Mutex<Table>> = OnceLock::new();
-    let mut t = TABLE
-        .get_or_init(Default::default)
-        .lock()
-        .expect("identity table lock");
-    if let Some(s) = t.0.get(&id[..]) {
-        return Bytes::from_static(s);
-    }
-    let cost = id.len() + 64;
-    if t.1 + cost > INTERN_BUDGET {
-        // Own copy: do not pin the handshake read buffer for the connection's lifetime.
-        return Bytes::copy_from_slice(id);
-    }
-    let leaked: &'static [u8] = Box::leak(id.to_vec().into_boxed_slice());
-    t.1 += cost;
-    t.0.insert(leaked);
-    Bytes::from_static(leaked)
-}
-
 static CONN_SEQ: AtomicU64 = AtomicU64::new(0);
 
 async fn serve(
@@ -435,7 +404,8 @@ async fn serve(
             }
         };
     let identity = match conn.peer_meta.get("Identity") {
-        Some(id) if !id.is_empty() => intern_identity(id),
+        // Own copy: do not pin the handshake read buffer for the connection's lifetime.
+        Some(id) if !id.is_empty() => Bytes::copy_from_slice(id),
         _ => generated_identity(),
     };
     let socket_type = conn
