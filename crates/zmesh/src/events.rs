@@ -48,21 +48,6 @@ struct Inner {
     closed: bool,
 }
 
-/// Which peer an event is about (STOP is about the node itself).
-fn source(event: &Event) -> Uuid {
-    match event {
-        Event::Enter { peer, .. }
-        | Event::Exit { peer, .. }
-        | Event::Join { peer, .. }
-        | Event::Leave { peer, .. }
-        | Event::Whisper { peer, .. }
-        | Event::Shout { peer, .. }
-        | Event::Evasive { peer, .. }
-        | Event::Silent { peer, .. } => *peer,
-        Event::Stop { uuid, .. } => *uuid,
-    }
-}
-
 impl EventQueue {
     /// A queue holding about `capacity` events (at least 1).
     pub(crate) fn new(capacity: usize) -> EventQueue {
@@ -89,7 +74,9 @@ impl EventQueue {
             self.notify.notify_one();
             return true;
         }
-        let peer = source(&event);
+        let Some(peer) = event.peer() else {
+            return false; // only STOP has no peer, and it was handled above
+        };
         let essential = matches!(event, Event::Enter { .. } | Event::Exit { .. });
         let held = inner.per_peer.get(&peer).map_or(0, VecDeque::len);
         if !essential && inner.len >= self.capacity {

@@ -13,7 +13,7 @@
 //! The raw peers are built from the transport crate (`zmesh_zmtp::Outbox`/`Inbox`) or, where the point
 //! is to misbehave below ZMTP, from plain TCP sockets writing hand-made ZMTP bytes.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,57 +22,14 @@ use rand::{Rng, RngCore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
-use zmesh::{Event, Events, Node, NodeBuilder, Uuid};
+use zmesh::{Event, Events, Node, Uuid};
 use zmesh_zmtp::{
     encode_frame, Command, Greeting, Inbox, InboxConfig, Metadata, Outbox, OutboxConfig,
 };
 use zmesh_zre::ZreMessage;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A beacon port no other test in this run uses (a different band from node_loopback's).
-fn port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 21000 + (std::process::id() % 1400) as u16 * 25;
-    base + 20 + NEXT.fetch_add(1, Ordering::Relaxed) % 5
-}
-
-fn builder(name: &str, port: u16) -> NodeBuilder {
-    Node::builder()
-        .name(name)
-        .interface("lo".parse().unwrap())
-        .beacon_port(port)
-        .beacon_interval(Duration::from_millis(100))
-}
-
-async fn wait_for(events: &mut Events, what: &str, mut f: impl FnMut(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(ev)) if f(&ev) => return ev,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("{what}: event stream ended"),
-            Err(_) => panic!("{what}: timed out after {WAIT:?}"),
-        }
-    }
-}
-
-fn is_enter(ev: &Event, who: Uuid) -> bool {
-    matches!(ev, Event::Enter { peer, .. } if *peer == who)
-}
-
-fn is_exit(ev: &Event, who: Uuid) -> bool {
-    matches!(ev, Event::Exit { peer, .. } if *peer == who)
-}
-
-async fn pair(port: u16) -> ((Node, Events), (Node, Events)) {
-    let (a, mut ea) = builder("alice", port).start().await.unwrap();
-    let (b, mut eb) = builder("bob", port).start().await.unwrap();
-    let (ua, ub) = (a.uuid(), b.uuid());
-    wait_for(&mut ea, "a sees b", |e| is_enter(e, ub)).await;
-    wait_for(&mut eb, "b sees a", |e| is_enter(e, ua)).await;
-    ((a, ea), (b, eb))
-}
+mod loopback;
+use loopback::{builder, is_enter, is_exit, pair, port, wait_for, WAIT};
 
 fn addr_of(node: &Node) -> std::net::SocketAddr {
     zmesh::node::endpoint_addr(&node.endpoint().unwrap()).unwrap()

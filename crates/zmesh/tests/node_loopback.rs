@@ -3,70 +3,16 @@
 //!
 //! Every test pins the interface to `lo` and uses its own beacon port, so tests can run in parallel.
 
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{timeout, Instant};
-use zmesh::{Event, Events, Node, NodeBuilder, Uuid};
+use zmesh::{Event, Uuid};
 use zmesh_zmtp::{Outbox, OutboxConfig};
 use zmesh_zre::ZreMessage;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A beacon port no other test in this run uses.
-fn port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    // Spread concurrent test processes apart; 25 ports per process.
-    let base = 20000 + (std::process::id() % 1500) as u16 * 25;
-    base + NEXT.fetch_add(1, Ordering::Relaxed) % 25
-}
-
-fn builder(name: &str, port: u16) -> NodeBuilder {
-    Node::builder()
-        .name(name)
-        .interface("lo".parse().unwrap())
-        .beacon_port(port)
-        .beacon_interval(Duration::from_millis(100))
-}
-
-/// Waits for the first event matching `f`, skipping others; panics with `what` on timeout.
-async fn wait_for(events: &mut Events, what: &str, mut f: impl FnMut(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(ev)) if f(&ev) => return ev,
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("{what}: event stream ended"),
-            Err(_) => panic!("{what}: timed out after {WAIT:?}"),
-        }
-    }
-}
-
-fn is_enter(ev: &Event, who: Uuid) -> bool {
-    matches!(ev, Event::Enter { peer, .. } if *peer == who)
-}
-
-fn is_exit(ev: &Event, who: Uuid) -> bool {
-    matches!(ev, Event::Exit { peer, .. } if *peer == who)
-}
-
-async fn pair(port: u16) -> ((Node, Events), (Node, Events)) {
-    let (a, mut ea) = builder("alice", port)
-        .header("X-ROLE", "a")
-        .start()
-        .await
-        .unwrap();
-    let (b, mut eb) = builder("bob", port)
-        .header("X-ROLE", "b")
-        .start()
-        .await
-        .unwrap();
-    let (ua, ub) = (a.uuid(), b.uuid());
-    wait_for(&mut ea, "a sees b", |e| is_enter(e, ub)).await;
-    wait_for(&mut eb, "b sees a", |e| is_enter(e, ua)).await;
-    ((a, ea), (b, eb))
-}
+mod loopback;
+use loopback::{builder, is_enter, is_exit, pair, port, wait_for, WAIT};
 
 #[tokio::test]
 async fn two_nodes_discover_each_other_with_headers() {

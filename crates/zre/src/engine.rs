@@ -345,6 +345,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The peer the event is about; `None` for [`Event::Stop`], which is about this node.
+    pub fn peer(&self) -> Option<Uuid> {
+        match self {
+            Event::Enter { peer, .. }
+            | Event::Exit { peer, .. }
+            | Event::Join { peer, .. }
+            | Event::Leave { peer, .. }
+            | Event::Whisper { peer, .. }
+            | Event::Shout { peer, .. }
+            | Event::Evasive { peer, .. }
+            | Event::Silent { peer, .. } => Some(*peer),
+            Event::Stop { .. } => None,
+        }
+    }
+}
+
 /// Counters of everything unusual the engine saw (all start at 0).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {

@@ -228,23 +228,16 @@ impl NodeApp {
         if rec.got_stop {
             shared.violation("event_after_stop", format!("{me}: {ev:?} after STOP"));
         }
-        let peer = match &ev {
-            Event::Stop { uuid, .. } => {
-                c.stop.fetch_add(1, Ordering::Relaxed);
-                if *uuid != rec.uuid {
-                    shared.violation("bad_stop", format!("{me}: STOP carries another uuid"));
-                }
-                rec.got_stop = true;
-                return;
+        if let Event::Stop { uuid, .. } = &ev {
+            c.stop.fetch_add(1, Ordering::Relaxed);
+            if *uuid != rec.uuid {
+                shared.violation("bad_stop", format!("{me}: STOP carries another uuid"));
             }
-            Event::Enter { peer, .. }
-            | Event::Exit { peer, .. }
-            | Event::Join { peer, .. }
-            | Event::Leave { peer, .. }
-            | Event::Whisper { peer, .. }
-            | Event::Shout { peer, .. }
-            | Event::Evasive { peer, .. }
-            | Event::Silent { peer, .. } => *peer,
+            rec.got_stop = true;
+            return;
+        }
+        let Some(peer) = ev.peer() else {
+            return; // only STOP has no peer
         };
         if peer == rec.uuid {
             shared.violation("self_event", format!("{me}: event about itself: {ev:?}"));
