@@ -36,6 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+pub mod zre_interop;
+
 /// Namespaces created by `interop/netns.sh up`: hosts h1..h4 (10.77.0.11..14).
 pub const HOST_NAMESPACES: [&str; 4] = ["zmesh-h1", "zmesh-h2", "zmesh-h3", "zmesh-h4"];
 
