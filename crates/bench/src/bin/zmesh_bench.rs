@@ -32,12 +32,13 @@ mod mesh;
 #[path = "zmesh_bench/netns.rs"]
 mod netns;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
 use zmesh::{Node, NodeBuilder};
+pub use zmesh_bench::read_announce;
+pub use zmesh_bench::stats::{median, Percentiles};
 
 /// Per-scenario guard so a lost message fails loudly instead of hanging the run.
 pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
@@ -172,66 +173,10 @@ pub fn spawn_self(args: &Args, extra: &[&str]) -> Child {
         .expect("spawn peer process")
 }
 
-/// Reads the peer's announcement line `<PREFIX> <value>` from its stdout.
-pub fn read_announce(child: &mut Child, prefix: &str) -> String {
-    let mut reader = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("read peer announcement");
-    child.stdout = Some(reader.into_inner());
-    line.trim()
-        .strip_prefix(prefix)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| panic!("peer announced {line:?}, expected {prefix} ..."))
-}
-
 /// Waits for a peer process and insists it succeeded.
 pub fn reap(mut child: Child) {
     let status = child.wait().expect("wait for peer");
     assert!(status.success(), "peer process failed: {status}");
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Samples.
-    pub n: usize,
-}
-
-impl Percentiles {
-    /// Percentiles of nanosecond samples.
-    pub fn of_nanos(mut v: Vec<u64>) -> Percentiles {
-        v.sort_unstable();
-        if v.is_empty() {
-            return Percentiles::default();
-        }
-        let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
-        Percentiles {
-            p50: pct(0.5),
-            p99: pct(0.99),
-            p999: pct(0.999),
-            n: v.len(),
-        }
-    }
-}
-
-/// Median of a non-empty list.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// One line of the result table.

@@ -26,14 +26,16 @@
 //! Rounds alternate zmesh and baseline (interleaved, so machine noise hits both alike); the table shows
 //! medians over rounds.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use zmesh_bench::rtt::{echo, hello_driver, hello_peer, round_trips};
+use zmesh_bench::stats::{median, Percentiles};
+use zmesh_bench::tcp_baseline::{self, TcpLink};
+use zmesh_bench::zmtp_link::{self, ZmtpLink};
+use zmesh_bench::{read_announce, Link};
 
 /// Command-line options (shared by the driver and the hidden peer mode).
 #[derive(Parser, Debug, Clone)]
@@ -75,190 +77,37 @@ const RTT_WARMUP: usize = 2_000;
 /// Per-scenario guard so a lost message fails loudly instead of hanging the run.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One process's view of the link: send to the other process, receive from it.
-///
-/// `send` may buffer; `flush` pushes everything buffered towards the peer.
-trait Link {
-    async fn send(&mut self, msg: Bytes);
-    async fn flush(&mut self);
-    async fn recv(&mut self) -> Bytes;
-    /// Orderly shutdown: everything sent must reach the peer.
-    async fn shutdown(self);
-}
-
 // ------------------------------------------------------------------------------------------------
-// Baseline: plain tokio TCP, u32 length prefix.
-
-/// Write-side buffer flushed at this size.
-const TCP_WBUF: usize = 64 * 1024;
-
-/// Baseline link: one outgoing stream (our "outbox") and one accepted stream (our "inbox").
-struct TcpLink {
-    out: TcpStream,
-    wbuf: BytesMut,
-    inc: TcpStream,
-    rbuf: BytesMut,
-}
-
-impl TcpLink {
-    async fn write_out(&mut self) {
-        if !self.wbuf.is_empty() {
-            self.out
-                .write_all(&self.wbuf)
-                .await
-                .expect("baseline write");
-            self.wbuf.clear();
-        }
-    }
-}
-
-impl Link for TcpLink {
-    async fn send(&mut self, msg: Bytes) {
-        self.wbuf.put_u32(msg.len() as u32);
-        self.wbuf.extend_from_slice(&msg);
-        if self.wbuf.len() >= TCP_WBUF {
-            self.write_out().await;
-        }
-    }
-
-    async fn flush(&mut self) {
-        self.write_out().await;
-    }
-
-    async fn recv(&mut self) -> Bytes {
-        loop {
-            if self.rbuf.len() >= 4 {
-                let len = u32::from_be_bytes(self.rbuf[..4].try_into().unwrap()) as usize;
-                if self.rbuf.len() >= 4 + len {
-                    self.rbuf.advance(4);
-                    return self.rbuf.split_to(len).freeze();
-                }
-                self.rbuf.reserve(4 + len);
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-                self.rbuf.reserve(256 * 1024);
-            }
-            let n = self
-                .inc
-                .read_buf(&mut self.rbuf)
-                .await
-                .expect("baseline read");
-            assert!(n > 0, "baseline: peer closed the connection");
-        }
-    }
-
-    async fn shutdown(mut self) {
-        self.write_out().await;
-        let _ = self.out.shutdown().await;
-    }
-}
+// The two implementations (shared with zmesh-bench, see the `zmesh_bench` library): plain tokio TCP
+// with a u32 length prefix, and the zmesh Inbox + Outbox.
 
 /// Baseline setup, driver side: bind, start the peer, connect to its listener, accept its connection.
 async fn tcp_driver(args: &Args) -> (TcpLink, std::process::Child) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ours = listener.local_addr().unwrap().to_string();
+    let (listener, ours) = tcp_baseline::listen().await;
     let (child, theirs) = spawn_peer(args, "tcp", &ours);
-    let out = TcpStream::connect(&theirs).await.unwrap();
-    out.set_nodelay(true).unwrap();
-    let (inc, _) = listener.accept().await.unwrap();
-    inc.set_nodelay(true).unwrap();
-    (tcp_link(out, inc), child)
+    (TcpLink::join(listener, &theirs).await, child)
 }
 
 /// Baseline setup, peer side.
 async fn tcp_peer(connect: &str) -> TcpLink {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    announce(&listener.local_addr().unwrap().to_string());
-    let out = TcpStream::connect(connect).await.unwrap();
-    out.set_nodelay(true).unwrap();
-    let (inc, _) = listener.accept().await.unwrap();
-    inc.set_nodelay(true).unwrap();
-    tcp_link(out, inc)
+    let (listener, ours) = tcp_baseline::listen().await;
+    announce(&ours);
+    TcpLink::join(listener, connect).await
 }
 
-fn tcp_link(out: TcpStream, inc: TcpStream) -> TcpLink {
-    TcpLink {
-        out,
-        wbuf: BytesMut::with_capacity(TCP_WBUF * 2),
-        inc,
-        rbuf: BytesMut::with_capacity(256 * 1024),
-    }
+/// zmesh setup, driver side.
+async fn zmesh_driver(args: &Args) -> (ZmtpLink, std::process::Child) {
+    let inbox = zmtp_link::bind().await;
+    let ours = inbox.endpoint().to_string();
+    let (child, theirs) = spawn_peer(args, "zmesh", &ours);
+    (ZmtpLink::join(inbox, &theirs, 1), child)
 }
 
-// ------------------------------------------------------------------------------------------------
-// zmesh: Inbox + Outbox from zmesh-zmtp.
-
-mod zmesh_link {
-    use super::*;
-    use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig};
-
-    /// zmesh link: our bound inbox and our outbox connected to the other process's inbox.
-    pub struct ZmeshLink {
-        pub inbox: Inbox,
-        pub outbox: Outbox,
-    }
-
-    /// The ZRE-style identity: 0x01 followed by 16 bytes (a UUID in ZRE).
-    pub fn identity(tag: u8) -> Bytes {
-        let mut id = vec![0x01u8];
-        id.extend((0..16).map(|i| tag.wrapping_mul(31).wrapping_add(i)));
-        Bytes::from(id)
-    }
-
-    impl Link for ZmeshLink {
-        async fn send(&mut self, msg: Bytes) {
-            if let Err(e) = self.outbox.send(vec![msg]).await {
-                panic!("zmesh send failed: {e:?}");
-            }
-        }
-
-        async fn flush(&mut self) {}
-
-        async fn recv(&mut self) -> Bytes {
-            loop {
-                match self.inbox.recv().await.expect("zmesh inbox closed") {
-                    InboxEvent::Message { mut frames, .. } => {
-                        assert_eq!(frames.len(), 1, "bench messages are single-frame");
-                        return frames.pop().unwrap();
-                    }
-                    InboxEvent::HandshakeFailed { peer, reason } => {
-                        panic!("zmesh handshake with {peer} failed: {reason:?}")
-                    }
-                    InboxEvent::Disconnected { peer, reason, .. } => {
-                        panic!("zmesh peer {peer} disconnected: {reason}")
-                    }
-                    _ => {}
-                }
-            }
-        }
-
-        async fn shutdown(self) {
-            self.outbox.close(Some(Duration::from_secs(10))).await;
-        }
-    }
-
-    fn configs() -> (InboxConfig, OutboxConfig) {
-        (InboxConfig::default(), OutboxConfig::default())
-    }
-
-    /// zmesh setup, driver side.
-    pub async fn driver(args: &Args) -> (ZmeshLink, std::process::Child) {
-        let (icfg, ocfg) = configs();
-        let inbox = Inbox::bind("tcp://127.0.0.1:*", icfg).await.unwrap();
-        let ours = inbox.endpoint().to_string();
-        let (child, theirs) = spawn_peer(args, "zmesh", &ours);
-        let outbox = Outbox::connect(&theirs, identity(1), ocfg).unwrap();
-        (ZmeshLink { inbox, outbox }, child)
-    }
-
-    /// zmesh setup, peer side.
-    pub async fn peer(connect: &str) -> ZmeshLink {
-        let (icfg, ocfg) = configs();
-        let inbox = Inbox::bind("tcp://127.0.0.1:*", icfg).await.unwrap();
-        announce(&inbox.endpoint().to_string());
-        let outbox = Outbox::connect(connect, identity(2), ocfg).unwrap();
-        ZmeshLink { inbox, outbox }
-    }
+/// zmesh setup, peer side.
+async fn zmesh_peer(connect: &str) -> ZmtpLink {
+    let inbox = zmtp_link::bind().await;
+    announce(&inbox.endpoint().to_string());
+    ZmtpLink::join(inbox, connect, 2)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -291,15 +140,7 @@ fn spawn_peer(args: &Args, which: &str, ours: &str) -> (std::process::Child, Str
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn peer");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("read peer endpoint");
-    let theirs = line
-        .trim()
-        .strip_prefix("ENDPOINT ")
-        .unwrap_or_else(|| panic!("peer did not announce an endpoint: {line:?}"))
-        .to_string();
+    let theirs = read_announce(&mut child, "ENDPOINT");
     (child, theirs)
 }
 
@@ -318,39 +159,21 @@ struct RoundResult {
 /// Driver (process A): run every scenario over `link`.
 async fn drive<L: Link>(mut link: L, args: &Args) -> RoundResult {
     // Hello: proves both directions are connected before anything is timed.
-    link.send(Bytes::from_static(b"hello")).await;
-    link.flush().await;
-    let hello = link.recv().await;
-    assert_eq!(&hello[..], b"hello");
+    hello_driver(&mut link).await;
 
     let msgs64 = timed(throughput(&mut link, SIZE_SMALL, args.count64)).await;
     let msgs4k = timed(throughput(&mut link, SIZE_4K, args.count4k)).await;
 
-    let ping = Bytes::from(vec![0x5a; SIZE_SMALL]);
-    let mut rtts = Vec::with_capacity(args.rtt_count);
-    let fut = async {
-        for i in 0..RTT_WARMUP + args.rtt_count {
-            let t0 = Instant::now();
-            link.send(ping.clone()).await;
-            link.flush().await;
-            let pong = link.recv().await;
-            let dt = t0.elapsed();
-            assert_eq!(pong.len(), SIZE_SMALL);
-            if i >= RTT_WARMUP {
-                rtts.push(dt.as_nanos() as u64);
-            }
-        }
-    };
-    tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+    let fut = round_trips(&mut link, SIZE_SMALL, RTT_WARMUP, args.rtt_count);
+    let rtts = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
         .await
         .expect("round-trip scenario timed out");
-    rtts.sort_unstable();
-    let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0;
+    let rtt = Percentiles::of_nanos(rtts);
     let result = RoundResult {
         msgs64,
         msgs4k,
-        rtt_median_us: pct(0.5),
-        rtt_p99_us: pct(0.99),
+        rtt_median_us: rtt.p50,
+        rtt_p99_us: rtt.p99,
     };
     link.shutdown().await;
     result
@@ -384,9 +207,7 @@ async fn throughput<L: Link>(link: &mut L, size: usize, count: usize) -> f64 {
 
 /// Peer (process B): mirror of `drive`.
 async fn serve<L: Link>(mut link: L, args: &Args) {
-    let hello = link.recv().await;
-    link.send(hello).await;
-    link.flush().await;
+    hello_peer(&mut link).await;
     for count in [args.count64, args.count4k] {
         let mut bytes = 0u64;
         for _ in 0..count {
@@ -396,11 +217,7 @@ async fn serve<L: Link>(mut link: L, args: &Args) {
             .await;
         link.flush().await;
     }
-    for _ in 0..RTT_WARMUP + args.rtt_count {
-        let m = link.recv().await;
-        link.send(m).await;
-        link.flush().await;
-    }
+    echo(&mut link, RTT_WARMUP + args.rtt_count).await;
     link.shutdown().await;
 }
 
@@ -419,16 +236,6 @@ fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     let mut args = Args::parse();
     if args.quick {
@@ -444,7 +251,7 @@ fn main() {
         rt.block_on(async {
             match which.as_str() {
                 "tcp" => serve(tcp_peer(&connect).await, &args).await,
-                "zmesh" => serve(zmesh_link::peer(&connect).await, &args).await,
+                "zmesh" => serve(zmesh_peer(&connect).await, &args).await,
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -482,7 +289,7 @@ fn main() {
                         (drive(link, &args).await, child)
                     }
                     _ => {
-                        let (link, child) = zmesh_link::driver(&args).await;
+                        let (link, child) = zmesh_driver(&args).await;
                         (drive(link, &args).await, child)
                     }
                 };

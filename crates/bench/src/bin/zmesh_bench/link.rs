@@ -19,11 +19,12 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
 use zmesh::{Event, Events, Node, Uuid};
-use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig};
+use zmesh_bench::rtt::{echo, hello_driver, hello_peer, round_trips};
+use zmesh_bench::tcp_baseline::{self, TcpLink};
+use zmesh_bench::zmtp_link::{self, ZmtpLink};
+pub use zmesh_bench::Link;
 
 use crate::{node_builder, read_announce, spawn_self, Args, Percentiles, SCENARIO_TIMEOUT};
 
@@ -59,18 +60,6 @@ pub fn windows(args: &Args) -> [Window; 2] {
             ack_every: 512,
         },
     ]
-}
-
-/// One end of a two-process link.
-pub trait Link {
-    /// Queues one message for the other process (may buffer until `flush`).
-    async fn send(&mut self, msg: Bytes);
-    /// Pushes buffered messages towards the other process.
-    async fn flush(&mut self);
-    /// The next message from the other process.
-    async fn recv(&mut self) -> Bytes;
-    /// Orderly shutdown: everything sent reaches the other process.
-    async fn shutdown(self);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -182,164 +171,38 @@ pub async fn wait_enter(events: &mut Events, peer: Uuid) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// zmesh ZMTP transport alone: Inbox + Outbox, single-frame messages.
-
-/// Our bound inbox and our outbox connected to the other process's inbox.
-pub struct ZmtpLink {
-    inbox: Inbox,
-    outbox: Outbox,
-}
-
-/// ZRE-style identity: 0x01 followed by 16 bytes.
-fn identity(tag: u8) -> Bytes {
-    let mut id = vec![0x01u8];
-    id.extend((0..16).map(|i| tag.wrapping_mul(31).wrapping_add(i)));
-    Bytes::from(id)
-}
-
-impl Link for ZmtpLink {
-    async fn send(&mut self, msg: Bytes) {
-        if let Err(e) = self.outbox.send(vec![msg]).await {
-            panic!("zmtp send failed: {e:?}");
-        }
-    }
-
-    async fn flush(&mut self) {}
-
-    async fn recv(&mut self) -> Bytes {
-        loop {
-            match self.inbox.recv().await.expect("inbox closed") {
-                InboxEvent::Message { mut frames, .. } => return frames.pop().unwrap(),
-                InboxEvent::HandshakeFailed { peer, reason } => {
-                    panic!("zmtp handshake with {peer} failed: {reason:?}")
-                }
-                InboxEvent::Disconnected { peer, reason, .. } => {
-                    panic!("zmtp peer {peer} disconnected: {reason}")
-                }
-                _ => {}
-            }
-        }
-    }
-
-    async fn shutdown(self) {
-        self.outbox.close(Some(Duration::from_secs(10))).await;
-    }
-}
+// Baselines: the zmesh ZMTP transport alone and plain tokio TCP (shared with zmtp-bench, see the
+// `zmesh_bench` library).
 
 /// Driver side of the transport baseline.
 pub async fn zmtp_driver(args: &Args) -> (ZmtpLink, Child) {
-    let inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
-        .await
-        .unwrap();
+    let inbox = zmtp_link::bind().await;
     let ours = inbox.endpoint().to_string();
     let mut child = spawn_self(args, &["--peer", "zmtp", "--connect", &ours]);
     let theirs = read_announce(&mut child, "ENDPOINT");
-    let outbox = Outbox::connect(&theirs, identity(1), OutboxConfig::default()).unwrap();
-    (ZmtpLink { inbox, outbox }, child)
+    (ZmtpLink::join(inbox, &theirs, 1), child)
 }
 
 /// Peer side of the transport baseline.
 pub async fn zmtp_peer(args: &Args) -> ZmtpLink {
-    let inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
-        .await
-        .unwrap();
+    let inbox = zmtp_link::bind().await;
     println!("ENDPOINT {}", inbox.endpoint());
-    let connect = args.connect.as_deref().expect("--connect");
-    let outbox = Outbox::connect(connect, identity(2), OutboxConfig::default()).unwrap();
-    ZmtpLink { inbox, outbox }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Plain tokio TCP: u32 length prefix, 64 KiB write buffer, bulk reads (as in zmtp-bench).
-
-/// Write buffer flushed at this size.
-const TCP_WBUF: usize = 64 * 1024;
-
-/// One outgoing stream and one accepted stream.
-pub struct TcpLink {
-    out: TcpStream,
-    wbuf: BytesMut,
-    inc: TcpStream,
-    rbuf: BytesMut,
-}
-
-impl TcpLink {
-    fn new(out: TcpStream, inc: TcpStream) -> TcpLink {
-        out.set_nodelay(true).unwrap();
-        inc.set_nodelay(true).unwrap();
-        TcpLink {
-            out,
-            wbuf: BytesMut::with_capacity(TCP_WBUF * 2),
-            inc,
-            rbuf: BytesMut::with_capacity(256 * 1024),
-        }
-    }
-
-    async fn write_out(&mut self) {
-        if !self.wbuf.is_empty() {
-            self.out.write_all(&self.wbuf).await.expect("tcp write");
-            self.wbuf.clear();
-        }
-    }
-}
-
-impl Link for TcpLink {
-    async fn send(&mut self, msg: Bytes) {
-        self.wbuf.put_u32(msg.len() as u32);
-        self.wbuf.extend_from_slice(&msg);
-        if self.wbuf.len() >= TCP_WBUF {
-            self.write_out().await;
-        }
-    }
-
-    async fn flush(&mut self) {
-        self.write_out().await;
-    }
-
-    async fn recv(&mut self) -> Bytes {
-        loop {
-            if self.rbuf.len() >= 4 {
-                let len = u32::from_be_bytes(self.rbuf[..4].try_into().unwrap()) as usize;
-                if self.rbuf.len() >= 4 + len {
-                    self.rbuf.advance(4);
-                    return self.rbuf.split_to(len).freeze();
-                }
-                self.rbuf.reserve(4 + len);
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-                self.rbuf.reserve(256 * 1024);
-            }
-            let n = self.inc.read_buf(&mut self.rbuf).await.expect("tcp read");
-            assert!(n > 0, "tcp: peer closed the connection");
-        }
-    }
-
-    async fn shutdown(mut self) {
-        self.write_out().await;
-        let _ = self.out.shutdown().await;
-    }
+    ZmtpLink::join(inbox, args.connect.as_deref().expect("--connect"), 2)
 }
 
 /// Driver side of the plain-TCP baseline.
 pub async fn tcp_driver(args: &Args) -> (TcpLink, Child) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ours = listener.local_addr().unwrap().to_string();
+    let (listener, ours) = tcp_baseline::listen().await;
     let mut child = spawn_self(args, &["--peer", "tcp", "--connect", &ours]);
     let theirs = read_announce(&mut child, "ENDPOINT");
-    let out = TcpStream::connect(&theirs).await.unwrap();
-    let (inc, _) = listener.accept().await.unwrap();
-    (TcpLink::new(out, inc), child)
+    (TcpLink::join(listener, &theirs).await, child)
 }
 
 /// Peer side of the plain-TCP baseline.
 pub async fn tcp_peer(args: &Args) -> TcpLink {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!("ENDPOINT {}", listener.local_addr().unwrap());
-    let out = TcpStream::connect(args.connect.as_deref().expect("--connect"))
-        .await
-        .unwrap();
-    let (inc, _) = listener.accept().await.unwrap();
-    TcpLink::new(out, inc)
+    let (listener, ours) = tcp_baseline::listen().await;
+    println!("ENDPOINT {ours}");
+    TcpLink::join(listener, args.connect.as_deref().expect("--connect")).await
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -356,9 +219,7 @@ pub struct LinkResult {
 
 /// Process A: throughput runs, then round trips.
 pub async fn drive<L: Link>(mut link: L, args: &Args) -> LinkResult {
-    link.send(Bytes::from_static(b"hello")).await;
-    link.flush().await;
-    assert_eq!(&link.recv().await[..], b"hello");
+    hello_driver(&mut link).await;
 
     let mut msgs_per_s = Vec::new();
     for w in windows(args) {
@@ -369,22 +230,8 @@ pub async fn drive<L: Link>(mut link: L, args: &Args) -> LinkResult {
         msgs_per_s.push(rate);
     }
 
-    let ping = Bytes::from(vec![0x5a; 64]);
-    let mut rtts = Vec::with_capacity(args.rtt_count);
-    let fut = async {
-        for i in 0..RTT_WARMUP + args.rtt_count {
-            let t0 = Instant::now();
-            link.send(ping.clone()).await;
-            link.flush().await;
-            let pong = link.recv().await;
-            let dt = t0.elapsed();
-            assert_eq!(pong.len(), 64);
-            if i >= RTT_WARMUP {
-                rtts.push(dt.as_nanos() as u64);
-            }
-        }
-    };
-    tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+    let fut = round_trips(&mut link, 64, RTT_WARMUP, args.rtt_count);
+    let rtts = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
         .await
         .expect("round trips timed out");
     link.shutdown().await;
@@ -413,9 +260,7 @@ async fn throughput<L: Link>(link: &mut L, w: Window) -> f64 {
 
 /// Process B: mirror of [`drive`].
 pub async fn serve<L: Link>(mut link: L, args: &Args) {
-    let hello = link.recv().await;
-    link.send(hello).await;
-    link.flush().await;
+    hello_peer(&mut link).await;
     for w in windows(args) {
         let mut bytes = 0usize;
         for n in 1..=w.count {
@@ -428,10 +273,6 @@ pub async fn serve<L: Link>(mut link: L, args: &Args) {
         }
         assert_eq!(bytes, w.count * w.size, "received a different byte count");
     }
-    for _ in 0..RTT_WARMUP + args.rtt_count {
-        let m = link.recv().await;
-        link.send(m).await;
-        link.flush().await;
-    }
+    echo(&mut link, RTT_WARMUP + args.rtt_count).await;
     link.shutdown().await;
 }
