@@ -187,36 +187,23 @@ impl Agent {
     ) -> Agent {
         let root = workspace_root();
         let port = port.to_string();
+        // The program, then the options every agent takes (`--name` is the zmesh subcommand's).
         let mut argv: Vec<String> = match kind {
             AgentKind::Pyre => vec![
                 root.join("interop/.venv/bin/python").display().to_string(),
                 root.join("interop/pyre_agent.py").display().to_string(),
                 "--name".into(),
                 name.into(),
-                "--iface".into(),
-                "eth0".into(),
-                "--port".into(),
-                port,
             ],
             AgentKind::ZyreJs => vec![
                 "node".into(),
                 root.join("interop/zyrejs_agent.js").display().to_string(),
                 "--name".into(),
                 name.into(),
-                "--iface".into(),
-                "eth0".into(),
-                "--port".into(),
-                port,
             ],
-            AgentKind::Zmesh => vec![
-                zmesh_bin().display().to_string(),
-                "--json".into(),
-                "--iface".into(),
-                "eth0".into(),
-                "--port".into(),
-                port,
-            ],
+            AgentKind::Zmesh => vec![zmesh_bin().display().to_string(), "--json".into()],
         };
+        argv.extend(["--iface".into(), "eth0".into(), "--port".into(), port]);
         for (k, v) in headers {
             argv.push("--header".into());
             argv.push(format!("{k}={v}"));
