@@ -559,6 +559,46 @@ impl Node {
         Ok(())
     }
 
+    /// Like [`Node::whisper`], but when the peer's outgoing queue is full it waits for room instead
+    /// of dropping the peer: back-pressure for bulk senders. Returns once the message is queued;
+    /// fails if the peer is unknown or leaves meanwhile, or the node stops.
+    pub async fn whisper_wait(&self, peer: Uuid, content: Vec<Bytes>) -> Result<(), Error> {
+        if content.is_empty() {
+            return Err(Error::EmptyContent);
+        }
+        // Queue accounting counts payload bytes: the content plus the 6-byte WHISPER frame.
+        let size = content.iter().map(Bytes::len).sum::<usize>() + 6;
+        let shared = self.shared();
+        loop {
+            let room = {
+                let mut state = shared.lock();
+                if state.stopped {
+                    return Err(Error::Stopped);
+                }
+                let Some(outbox) = state.outboxes.get(&peer) else {
+                    return Err(Error::UnknownPeer(peer));
+                };
+                let room = outbox.room();
+                if room.available(size) {
+                    // Every sender goes through this lock, so the room cannot vanish before the
+                    // message is queued.
+                    let now = Instant::now();
+                    let r = state.engine.whisper(peer, content);
+                    let failed = shared.flush(&mut state, now);
+                    drop(state);
+                    shared.wake.notify_one();
+                    r.map_err(|_| Error::UnknownPeer(peer))?;
+                    if failed.contains(&peer) {
+                        return Err(Error::PeerOverflow(peer));
+                    }
+                    return Ok(());
+                }
+                room
+            };
+            room.wait(size).await;
+        }
+    }
+
     /// Sends a multi-frame message to every peer known to be in `group` (not to ourselves). Returns
     /// how many peers it was queued for; 0 when nobody is in the group (not an error, as in Zyre).
     pub fn shout(&self, group: &str, content: Vec<Bytes>) -> Result<usize, Error> {

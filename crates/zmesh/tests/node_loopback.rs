@@ -385,3 +385,53 @@ async fn slow_application_does_not_stop_the_node() {
     assert!(b.peers().contains(&a.uuid()));
     drop(ea);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whisper_wait_applies_back_pressure_instead_of_dropping_the_peer() {
+    // A tiny outgoing queue (8 messages): plain `whisper` would overflow it and drop the peer;
+    // `whisper_wait` waits for room, so every message arrives and nobody leaves.
+    let p = port();
+    let small = zmesh_zmtp::OutboxConfig {
+        max_queued_messages: 8,
+        ..zmesh_zmtp::OutboxConfig::default()
+    };
+    let (a, mut ea) = builder("alice", p)
+        .event_capacity(100_000)
+        .start()
+        .await
+        .unwrap();
+    let (b, mut eb) = builder("bob", p)
+        .outbox_config(small)
+        .start()
+        .await
+        .unwrap();
+    wait_for(&mut ea, "a sees b", |e| is_enter(e, b.uuid())).await;
+    wait_for(&mut eb, "b sees a", |e| is_enter(e, a.uuid())).await;
+    const N: usize = 20_000;
+    let to = a.uuid();
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            b.whisper_wait(to, vec![Bytes::from(vec![i as u8; 512])])
+                .await
+                .unwrap_or_else(|e| panic!("whisper {i}: {e}"));
+        }
+        b
+    });
+    let mut got = 0;
+    while got < N {
+        match wait_for(&mut ea, "whisper", |e| {
+            matches!(e, Event::Whisper { .. } | Event::Exit { .. })
+        })
+        .await
+        {
+            Event::Whisper { content, .. } => {
+                assert_eq!(content[0][0], got as u8, "order");
+                got += 1;
+            }
+            other => panic!("peer left under back-pressure: {other:?}"),
+        }
+    }
+    let b = sender.await.unwrap();
+    assert_eq!(b.stats().send_failures, 0);
+    assert!(a.peers().contains(&b.uuid()));
+}

@@ -32,7 +32,7 @@ pub use endpoint::Endpoint;
 pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportError};
 pub use inbox::{Inbox, InboxConfig, InboxEvent, PeerAddr};
 pub use mechanism::{Mechanism, MechanismConfig, MechanismStep, NullMechanism};
-pub use outbox::{Outbox, OutboxConfig, OutboxState};
+pub use outbox::{Outbox, OutboxConfig, OutboxState, Room};
 
 use std::time::Duration;
 

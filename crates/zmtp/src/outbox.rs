@@ -28,6 +28,7 @@ use crate::mechanism::{Mechanism, MechanismConfig};
 use crate::{Frames, Heartbeat};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -436,6 +437,14 @@ impl Outbox {
         }
     }
 
+    /// A handle that can wait for room in this outbox's queue without borrowing the outbox, so a
+    /// caller that keeps outboxes behind a lock can wait with the lock released (see [`Room`]).
+    pub fn room(&self) -> Room {
+        Room {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Messages and payload bytes not yet written to the socket.
     pub fn queued(&self) -> (usize, usize) {
         let q = self.shared.q.lock();
@@ -463,6 +472,7 @@ impl Outbox {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.wake.notify_one();
         self.shared.close_notify.notify_waiters();
+        self.shared.room.notify_waiters();
         if let (Some(linger), Some(task)) = (linger, self.task.as_mut()) {
             if tokio::time::timeout(linger, task).await.is_ok() {
                 self.task = None;
@@ -479,6 +489,48 @@ impl Drop for Outbox {
             t.abort();
         }
         self.shared.state.send_replace(OutboxState::Closed);
+        self.shared.room.notify_waiters();
+    }
+}
+
+/// Waits for room in an [`Outbox`]'s queue (from [`Outbox::room`]).
+///
+/// `try_send` followed by `Full` is how a caller learns the queue is full; `Room::wait` is how it
+/// waits for space without holding the outbox itself. It resolves once a message of the given size
+/// would be accepted, or once the outbox is closed (the next send then reports `Closed`). Another
+/// sender may take the room first; callers loop on `try_send`.
+#[derive(Clone)]
+pub struct Room {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Room").finish_non_exhaustive()
+    }
+}
+
+impl Room {
+    /// Whether a message of `size` payload bytes would be accepted now (or the outbox is closed).
+    pub fn available(&self, size: usize) -> bool {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return true;
+        }
+        let q = self.shared.q.lock();
+        q.count == 0 || (q.count < self.shared.max_msgs && q.bytes + size <= self.shared.max_bytes)
+    }
+
+    /// Resolves once [`Room::available`] would return true.
+    pub async fn wait(&self, size: usize) {
+        loop {
+            let notified = self.shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.available(size) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
