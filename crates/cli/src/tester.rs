@@ -511,7 +511,7 @@ impl Tester {
     fn progress(&self, t0: Instant) {
         let c = &self.shared.counters;
         eprintln!(
-            "tester: {:6.0}s running {:3} started {} stopped {} killed {} | enter {} exit {} whisper {}/{} shout {} | violations {} | rss {} MiB",
+            "tester: {:6.0}s running {:3} started {} stopped {} killed {} | enter {} exit {} whisper {}/{} shout {} | violations {} | rss {} MiB tasks {} fds {}",
             t0.elapsed().as_secs_f64(),
             self.running_count(),
             self.started,
@@ -524,6 +524,10 @@ impl Tester {
             c.shout.load(Ordering::Relaxed),
             self.shared.violation_count(),
             self.rss.samples.last().map(|s| s.1 / 1024).unwrap_or(0),
+            // Live tokio tasks and open fds: both must follow the number of running nodes (about
+            // two connections per ordered pair), so a task or socket leak shows up here at once.
+            tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+            std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
         );
     }
 
