@@ -20,8 +20,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
 
-/// Bytes we try to read per `read` call (a batch of many small messages).
-pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// Bytes a quiet connection reads per `read` call. Small on purpose: every connection holds one
+/// such buffer (a full mesh of 55 nodes has ~6,000 connections), and a busy connection grows its
+/// chunk by doubling up to [`READ_CHUNK_MAX`] (see [`ReadPool`]).
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
 /// Largest single reservation made for a big frame body (the rest grows as data actually arrives,
 /// so a peer announcing a huge frame cannot make us allocate without sending the bytes).
 const MAX_RESERVE: usize = 8 * 1024 * 1024;
