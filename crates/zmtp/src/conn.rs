@@ -265,6 +265,25 @@ impl OutBuf {
         Ok(())
     }
 
+    /// Poll one `write_vectored` call; consumes what was written.
+    pub(crate) fn poll_write_some<W: AsyncWrite>(
+        &mut self,
+        w: Pin<&mut W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let n = self.slices(&mut slices);
+        match w.poll_write_vectored(cx, &slices[..n]) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(k)) => {
+                self.consume(k);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Write some bytes through a shared write half (cancel-safe: waits for writability, then one
     /// non-blocking `writev`); consumes what was written.
     pub(crate) async fn write_some_shared(&mut self, w: &WriteHalf) -> io::Result<()> {

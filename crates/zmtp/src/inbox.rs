@@ -1,20 +1,28 @@
 //! The inbox: a ROUTER-style listening socket.
 //!
-//! Layout: one accept task owns the listener and a `JoinSet` of connection tasks (dropping the inbox
-//! aborts the accept task, which drops the set, which aborts every connection). Each connection task
-//! does the handshake under a timeout, then reads in chunks, decodes every complete message of a
-//! chunk and hands them to the inbox as ONE `Vec<InboxEvent>` over a bounded channel. When the
-//! consumer falls behind, the channel fills, the connection task waits in `send`, stops reading its
-//! socket, and TCP flow control pushes back on the sender: memory stays bounded.
+//! Layout: one accept task owns the listener and a `JoinSet` of handshake tasks, each under the
+//! handshake timeout (a slow-loris peer only holds its own task; dropping the inbox aborts the
+//! accept task, which aborts every handshake). A connection that completes its handshake is handed
+//! to the [`Inbox`] itself, which owns it from then on and reads it **inside [`Inbox::recv`]**:
+//! there is no per-connection task between the socket and the caller, so a message costs no task
+//! hand-off and no intermediate queue (a round trip pays one wake-up per direction, like a
+//! hand-written tokio server).
+//!
+//! Every established connection is polled with its own waker, which puts the connection on a ready
+//! queue and wakes the consumer (the same idea as `FuturesUnordered`, specialised: one waker
+//! allocation per connection, nothing per message). `recv` reads the connection at the head of the
+//! queue, decodes one message per call from its buffer (frame bodies are zero-copy slices of the
+//! read buffer), and moves on to the next ready connection after [`TURN_BUDGET`] messages or when
+//! the connection has nothing more, so one busy peer cannot starve the others. Reading only happens
+//! in `recv`: a consumer that falls behind stops reading, the kernel buffers fill, and TCP flow
+//! control pushes back on the sender — memory stays bounded without any queue of our own.
 //!
 //! Identities: the peer's READY `Identity` property, or a generated 5-byte `0x00 + u32` (as libzmq
-//! does). A registry maps identity -> live connection; a new connection with an identity already
-//! present takes over (ROUTER_HANDOVER): the old connection is told to stop, emits its
-//! `Disconnected`, and only then does the new one emit `Accepted`, so events for one identity stay in
-//! a sensible order.
+//! does). A new connection with an identity already present takes over (ROUTER_HANDOVER): the old
+//! connection is closed and its `Disconnected` is delivered before the new `Accepted`.
 
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, hb_tick, Incoming, Stream};
+use crate::conn::{self, handle_command, Incoming, Stream};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, TransportError};
 use crate::mechanism::MechanismConfig;
@@ -24,12 +32,15 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::io::poll_read_buf;
 
 /// Configuration of an [`Inbox`].
 #[derive(Debug, Clone)]
@@ -114,51 +125,260 @@ pub enum InboxEvent {
     },
 }
 
-/// Events travel in batches: one channel operation per socket read.
-type Batch = VecDeque<InboxEvent>;
-/// Batches buffered between connection tasks and the consumer (the back-pressure bound).
-const CHANNEL_BATCHES: usize = 256;
-/// Most events per batch.
-const MAX_BATCH: usize = 1024;
-/// Emptied batch buffers kept for reuse.
-const POOL_BATCHES: usize = 8;
+/// What the accept side hands to the inbox: a finished handshake, or an event to pass on.
+enum Control {
+    /// A connection that completed its handshake.
+    Established(Box<Established>),
+    /// An event with no connection behind it (a refused or failed handshake).
+    Event(InboxEvent),
+}
 
-/// Emptied batch buffers travel back from the consumer to the connection tasks, so a busy inbox
-/// does not allocate (and free) a batch buffer per read: with per-message allocations around it,
-/// a large allocation per batch also makes the allocator consolidate its small-block caches.
-#[derive(Clone, Default)]
-struct BatchPool(Arc<Mutex<Vec<Batch>>>);
+/// A connection whose handshake is done, on its way from its handshake task to the inbox.
+struct Established {
+    conn: conn::Conn,
+    identity: Bytes,
+    peer: PeerAddr,
+    socket_type: String,
+    slot: SlotGuard,
+}
 
-impl BatchPool {
-    fn take(&self) -> Batch {
-        self.0
-            .lock()
-            .expect("batch pool lock")
-            .pop()
-            .unwrap_or_else(|| VecDeque::with_capacity(MAX_BATCH))
+/// Counts one open connection against `max_connections` until dropped.
+struct SlotGuard(Arc<AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
 
-    fn give(&self, b: Batch) {
-        if b.capacity() >= MAX_BATCH && b.capacity() <= 2 * MAX_BATCH {
-            let mut p = self.0.lock().expect("batch pool lock");
-            if p.len() < POOL_BATCHES {
-                p.push(b);
-            }
+/// Control messages buffered between the accept side and the consumer.
+const CONTROL_QUEUE: usize = 256;
+/// Most messages taken from one connection before the next ready connection gets its turn.
+const TURN_BUDGET: usize = 256;
+
+/// Which established connections have something to do, and who to wake when one does.
+///
+/// Every connection is polled with its own waker ([`ConnWaker`]); when the socket becomes readable
+/// or writable, or a heartbeat timer fires, that waker puts the connection's slot on the queue and
+/// wakes whichever task is waiting in [`Inbox::recv`]. So the consumer only ever polls connections
+/// that were woken (an idle mesh of hundreds of peers costs nothing per message), in the order they
+/// were woken.
+#[derive(Default)]
+struct ReadyQueue {
+    inner: Mutex<ReadyInner>,
+}
+
+#[derive(Default)]
+struct ReadyInner {
+    queue: VecDeque<usize>,
+    /// `queued[slot]`: the slot is in `queue` (a slot is queued at most once).
+    queued: Vec<bool>,
+    /// The task waiting in `recv`.
+    waker: Option<Waker>,
+}
+
+impl ReadyInner {
+    fn push(&mut self, slot: usize) {
+        if self.queued.len() <= slot {
+            self.queued.resize(slot + 1, false);
+        }
+        if !self.queued[slot] {
+            self.queued[slot] = true;
+            self.queue.push_back(slot);
         }
     }
 }
 
-/// A batch holding one event.
-fn one(ev: InboxEvent) -> Batch {
-    VecDeque::from(vec![ev])
+impl ReadyQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mark `slot` ready and wake the consumer.
+    fn wake(&self, slot: usize) {
+        let waker = {
+            let mut r = self.lock();
+            r.push(slot);
+            r.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The waker a connection is polled with: readiness of its socket or timers marks its slot ready.
+struct ConnWaker {
+    slot: usize,
+    ready: Arc<ReadyQueue>,
+}
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.ready.wake(self.slot);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.wake(self.slot);
+    }
+}
+
+/// An established connection, owned by the inbox and read by `Inbox::recv` itself.
+struct Live {
+    c: conn::Conn,
+    identity: Bytes,
+    peer: PeerAddr,
+    /// `peer` rendered once, for log lines.
+    peer_s: String,
+    hb: Option<conn::HeartbeatState>,
+    /// Frames of a multipart message still arriving.
+    partial: Frames,
+    /// Bytes (plus per-frame bookkeeping) of `partial`, bounded by `max_frame_size`.
+    partial_cost: usize,
+    rpool: conn::ReadPool,
+    /// Wakes this connection's slot (see [`ReadyQueue`]).
+    waker: Waker,
+    _slot: SlotGuard,
+}
+
+/// What polling one connection gave.
+enum Polled {
+    /// A complete message.
+    Message(InboxEvent),
+    /// Nothing more for now; the connection's waker is registered.
+    Idle,
+    /// The connection is finished, for this reason.
+    Closed(String),
+}
+
+impl Live {
+    /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
+    /// message from the read buffer, reading the socket when the buffer holds no complete message.
+    fn poll(&mut self, limit: usize) -> Polled {
+        // Disjoint borrows: the waker is used by reference (no reference-count traffic per message).
+        let Live {
+            c,
+            identity,
+            peer_s,
+            hb,
+            partial,
+            partial_cost,
+            rpool,
+            waker,
+            ..
+        } = self;
+        let mut cx = Context::from_waker(waker);
+        if let Some(h) = hb.as_mut() {
+            while h.interval.poll_tick(&mut cx).is_ready() {
+                if let Err(reason) = h.on_tick(&mut c.out) {
+                    return Polled::Closed(reason);
+                }
+            }
+        }
+        if let Err(e) = poll_flush(c, &mut cx) {
+            return Polled::Closed(format!("write error: {e}"));
+        }
+        loop {
+            let frame = match c.dec.decode(&mut c.rbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let room = rpool.reserve(&mut c.rbuf, &c.dec);
+                    match poll_read_buf(Pin::new(&mut c.rd), &mut cx, &mut c.rbuf) {
+                        Poll::Ready(Ok(0)) => {
+                            return Polled::Closed("peer closed the connection".into())
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            rpool.record(n, room);
+                            if let Some(h) = hb.as_mut() {
+                                h.last_recv = tokio::time::Instant::now();
+                            }
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => return Polled::Closed(format!("read error: {e}")),
+                        Poll::Pending => return Polled::Idle,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer_s, error = %e, "bad frame, closing");
+                    return Polled::Closed(e.to_string());
+                }
+            };
+            let frame = if c.transform {
+                match c.mech.decode_frame(frame) {
+                    Ok(f) => f,
+                    Err(e) => return Polled::Closed(e.to_string()),
+                }
+            } else {
+                frame
+            };
+            if frame.command {
+                if let Incoming::PeerError(r) = handle_command(&frame.body, &mut c.out, peer_s) {
+                    return Polled::Closed(format!("peer sent ERROR: {r}"));
+                }
+                if let Err(e) = poll_flush(c, &mut cx) {
+                    return Polled::Closed(format!("write error: {e}"));
+                }
+                continue;
+            }
+            *partial_cost += frame.body.len() + 32;
+            if *partial_cost > limit.saturating_add(32) {
+                return Polled::Closed(format!("message exceeds {limit} bytes"));
+            }
+            if frame.more {
+                partial.push(frame.body);
+                continue;
+            }
+            *partial_cost = 0;
+            let frames = if partial.is_empty() {
+                // Single-frame message: an exact one-element allocation.
+                vec![frame.body]
+            } else {
+                partial.push(frame.body);
+                std::mem::take(partial)
+            };
+            return Polled::Message(InboxEvent::Message {
+                identity: identity.clone(),
+                frames,
+            });
+        }
+    }
+}
+
+/// Write what is queued on `c` (command replies, heartbeats) as far as the socket takes it; the
+/// connection's waker is registered for writability when it does not take everything.
+fn poll_flush(c: &mut conn::Conn, cx: &mut Context<'_>) -> std::io::Result<()> {
+    while !c.out.is_empty() {
+        match c.out.poll_write_some(Pin::new(&mut c.wr), cx) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => break,
+        }
+    }
+    Ok(())
 }
 
 /// A ROUTER-style listening socket. Dropping it stops accepting and closes all connections.
+///
+/// The inbox owns its established connections and reads them itself inside [`Inbox::recv`]: a
+/// message goes from the socket to the caller with no task hand-off in between (see the module doc).
 pub struct Inbox {
     endpoint: Endpoint,
-    rx: mpsc::Receiver<Batch>,
-    current: Batch,
-    pool: BatchPool,
+    /// Finished handshakes and handshake failures from the accept task.
+    control: mpsc::Receiver<Control>,
+    /// The accept side has gone away (only after a panic; it lives as long as the inbox).
+    control_closed: bool,
+    /// Established connections by slot.
+    conns: Vec<Option<Live>>,
+    /// Free slots of `conns`.
+    free: Vec<usize>,
+    /// Identity -> slot of its live connection (for handover).
+    by_identity: HashMap<Bytes, usize>,
+    ready: Arc<ReadyQueue>,
+    /// The connection being read and how many more messages it may deliver in this turn.
+    current: Option<(usize, usize)>,
+    /// Connection events waiting to be delivered (ordered before further messages).
+    pending: VecDeque<InboxEvent>,
+    max_frame_size: usize,
+    heartbeat: Option<Heartbeat>,
     task: JoinHandle<()>,
     ipc_path: Option<PathBuf>,
 }
@@ -240,15 +460,23 @@ impl Inbox {
                 (Listener::Unix(l), ep.clone(), Some(path.clone()))
             }
         };
-        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        let pool = BatchPool::default();
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         tracing::debug!(endpoint = %bound, "inbox bound");
-        let task = tokio::spawn(accept_loop(listener, Arc::new(config), tx, pool.clone()));
+        let max_frame_size = config.max_frame_size;
+        let heartbeat = config.heartbeat;
+        let task = tokio::spawn(accept_loop(listener, Arc::new(config), tx));
         Ok(Inbox {
             endpoint: bound,
-            rx,
-            current: VecDeque::new(),
-            pool,
+            control: rx,
+            control_closed: false,
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_identity: HashMap::new(),
+            ready: Arc::default(),
+            current: None,
+            pending: VecDeque::new(),
+            max_frame_size,
+            heartbeat,
             task,
             ipc_path,
         })
@@ -259,26 +487,157 @@ impl Inbox {
         &self.endpoint
     }
 
-    /// Next event; `None` once closed. Cancel-safe.
+    /// Next event; `None` once closed. Cancel-safe: all progress is kept in the inbox, so a `recv`
+    /// dropped in a `select!` loses nothing.
+    ///
+    /// This is also what drives the established connections (reading, answering PINGs, heartbeats):
+    /// an inbox nobody calls `recv` on reads nothing, and TCP flow control pushes back on senders.
     pub async fn recv(&mut self) -> Option<InboxEvent> {
-        loop {
-            if let Some(ev) = self.current.pop_front() {
-                return Some(ev);
-            }
-            let next = self.rx.recv().await?;
-            self.pool.give(std::mem::replace(&mut self.current, next));
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Next event if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<InboxEvent> {
-        loop {
-            if let Some(ev) = self.current.pop_front() {
-                return Some(ev);
-            }
-            let next = self.rx.try_recv().ok()?;
-            self.pool.give(std::mem::replace(&mut self.current, next));
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_recv(&mut cx) {
+            Poll::Ready(ev) => ev,
+            Poll::Pending => None,
         }
+    }
+
+    /// Poll for the next event (the building block of [`Inbox::recv`]).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Poll::Ready(Some(ev));
+            }
+            // 1. The connection whose turn it is.
+            if let Some((slot, budget)) = self.current {
+                let Some(live) = self.conns[slot].as_mut() else {
+                    self.current = None;
+                    continue;
+                };
+                match live.poll(self.max_frame_size) {
+                    Polled::Message(ev) => {
+                        if budget <= 1 {
+                            // Turn over: back of the queue, after the others that are ready.
+                            self.current = None;
+                            self.ready.lock().push(slot);
+                        } else {
+                            self.current = Some((slot, budget - 1));
+                        }
+                        return Poll::Ready(Some(ev));
+                    }
+                    Polled::Idle => self.current = None,
+                    Polled::Closed(reason) => {
+                        self.current = None;
+                        self.remove(slot, reason);
+                    }
+                }
+                continue;
+            }
+            // 2. New connections and handshake failures.
+            if !self.control_closed {
+                match self.control.poll_recv(cx) {
+                    Poll::Ready(Some(Control::Event(ev))) => return Poll::Ready(Some(ev)),
+                    Poll::Ready(Some(Control::Established(est))) => {
+                        self.insert(*est);
+                        continue;
+                    }
+                    Poll::Ready(None) => self.control_closed = true,
+                    Poll::Pending => {}
+                }
+            }
+            // 3. The next connection that was woken.
+            let next = {
+                let mut r = self.ready.lock();
+                match r.queue.pop_front() {
+                    Some(slot) => {
+                        r.queued[slot] = false;
+                        Some(slot)
+                    }
+                    None => {
+                        if !r.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            r.waker = Some(cx.waker().clone());
+                        }
+                        None
+                    }
+                }
+            };
+            match next {
+                Some(slot) => self.current = Some((slot, TURN_BUDGET)),
+                None if self.control_closed && self.by_identity.is_empty() => {
+                    return Poll::Ready(None)
+                }
+                None => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Take in a connection that finished its handshake; an older connection with the same
+    /// identity is closed first (ROUTER_HANDOVER), so its `Disconnected` comes before the new
+    /// `Accepted`.
+    fn insert(&mut self, est: Established) {
+        let Established {
+            conn,
+            identity,
+            peer,
+            socket_type,
+            slot: guard,
+        } = est;
+        if let Some(&old) = self.by_identity.get(&identity) {
+            tracing::debug!(%peer, "identity already connected: handing over");
+            self.remove(
+                old,
+                "replaced by a new connection with the same identity".into(),
+            );
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let waker = Waker::from(Arc::new(ConnWaker {
+            slot,
+            ready: self.ready.clone(),
+        }));
+        let hb = conn::heartbeat_for(self.heartbeat.as_ref(), conn.peer_minor);
+        self.conns[slot] = Some(Live {
+            c: conn,
+            identity: identity.clone(),
+            peer,
+            peer_s: peer.to_string(),
+            hb,
+            partial: Vec::new(),
+            partial_cost: 0,
+            rpool: conn::ReadPool::new(),
+            waker,
+            _slot: guard,
+        });
+        self.by_identity.insert(identity.clone(), slot);
+        // Polled once at once: frames may have arrived together with the peer's READY.
+        self.ready.lock().push(slot);
+        self.pending.push_back(InboxEvent::Accepted {
+            peer,
+            identity,
+            socket_type,
+        });
+    }
+
+    /// Drop the connection in `slot` and queue its `Disconnected`.
+    fn remove(&mut self, slot: usize, reason: String) {
+        let Some(live) = self.conns[slot].take() else {
+            return;
+        };
+        self.free.push(slot);
+        if self.by_identity.get(&live.identity) == Some(&slot) {
+            self.by_identity.remove(&live.identity);
+        }
+        tracing::debug!(peer = %live.peer, %reason, "inbox connection closed");
+        self.pending.push_back(InboxEvent::Disconnected {
+            peer: live.peer,
+            identity: live.identity,
+            reason,
+        });
     }
 
     /// Stop accepting and drop all connections.
@@ -300,45 +659,34 @@ impl fmt::Debug for Inbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox")
             .field("endpoint", &self.endpoint.to_string())
+            .field("connections", &self.by_identity.len())
             .finish()
     }
 }
 
-/// A live connection in the identity registry.
-struct Entry {
-    conn_id: u64,
-    /// Tell the connection to stop; it answers on the enclosed sender once its `Disconnected` is queued.
-    kill: oneshot::Sender<oneshot::Sender<()>>,
-}
-
-type Registry = Arc<Mutex<HashMap<Bytes, Entry>>>;
-
-async fn accept_loop(
-    listener: Listener,
-    cfg: Arc<InboxConfig>,
-    tx: mpsc::Sender<Batch>,
-    pool: BatchPool,
-) {
-    let registry: Registry = Arc::default();
-    let mut conns = JoinSet::new();
-    let mut next_id = 0u64;
+/// Accepts connections and runs each handshake in its own task (under the handshake timeout, so a
+/// slow-loris peer only ever holds its own task); finished handshakes go to the inbox.
+async fn accept_loop(listener: Listener, cfg: Arc<InboxConfig>, tx: mpsc::Sender<Control>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
             _ = tx.closed() => return,
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    if conns.len() >= cfg.max_connections {
+                    if open.load(Ordering::Relaxed) >= cfg.max_connections {
                         tracing::debug!(%peer, "connection limit reached, refusing");
                         drop(stream);
-                        let _ = tx.try_send(one(InboxEvent::HandshakeFailed {
+                        let _ = tx.try_send(Control::Event(InboxEvent::HandshakeFailed {
                             peer,
                             reason: HandshakeError::TooManyConnections,
                         }));
                         continue;
                     }
-                    next_id += 1;
-                    conns.spawn(serve(stream, peer, next_id, cfg.clone(), tx.clone(), registry.clone(), pool.clone()));
+                    open.fetch_add(1, Ordering::Relaxed);
+                    let slot = SlotGuard(open.clone());
+                    handshakes.spawn(handshake(stream, peer, slot, cfg.clone(), tx.clone()));
                 }
                 Err(e) => {
                     // E.g. EMFILE: back off briefly instead of spinning.
@@ -367,18 +715,14 @@ fn generated_identity() -> Bytes {
     Bytes::from(v)
 }
 
-static CONN_SEQ: AtomicU64 = AtomicU64::new(0);
-
-async fn serve(
+/// One connection's handshake; the established connection is handed to the inbox.
+async fn handshake(
     stream: Stream,
     peer: PeerAddr,
-    _accept_id: u64,
+    slot: SlotGuard,
     cfg: Arc<InboxConfig>,
-    tx: mpsc::Sender<Batch>,
-    registry: Registry,
-    pool: BatchPool,
+    tx: mpsc::Sender<Control>,
 ) {
-    let conn_id = CONN_SEQ.fetch_add(1, Ordering::Relaxed);
     let peer_s = peer.to_string();
     let params = conn::HandshakeParams {
         socket_type: "ROUTER",
@@ -398,7 +742,7 @@ async fn serve(
                 };
                 tracing::debug!(peer = %peer, %reason, "inbox handshake failed");
                 let _ = tx
-                    .send(one(InboxEvent::HandshakeFailed { peer, reason }))
+                    .send(Control::Event(InboxEvent::HandshakeFailed { peer, reason }))
                     .await;
                 return;
             }
@@ -413,171 +757,13 @@ async fn serve(
         .get("Socket-Type")
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-
-    // Register, taking over any live connection with the same identity.
-    let (kill_tx, kill_rx) = oneshot::channel();
-    let old = registry.lock().expect("registry lock").insert(
-        identity.clone(),
-        Entry {
-            conn_id,
-            kill: kill_tx,
-        },
-    );
-    if let Some(old) = old {
-        tracing::debug!(peer = %peer, "identity already connected: handing over");
-        let (done_tx, done_rx) = oneshot::channel();
-        if old.kill.send(done_tx).is_ok() {
-            let _ = done_rx.await;
-        }
-    }
-    if tx
-        .send(one(InboxEvent::Accepted {
-            peer,
-            identity: identity.clone(),
-            socket_type,
-        }))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let (reason, done) = run(conn, &identity, &peer_s, &cfg, &tx, kill_rx, &pool).await;
-    {
-        let mut reg = registry.lock().expect("registry lock");
-        if reg.get(&identity).map(|e| e.conn_id) == Some(conn_id) {
-            reg.remove(&identity);
-        }
-    }
-    tracing::debug!(peer = %peer, %reason, "inbox connection closed");
     let _ = tx
-        .send(one(InboxEvent::Disconnected {
-            peer,
+        .send(Control::Established(Box::new(Established {
+            conn,
             identity,
-            reason,
-        }))
+            peer,
+            socket_type,
+            slot,
+        })))
         .await;
-    if let Some(done) = done {
-        let _ = done.send(());
-    }
-}
-
-/// The established-connection loop. Returns the close reason and, on handover, whom to tell we're done.
-async fn run(
-    mut c: conn::Conn,
-    identity: &Bytes,
-    peer: &str,
-    cfg: &InboxConfig,
-    tx: &mpsc::Sender<Batch>,
-    mut kill: oneshot::Receiver<oneshot::Sender<()>>,
-    pool: &BatchPool,
-) -> (String, Option<oneshot::Sender<()>>) {
-    let mut hb = conn::heartbeat_for(cfg.heartbeat.as_ref(), c.peer_minor);
-    let mut partial: Frames = Vec::new();
-    let mut partial_cost = 0usize;
-    let limit = cfg.max_frame_size;
-    // Frames that arrived together with the peer's READY are processed before the first read.
-    let mut pending_input = !c.rbuf.is_empty();
-    let mut rpool = conn::ReadPool::new();
-    loop {
-        if !pending_input {
-            let room = rpool.reserve(&mut c.rbuf, &c.dec);
-            tokio::select! {
-                biased;
-                k = &mut kill => return ("replaced by a new connection with the same identity".into(), k.ok()),
-                r = c.out.write_some(&mut c.wr), if !c.out.is_empty() => {
-                    if let Err(e) = r {
-                        return (format!("write error: {e}"), None);
-                    }
-                    continue;
-                }
-                r = tokio::io::AsyncReadExt::read_buf(&mut c.rd, &mut c.rbuf) => match r {
-                    Ok(0) => return ("peer closed the connection".into(), None),
-                    Ok(n) => rpool.record(n, room),
-                    Err(e) => return (format!("read error: {e}"), None),
-                },
-                _ = hb_tick(&mut hb) => {
-                    if let Some(h) = hb.as_mut() {
-                        if let Err(reason) = h.on_tick(&mut c.out) {
-                            return (reason, None);
-                        }
-                    }
-                    continue;
-                }
-            }
-        }
-        pending_input = false;
-        if let Some(h) = hb.as_mut() {
-            h.last_recv = tokio::time::Instant::now();
-        }
-        // Decode everything complete in the buffer into one batch.
-        let mut batch: Batch = pool.take();
-        loop {
-            let frame = match c.dec.decode(&mut c.rbuf) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(peer, error = %e, "bad frame, closing");
-                    flush_batch(tx, batch).await;
-                    return (e.to_string(), None);
-                }
-            };
-            let frame = if c.transform {
-                match c.mech.decode_frame(frame) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        flush_batch(tx, batch).await;
-                        return (e.to_string(), None);
-                    }
-                }
-            } else {
-                frame
-            };
-            if frame.command {
-                if let Incoming::PeerError(r) = handle_command(&frame.body, &mut c.out, peer) {
-                    flush_batch(tx, batch).await;
-                    return (format!("peer sent ERROR: {r}"), None);
-                }
-                continue;
-            }
-            partial_cost += frame.body.len() + 32;
-            if partial_cost > limit.saturating_add(32) {
-                flush_batch(tx, batch).await;
-                return (format!("message exceeds {limit} bytes"), None);
-            }
-            if !frame.more {
-                partial_cost = 0;
-                let frames = if partial.is_empty() {
-                    // Single-frame message: an exact one-element allocation.
-                    vec![frame.body]
-                } else {
-                    partial.push(frame.body);
-                    std::mem::take(&mut partial)
-                };
-                batch.push_back(InboxEvent::Message {
-                    identity: identity.clone(),
-                    frames,
-                });
-                if batch.len() >= MAX_BATCH {
-                    // Bounded batches: their buffers are recycled through the pool.
-                    let next = pool.take();
-                    if tx.send(std::mem::replace(&mut batch, next)).await.is_err() {
-                        return ("inbox closed".into(), None);
-                    }
-                }
-            } else {
-                partial.push(frame.body);
-            }
-        }
-        if batch.is_empty() {
-            pool.give(batch);
-        } else if tx.send(batch).await.is_err() {
-            return ("inbox closed".into(), None);
-        }
-    }
-}
-
-async fn flush_batch(tx: &mpsc::Sender<Batch>, batch: Batch) {
-    if !batch.is_empty() {
-        let _ = tx.send(batch).await;
-    }
 }

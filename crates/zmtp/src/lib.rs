@@ -12,9 +12,10 @@
 //! * `conn` — stream abstraction, handshake driver, batched write buffer;
 //! * [`inbox`], [`outbox`] — the sockets.
 //!
-//! Performance: reads decode many messages per `read` and hand them over in one channel operation;
-//! writes drain many queued messages into one buffer (large frames are written vectored, without a
-//! copy); received frame bodies are zero-copy slices of the read buffer.
+//! Performance: the inbox reads its established connections inside `Inbox::recv` (no task hand-off
+//! between the socket and the caller) and decodes many messages per `read`; writes drain many queued
+//! messages into one buffer (large frames are written vectored, without a copy); received frame
+//! bodies are zero-copy slices of the read buffer.
 
 pub mod codec;
 mod conn;
