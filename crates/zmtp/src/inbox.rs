@@ -25,9 +25,9 @@ use crate::codec::Metadata;
 use crate::conn::{self, handle_command, Incoming, Stream};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, TransportError};
+use crate::identity::Identity;
 use crate::mechanism::MechanismConfig;
 use crate::{Frames, Heartbeat};
-use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -94,7 +94,7 @@ pub enum InboxEvent {
     /// A complete message from the peer with this identity (frames in order).
     Message {
         /// The sender's identity.
-        identity: Bytes,
+        identity: Identity,
         /// The frames.
         frames: Frames,
     },
@@ -103,7 +103,7 @@ pub enum InboxEvent {
         /// Peer address.
         peer: PeerAddr,
         /// Its identity (from READY, or generated).
-        identity: Bytes,
+        identity: Identity,
         /// Its Socket-Type.
         socket_type: String,
     },
@@ -119,7 +119,7 @@ pub enum InboxEvent {
         /// Peer address.
         peer: PeerAddr,
         /// Its identity.
-        identity: Bytes,
+        identity: Identity,
         /// Why (peer closed, ERROR received, bad frame, heartbeat timeout, handover, ...).
         reason: String,
     },
@@ -136,7 +136,7 @@ enum Control {
 /// A connection whose handshake is done, on its way from its handshake task to the inbox.
 struct Established {
     conn: conn::Conn,
-    identity: Bytes,
+    identity: Identity,
     peer: PeerAddr,
     socket_type: String,
     slot: SlotGuard,
@@ -226,7 +226,7 @@ impl Wake for ConnWaker {
 /// An established connection, owned by the inbox and read by `Inbox::recv` itself.
 struct Live {
     c: conn::Conn,
-    identity: Bytes,
+    identity: Identity,
     peer: PeerAddr,
     /// `peer` rendered once, for log lines.
     peer_s: String,
@@ -371,7 +371,7 @@ pub struct Inbox {
     /// Free slots of `conns`.
     free: Vec<usize>,
     /// Identity -> slot of its live connection (for handover).
-    by_identity: HashMap<Bytes, usize>,
+    by_identity: HashMap<Identity, usize>,
     ready: Arc<ReadyQueue>,
     /// The connection being read and how many more messages it may deliver in this turn.
     current: Option<(usize, usize)>,
@@ -699,7 +699,7 @@ async fn accept_loop(listener: Listener, cfg: Arc<InboxConfig>, tx: mpsc::Sender
 }
 
 /// A libzmq-style generated identity: 0x00 followed by a 32-bit counter.
-fn generated_identity() -> Bytes {
+fn generated_identity() -> Identity {
     static NEXT: OnceLock<AtomicU32> = OnceLock::new();
     let ctr = NEXT.get_or_init(|| {
         let seed = std::time::SystemTime::now()
@@ -710,9 +710,9 @@ fn generated_identity() -> Bytes {
         AtomicU32::new(seed)
     });
     let n = ctr.fetch_add(1, Ordering::Relaxed);
-    let mut v = vec![0u8];
-    v.extend_from_slice(&n.to_be_bytes());
-    Bytes::from(v)
+    let mut v = [0u8; 5];
+    v[1..].copy_from_slice(&n.to_be_bytes());
+    Identity::from_slice(&v)
 }
 
 /// One connection's handshake; the established connection is handed to the inbox.
@@ -749,7 +749,7 @@ async fn handshake(
         };
     let identity = match conn.peer_meta.get("Identity") {
         // Own copy: do not pin the handshake read buffer for the connection's lifetime.
-        Some(id) if !id.is_empty() => Bytes::copy_from_slice(id),
+        Some(id) if !id.is_empty() => Identity::from_slice(id),
         _ => generated_identity(),
     };
     let socket_type = conn

@@ -21,6 +21,7 @@ pub mod codec;
 mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod identity;
 pub mod inbox;
 pub mod mechanism;
 pub mod outbox;
@@ -31,6 +32,7 @@ pub use codec::{
 };
 pub use endpoint::Endpoint;
 pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportError};
+pub use identity::Identity;
 pub use inbox::{Inbox, InboxConfig, InboxEvent, PeerAddr};
 pub use mechanism::{Mechanism, MechanismConfig, MechanismStep, NullMechanism};
 pub use outbox::{Outbox, OutboxConfig, OutboxState, Room};

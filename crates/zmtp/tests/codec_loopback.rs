@@ -32,7 +32,7 @@ async fn next_event(inbox: &mut Inbox) -> InboxEvent {
 async fn next_message(inbox: &mut Inbox) -> (Bytes, Frames) {
     loop {
         match next_event(inbox).await {
-            InboxEvent::Message { identity, frames } => return (identity, frames),
+            InboxEvent::Message { identity, frames } => return (identity.into(), frames),
             _ => continue,
         }
     }
@@ -461,7 +461,7 @@ async fn ping_answered_with_pong_and_error_reported() {
             context: Bytes::from_static(b"hb-1")
         }
     );
-    assert_eq!(msg, (id.clone(), frames(&[b"m1", b"m2"])));
+    assert_eq!(msg, (id.to_bytes(), frames(&[b"m1", b"m2"])));
     let mut out = BytesMut::new();
     encode_frame(
         false,
