@@ -44,7 +44,7 @@ impl ZmtpLink {
 
 impl Link for ZmtpLink {
     async fn send(&mut self, msg: Bytes) {
-        if let Err(e) = self.outbox.send(vec![msg]).await {
+        if let Err(e) = self.outbox.send(zmesh_zmtp::frames![msg]).await {
             panic!("zmtp send failed: {e:?}");
         }
     }

@@ -862,7 +862,7 @@ impl NodeTask {
         while let Some(event) = next {
             match event {
                 InboxEvent::Message { identity, frames } => {
-                    state.engine.handle_message(now, &identity, frames);
+                    state.engine.handle_message(now, &identity, frames.into_vec());
                 }
                 InboxEvent::Accepted { peer, .. } => debug!(%peer, "peer connected to inbox"),
                 InboxEvent::HandshakeFailed { peer, reason } => {

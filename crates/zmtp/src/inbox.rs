@@ -254,6 +254,7 @@ enum Polled {
 impl Live {
     /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
     /// message from the read buffer, reading the socket when the buffer holds no complete message.
+    #[inline]
     fn poll(&mut self, limit: usize) -> Polled {
         // Disjoint borrows: the waker is used by reference (no reference-count traffic per message).
         let Live {
@@ -330,8 +331,8 @@ impl Live {
             }
             *partial_cost = 0;
             let frames = if partial.is_empty() {
-                // Single-frame message: an exact one-element allocation.
-                vec![frame.body]
+                // Single-frame message: stored inline, no allocation.
+                smallvec::smallvec![frame.body]
             } else {
                 partial.push(frame.body);
                 std::mem::take(partial)
@@ -492,6 +493,7 @@ impl Inbox {
     ///
     /// This is also what drives the established connections (reading, answering PINGs, heartbeats):
     /// an inbox nobody calls `recv` on reads nothing, and TCP flow control pushes back on senders.
+    #[inline]
     pub async fn recv(&mut self) -> Option<InboxEvent> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -506,6 +508,7 @@ impl Inbox {
     }
 
     /// Poll for the next event (the building block of [`Inbox::recv`]).
+    #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
@@ -607,7 +610,7 @@ impl Inbox {
             peer,
             peer_s: peer.to_string(),
             hb,
-            partial: Vec::new(),
+            partial: Frames::new(),
             partial_cost: 0,
             rpool: conn::ReadPool::new(),
             waker,

@@ -40,7 +40,16 @@ pub use outbox::{Outbox, OutboxConfig, OutboxState, Room};
 use std::time::Duration;
 
 /// A ZMTP message: one or more frames.
-pub type Frames = Vec<Bytes>;
+///
+/// Up to two frames are stored inline (a ZRE message is one or two frames; a plain request or
+/// reply is one): building, sending, receiving and dropping such a message allocates nothing
+/// beyond the frame bodies. Longer messages spill to the heap like a `Vec`. Anything that takes
+/// frames accepts `impl Into<Frames>`, so a `Vec<Bytes>` works everywhere; `frames!` (re-exported
+/// from `smallvec` as [`smallvec::smallvec!`]) builds one without a `Vec`.
+pub type Frames = smallvec::SmallVec<[Bytes; 2]>;
+
+pub use smallvec;
+pub use smallvec::smallvec as frames;
 
 /// Our own heartbeating (ZMTP 3.1 PING/PONG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

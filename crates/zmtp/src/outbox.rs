@@ -335,7 +335,12 @@ impl Outbox {
     /// With a non-transforming mechanism (NULL) the message is encoded into the queue's write buffer
     /// right here, and when the connection is up and idle it is written to the socket directly (a
     /// non-blocking write; whatever the kernel does not take is queued for the connection task).
-    pub fn try_send(&self, frames: Frames) -> Result<(), SendError> {
+    #[inline]
+    pub fn try_send(&self, frames: impl Into<Frames>) -> Result<(), SendError> {
+        self.try_send_frames(frames.into())
+    }
+
+    fn try_send_frames(&self, frames: Frames) -> Result<(), SendError> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed(frames));
         }
@@ -417,9 +422,10 @@ impl Outbox {
     }
 
     /// Queue a message, waiting for room if the queue is full.
-    pub async fn send(&self, frames: Frames) -> Result<(), SendError> {
+    #[inline]
+    pub async fn send(&self, frames: impl Into<Frames>) -> Result<(), SendError> {
         // Fast path without registering a waiter (that costs a lock on the Notify).
-        let mut frames = match self.try_send(frames) {
+        let mut frames = match self.try_send_frames(frames.into()) {
             Err(SendError::Full(f)) => f,
             other => return other,
         };
@@ -427,7 +433,7 @@ impl Outbox {
             let notified = self.shared.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_send(frames) {
+            match self.try_send_frames(frames) {
                 Err(SendError::Full(f)) => {
                     frames = f;
                     notified.await;

@@ -493,7 +493,7 @@ async fn inbox_message(inbox: &mut Inbox, seen: &mut Vec<String>) -> (Bytes, Vec
     })
     .await
     {
-        InboxEvent::Message { identity, frames } => (identity.into(), frames),
+        InboxEvent::Message { identity, frames } => (identity.into(), frames.into_vec()),
         _ => unreachable!(),
     }
 }
