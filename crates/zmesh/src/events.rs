@@ -20,11 +20,49 @@
 //! stop the node from answering PINGs (unlike Zyre, whose node thread blocks on a full pipe).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 use zmesh_zre::Event;
+
+/// Most events the consumer takes out of the shared queue under one lock (see [`EventQueue::pop_into`]).
+pub(crate) const POP_BATCH: usize = 128;
+
+/// Every this many delivered events, per-peer queues that stayed empty since the previous sweep
+/// are freed, so one burst does not pin its memory for the rest of the session. A queue in use
+/// keeps its buffer: freeing it each time it drains would make a steady stream re-grow it (and
+/// fault its pages in again) over and over.
+const SWEEP_EVERY: usize = 1 << 16;
+
+/// A hasher for UUID keys. Version-4 UUIDs are random, so the first 8 of their 16 bytes already
+/// are a good hash; SipHash (the `HashMap` default, which guards against chosen keys) costs more
+/// than the rest of an event's trip through the queue. A peer choosing colliding UUIDs can only
+/// slow down lookups in its own node's queue, and the queue holds at most one entry per peer
+/// with pending events.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct UuidHasher(u64);
+
+impl Hasher for UuidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `Uuid` hashes as its 16 bytes (after a length prefix, which `write_usize` ignores).
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `HashMap` keyed by peer UUID with [`UuidHasher`].
+pub(crate) type UuidMap<V> = HashMap<Uuid, V, BuildHasherDefault<UuidHasher>>;
 
 /// Shared between the node (producer) and [`crate::Events`] (the single consumer).
 #[derive(Debug)]
@@ -36,8 +74,10 @@ pub(crate) struct EventQueue {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Pending events per peer.
-    per_peer: HashMap<Uuid, VecDeque<Event>>,
+    /// Pending events per peer. A peer's queue stays here after it was drained, so a steady
+    /// stream does not allocate and free a queue per event; it goes with the peer's EXIT, or at
+    /// a sweep (see [`SWEEP_EVERY`]) when it stayed unused.
+    per_peer: UuidMap<PeerQueue>,
     /// Peers with pending events, in round-robin order.
     ring: VecDeque<Uuid>,
     /// Total pending events (excluding `last`).
@@ -46,6 +86,82 @@ struct Inner {
     last: Option<Event>,
     /// No more events will come.
     closed: bool,
+    /// Events delivered since the last sweep.
+    since_sweep: usize,
+}
+
+/// One peer's pending events.
+#[derive(Debug, Default)]
+struct PeerQueue {
+    events: VecDeque<Event>,
+    /// An event was queued since the last sweep.
+    used: bool,
+}
+
+impl Inner {
+    /// Queues one event unless the fairness rule drops it (module docs); false when dropped.
+    fn push(&mut self, capacity: usize, event: Event) -> bool {
+        if let Event::Stop { .. } = event {
+            self.last = Some(event);
+            return true;
+        }
+        let Some(peer) = event.peer() else {
+            return false; // only STOP has no peer, and it was handled above
+        };
+        let essential = matches!(event, Event::Enter { .. } | Event::Exit { .. });
+        let Inner {
+            per_peer,
+            ring,
+            len,
+            ..
+        } = self;
+        let queue = per_peer.entry(peer).or_default();
+        queue.used = true;
+        let queue = &mut queue.events;
+        let held = queue.len();
+        if !essential && *len >= capacity {
+            let active = ring.len() + usize::from(held == 0);
+            let fair_share = (capacity / active.max(1)).max(1);
+            if held >= fair_share {
+                return false;
+            }
+        }
+        if held == 0 {
+            ring.push_back(peer);
+        }
+        queue.push_back(event);
+        *len += 1;
+        true
+    }
+
+    /// The next event in round-robin order, if any (STOP not included).
+    fn pop(&mut self) -> Option<Event> {
+        let peer = self.ring.pop_front()?;
+        let queue = &mut self.per_peer.get_mut(&peer)?.events;
+        let event = queue.pop_front()?;
+        self.len -= 1;
+        if !queue.is_empty() {
+            self.ring.push_back(peer);
+        } else if matches!(event, Event::Exit { .. }) {
+            // The session is over; a later ENTER of the same UUID starts a new queue.
+            self.per_peer.remove(&peer);
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.sweep();
+        }
+        Some(event)
+    }
+
+    /// Frees the queues that stayed empty since the last sweep.
+    fn sweep(&mut self) {
+        self.since_sweep = 0;
+        self.per_peer.retain(|_, q| {
+            let keep = q.used || !q.events.is_empty();
+            q.used = false;
+            keep
+        });
+    }
 }
 
 impl EventQueue {
@@ -63,37 +179,33 @@ impl EventQueue {
     }
 
     /// Queues an event; returns `false` if it was dropped by the fairness rule (or after close).
+    #[cfg(test)]
     pub(crate) fn push(&self, event: Event) -> bool {
+        let mut one = vec![event];
+        self.push_all(&mut one) == 0
+    }
+
+    /// Queues every event of `events` in order (emptying it) under one lock, with one wake-up of
+    /// the consumer. Returns how many were dropped by the fairness rule (all of them after close).
+    pub(crate) fn push_all(&self, events: &mut Vec<Event>) -> usize {
+        if events.is_empty() {
+            return 0;
+        }
         let mut inner = self.lock();
         if inner.closed {
-            return false;
+            let n = events.len();
+            events.clear();
+            return n;
         }
-        if let Event::Stop { .. } = event {
-            inner.last = Some(event);
-            drop(inner);
-            self.notify.notify_one();
-            return true;
-        }
-        let Some(peer) = event.peer() else {
-            return false; // only STOP has no peer, and it was handled above
-        };
-        let essential = matches!(event, Event::Enter { .. } | Event::Exit { .. });
-        let held = inner.per_peer.get(&peer).map_or(0, VecDeque::len);
-        if !essential && inner.len >= self.capacity {
-            let active = inner.ring.len() + usize::from(held == 0);
-            let fair_share = (self.capacity / active.max(1)).max(1);
-            if held >= fair_share {
-                return false;
+        let mut dropped = 0;
+        for event in events.drain(..) {
+            if !inner.push(self.capacity, event) {
+                dropped += 1;
             }
         }
-        if held == 0 {
-            inner.ring.push_back(peer);
-        }
-        inner.per_peer.entry(peer).or_default().push_back(event);
-        inner.len += 1;
         drop(inner);
         self.notify.notify_one();
-        true
+        dropped
     }
 
     /// Ends the stream: the consumer gets what is queued (STOP last), then `None`.
@@ -102,41 +214,60 @@ impl EventQueue {
         self.notify.notify_one();
     }
 
-    /// Next event if one is ready. `Err(())` means the stream has ended.
-    pub(crate) fn try_pop(&self) -> Result<Option<Event>, ()> {
+    /// Moves up to `max` ready events (in delivery order) to the back of `out`. `Err(())` means
+    /// the stream has ended and `out` got nothing; `Ok(0)` that nothing is ready yet.
+    pub(crate) fn try_pop_into(&self, out: &mut VecDeque<Event>, max: usize) -> Result<usize, ()> {
         let mut inner = self.lock();
-        if let Some(peer) = inner.ring.pop_front() {
-            let Some(queue) = inner.per_peer.get_mut(&peer) else {
-                return Ok(None);
-            };
-            let event = queue.pop_front();
-            if queue.is_empty() {
-                inner.per_peer.remove(&peer);
-            } else {
-                inner.ring.push_back(peer);
+        let mut n = 0;
+        while n < max {
+            match inner.pop() {
+                Some(event) => out.push_back(event),
+                None => break,
             }
-            inner.len -= 1;
-            return Ok(event);
+            n += 1;
         }
-        if let Some(stop) = inner.last.take() {
-            return Ok(Some(stop));
+        if n < max && inner.len == 0 {
+            if let Some(stop) = inner.last.take() {
+                out.push_back(stop);
+                n += 1;
+            }
         }
-        if inner.closed {
-            Err(())
-        } else {
-            Ok(None)
+        if n == 0 && inner.closed {
+            return Err(());
+        }
+        Ok(n)
+    }
+
+    /// Next event if one is ready. `Err(())` means the stream has ended.
+    #[cfg(test)]
+    pub(crate) fn try_pop(&self) -> Result<Option<Event>, ()> {
+        let mut out = VecDeque::new();
+        self.try_pop_into(&mut out, 1)?;
+        Ok(out.pop_front())
+    }
+
+    /// Waits until at least one event is ready and moves up to `max` of them to `out`; returns
+    /// false (and moves nothing) once the stream has ended. Single consumer.
+    pub(crate) async fn pop_into(&self, out: &mut VecDeque<Event>, max: usize) -> bool {
+        loop {
+            match self.try_pop_into(out, max) {
+                Ok(0) => {}
+                Ok(_) => return true,
+                Err(()) => return false,
+            }
+            // `notify_one` stores a permit when nobody waits, so no wake-up is lost.
+            self.notify.notified().await;
         }
     }
 
     /// Waits for the next event; `None` once the stream has ended. Single consumer.
+    #[cfg(test)]
     pub(crate) async fn pop(&self) -> Option<Event> {
-        loop {
-            match self.try_pop() {
-                Ok(Some(event)) => return Some(event),
-                Err(()) => return None,
-                // `notify_one` stores a permit when nobody waits, so no wake-up is lost.
-                Ok(None) => self.notify.notified().await,
-            }
+        let mut out = VecDeque::new();
+        if self.pop_into(&mut out, 1).await {
+            out.pop_front()
+        } else {
+            None
         }
     }
 

@@ -40,14 +40,14 @@
 //! succeeds: the node retries every beacon interval and attaches when one appears, logging the choice.
 //! Its inbox binds to the chosen address, and that address (or the advertised endpoint) goes in HELLO.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig, SendError};
@@ -55,7 +55,7 @@ use zmesh_zre::{Config as EngineConfig, Engine, Event, Output};
 
 use crate::discovery::{BeaconDropReason, BeaconSocket, Sighting};
 use crate::error::Error;
-use crate::events::EventQueue;
+use crate::events::{EventQueue, UuidMap, POP_BATCH};
 use crate::iface::{self, InterfaceSpec, SelectedInterface};
 
 /// The UDP port ZRE beacons use by default (IANA "ZRE-DISC").
@@ -284,15 +284,15 @@ impl NodeBuilder {
             name,
             state: Mutex::new(State {
                 engine,
-                outboxes: HashMap::new(),
+                outboxes: UuidMap::default(),
                 events: events.clone(),
+                pending_events: Vec::new(),
                 outbox_config: self.outbox.clone(),
                 identity: Bytes::from(identity),
                 endpoint: None,
                 interface: None,
                 stopped: false,
             }),
-            wake: Notify::new(),
             stats: Stats::default(),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -306,7 +306,13 @@ impl NodeBuilder {
         };
         tokio::spawn(task.run(stop_rx));
         let handle = Arc::new(HandleInner { shared, stop_tx });
-        Ok((Node { inner: handle }, Events { queue: events }))
+        Ok((
+            Node { inner: handle },
+            Events {
+                queue: events,
+                ready: VecDeque::new(),
+            },
+        ))
     }
 }
 
@@ -338,17 +344,17 @@ struct Shared {
     uuid: Uuid,
     name: String,
     state: Mutex<State>,
-    /// Tells the node task that the engine's next deadline may have moved.
-    wake: Notify,
     stats: Stats,
     runtime: tokio::runtime::Handle,
 }
 
 struct State {
     engine: Engine,
-    outboxes: HashMap<Uuid, Outbox>,
+    outboxes: UuidMap<Outbox>,
     /// The application's event queue; closed once the node has stopped.
     events: Arc<EventQueue>,
+    /// Events of the current flush, handed to `events` together (one lock, one wake-up).
+    pending_events: Vec<Event>,
     outbox_config: OutboxConfig,
     identity: Bytes,
     endpoint: Option<String>,
@@ -365,7 +371,7 @@ impl Shared {
 
     /// Moves every pending engine output into the world: outboxes, events. Returns the peers whose
     /// outbox refused a message (they have been reported to the engine as failed).
-    fn flush(&self, state: &mut State, now: Instant) -> Vec<Uuid> {
+    fn flush(&self, state: &mut State) -> Vec<Uuid> {
         let mut failed = Vec::new();
         loop {
             let mut new_failures = Vec::new();
@@ -406,57 +412,56 @@ impl Shared {
                     Output::Disconnect { peer } => {
                         state.outboxes.remove(&peer);
                     }
-                    Output::Event(event) => {
-                        if !state.events.push(event) {
-                            let n = self.stats.dropped_events.fetch_add(1, Ordering::Relaxed);
-                            if n.is_power_of_two() {
-                                warn!(
-                                    dropped = n + 1,
-                                    "event queue full: application is not reading events; dropping"
-                                );
-                            }
-                        }
-                    }
+                    Output::Event(event) => state.pending_events.push(event),
                 }
             }
             if new_failures.is_empty() {
                 break;
             }
+            let now = Instant::now();
             for peer in &new_failures {
                 state.engine.handle_send_failed(now, *peer);
             }
             failed.extend(new_failures);
         }
+        let dropped = state.events.push_all(&mut state.pending_events) as u64;
+        if dropped > 0 {
+            let before = self
+                .stats
+                .dropped_events
+                .fetch_add(dropped, Ordering::Relaxed);
+            // Warn at 1, 2, 4, 8, … drops in total.
+            if (before + dropped).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                warn!(
+                    dropped = before + dropped,
+                    "event queue full: application is not reading events; dropping"
+                );
+            }
+        }
         failed
     }
 
-    /// Runs an application command on the engine (see [`Shared::with_engine`]); fails once the
-    /// node has stopped.
-    fn command<R>(
-        &self,
-        f: impl FnOnce(&mut Engine, Instant) -> R,
-    ) -> Result<(R, Vec<Uuid>), Error> {
-        if self.lock().stopped {
+    /// Runs an application command on the engine under one lock, then flushes its outputs;
+    /// fails once the node has stopped. The node task is not woken: no command moves a liveness
+    /// deadline earlier (they only send; a peer removed after a failed send only removes
+    /// deadlines), and a wake-up per WHISPER would cost the node task a loop turn per message.
+    fn command<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> Result<(R, Vec<Uuid>), Error> {
+        let mut state = self.lock();
+        if state.stopped {
             return Err(Error::Stopped);
         }
-        Ok(self.with_engine(f))
+        let r = f(&mut state.engine);
+        let failed = self.flush(&mut state);
+        Ok((r, failed))
     }
 
-    /// Runs `f` on the engine, then flushes its outputs and wakes the node task (timers may move).
-    fn with_engine<R>(&self, f: impl FnOnce(&mut Engine, Instant) -> R) -> (R, Vec<Uuid>) {
-        let r = self.in_task(f);
-        self.wake.notify_one();
-        r
-    }
-
-    /// Like [`Shared::with_engine`], for the node task itself: it re-reads the engine's deadline
-    /// on its next turn anyway, so it does not need waking (an idle node with many peers handles
-    /// thousands of beacons per second; each wake-up would cost a loop turn).
+    /// Runs network input or a timer tick on the engine and flushes its outputs, for the node
+    /// task itself (it re-reads the engine's deadline on its next turn).
     fn in_task<R>(&self, f: impl FnOnce(&mut Engine, Instant) -> R) -> (R, Vec<Uuid>) {
         let now = Instant::now();
         let mut state = self.lock();
         let r = f(&mut state.engine, now);
-        let failed = self.flush(&mut state, now);
+        let failed = self.flush(&mut state);
         (r, failed)
     }
 }
@@ -535,14 +540,14 @@ impl Node {
     /// Joining a group twice is harmless.
     pub fn join(&self, group: &str) -> Result<(), Error> {
         check_str("group", group)?;
-        self.shared().command(|e, _| e.join(group))?;
+        self.shared().command(|e| e.join(group))?;
         Ok(())
     }
 
     /// Leaves a group (LEAVE to every peer). Leaving a group we are not in is harmless.
     pub fn leave(&self, group: &str) -> Result<(), Error> {
         check_str("group", group)?;
-        self.shared().command(|e, _| e.leave(group))?;
+        self.shared().command(|e| e.leave(group))?;
         Ok(())
     }
 
@@ -551,7 +556,7 @@ impl Node {
         if content.is_empty() {
             return Err(Error::EmptyContent);
         }
-        let (r, failed) = self.shared().command(|e, _| e.whisper(peer, content))?;
+        let (r, failed) = self.shared().command(|e| e.whisper(peer, content))?;
         r.map_err(|_| Error::UnknownPeer(peer))?;
         if failed.contains(&peer) {
             return Err(Error::PeerOverflow(peer));
@@ -582,11 +587,9 @@ impl Node {
                 if room.available(size) {
                     // Every sender goes through this lock, so the room cannot vanish before the
                     // message is queued.
-                    let now = Instant::now();
                     let r = state.engine.whisper(peer, content);
-                    let failed = shared.flush(&mut state, now);
+                    let failed = shared.flush(&mut state);
                     drop(state);
-                    shared.wake.notify_one();
                     r.map_err(|_| Error::UnknownPeer(peer))?;
                     if failed.contains(&peer) {
                         return Err(Error::PeerOverflow(peer));
@@ -606,7 +609,7 @@ impl Node {
         if content.is_empty() {
             return Err(Error::EmptyContent);
         }
-        let (r, failed) = self.shared().command(|e, _| e.shout(group, content))?;
+        let (r, failed) = self.shared().command(|e| e.shout(group, content))?;
         let n = r.map_err(|_| Error::EmptyContent)?;
         Ok(n.saturating_sub(failed.len()))
     }
@@ -694,21 +697,37 @@ impl Node {
 }
 
 /// The node's events, in order. Ends (returns `None`) after the STOP event.
+///
+/// Events are taken from the node's shared queue in small batches (one lock per batch, not per
+/// event) into a buffer owned by this handle; the batch is taken in the queue's fair order.
 #[derive(Debug)]
 pub struct Events {
     queue: Arc<EventQueue>,
+    /// Events already taken from the shared queue, delivered before anything else.
+    ready: VecDeque<Event>,
 }
 
 impl Events {
     /// Waits for the next event. Cancel-safe. Events of one peer come in order; different peers'
     /// events are interleaved fairly (see [`crate::events`]).
     pub async fn recv(&mut self) -> Option<Event> {
-        self.queue.pop().await
+        if let Some(event) = self.ready.pop_front() {
+            return Some(event);
+        }
+        // Cancel-safe: events are only moved into `ready`, which outlives this future.
+        if self.queue.pop_into(&mut self.ready, POP_BATCH).await {
+            self.ready.pop_front()
+        } else {
+            None
+        }
     }
 
     /// Returns an event if one is ready.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.queue.try_pop().ok().flatten()
+        if self.ready.is_empty() {
+            let _ = self.queue.try_pop_into(&mut self.ready, POP_BATCH);
+        }
+        self.ready.pop_front()
     }
 }
 
@@ -741,9 +760,20 @@ impl NodeTask {
         let mut beacon_tick = tokio::time::interval(self.config.beacon_interval);
         beacon_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned_no_iface = false;
+        // One timer for the engine's deadline, re-armed only when the deadline moves: a busy node
+        // turns this loop once per inbox batch, and a fresh timer each turn would cost a timer
+        // registration (and removal) each time.
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         let done = loop {
             let deadline = self.shared.lock().engine.poll_timeout();
-            let sleep = deadline.map(|d| tokio::time::sleep_until(d.into()));
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(d.into());
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 reply = stop_rx.recv() => break reply,
                 event = recv_opt(self.inbox.as_mut().map(|i| i.recv())) => match event {
@@ -763,8 +793,10 @@ impl NodeTask {
                     }
                     Err(e) => debug!(error = %e, "beacon receive error"),
                 },
-                _ = recv_opt(sleep) => {
+                _ = &mut sleep, if armed.is_some() => {
                     self.shared.in_task(|e, now| e.handle_timeout(now));
+                    // Fire again only once the engine names a deadline (even the same one).
+                    armed = None;
                 }
                 _ = beacon_tick.tick() => {
                     if self.beacon.is_none() {
@@ -786,7 +818,6 @@ impl NodeTask {
                         }
                     }
                 }
-                _ = self.shared.wake.notified() => {}
             }
         };
         let polite = done.as_ref().map(|r| r.polite).unwrap_or(true);
@@ -862,7 +893,9 @@ impl NodeTask {
         while let Some(event) = next {
             match event {
                 InboxEvent::Message { identity, frames } => {
-                    state.engine.handle_message(now, &identity, frames.into_vec());
+                    state
+                        .engine
+                        .handle_message(now, &identity, frames.into_vec());
                 }
                 InboxEvent::Accepted { peer, .. } => debug!(%peer, "peer connected to inbox"),
                 InboxEvent::HandshakeFailed { peer, reason } => {
@@ -883,7 +916,7 @@ impl NodeTask {
                 None
             };
         }
-        self.shared.flush(&mut state, now);
+        self.shared.flush(&mut state);
     }
 
     fn on_sighting(&mut self, sighting: Sighting) {
@@ -938,12 +971,16 @@ impl NodeTask {
                             keep.push(o);
                         }
                     }
-                    Output::Event(event) => {
-                        state.events.push(event);
-                    }
+                    Output::Event(event) => state.pending_events.push(event),
                     Output::Connect { .. } => {}
                 }
             }
+            let State {
+                events,
+                pending_events,
+                ..
+            } = &mut *state;
+            events.push_all(pending_events);
             keep.extend(state.outboxes.drain().map(|(_, o)| o));
             keep
         };

@@ -59,28 +59,41 @@
 //!
 //! C Zyre ignores beacons for liveness and pings a peer only after `evasive_timeout` (5 s) of TCP
 //! silence, emitting EVASIVE first — so on an idle network every healthy peer flaps EVASIVE every
-//! 5 s. We keep the first half and change the second:
+//! 5 s. Pyre does the opposite: beacons refresh a peer completely, so a broken TCP path under live
+//! beacons is never noticed. We take the middle road:
 //!
-//! * **Beacons (sightings) never refresh a peer.** Only accepted TCP messages do (any type,
-//!   including PING and PING-OK). A peer whose TCP path is broken therefore still goes EVASIVE,
-//!   SILENT and finally EXIT even while its beacons keep arriving.
+//! * **Expiry counts TCP only.** EXIT comes `expired_timeout` (default 30 s) after the last
+//!   accepted TCP message (any type, including PING and PING-OK), whatever the beacons say. A peer
+//!   whose TCP path is broken therefore always ends in EXIT, even while its beacons keep arriving.
 //! * **Proactive ping.** When nothing has been heard from a ready peer for `ping_interval`
 //!   (default 2.5 s, half the 5 s evasive timeout) we send one PING. A healthy peer — Zyre,
 //!   Pyre or zmesh — answers PING-OK well before `evasive_timeout`, so it never becomes EVASIVE.
 //!   The PING also refreshes *their* view of us, so only one side of a pair needs to ping: the
 //!   node with the smaller UUID pings at `ping_interval`, the other waits until halfway between
-//!   `ping_interval` and `evasive_timeout` (3.75 s) and is normally refreshed first. An idle
-//!   healthy link thus carries one PING/PING-OK pair per `ping_interval`.
-//!   `ping_interval = 0` disables this (exact Zyre behaviour).
+//!   `ping_interval` and `evasive_timeout` (3.75 s) and is normally refreshed first.
+//!   `ping_interval = 0` disables this and everything below about beacons (exact Zyre behaviour).
+//! * **Beacons as a sign of life, for zmesh peers only.** For a peer whose HELLO carries
+//!   `X-ZMESH` (it runs this same policy, so it does not report us EVASIVE while it hears our
+//!   beacons), a beacon from it at the endpoint we talk to counts as a sign of life for the
+//!   *decision to ping* and for EVASIVE, like Zyre's pre-2017 `zyre_peer_refresh` — but never for
+//!   expiry. While its beacons keep arriving, such a peer is pinged only after
+//!   `expired_timeout / 3` (10 s; the deferring side 1.25 s later) of TCP silence instead of
+//!   2.5 s: an idle 100-node host then carries ~10 instead of ~36 ZRE messages per node per
+//!   second. Beacons heard while a PING is unanswered are not recorded (the TCP path is in
+//!   question), so a broken TCP path under live beacons goes EVASIVE `evasive_timeout` after the
+//!   last beacon before that probe (~16 s), SILENT a reap interval later, EXIT at 30 s. When its
+//!   beacons stop (crash, UDP blocked, gossip-only discovery) the fast rhythm above applies,
+//!   counted from the last beacon. Foreign peers (Zyre, zyre.js, Pyre) keep the fast rhythm: Zyre
+//!   and zyre.js would otherwise report us EVASIVE every 5 s.
 //! * **Timer grid.** [`Engine::poll_timeout`] rounds deadlines up to a grid of a quarter of the
 //!   reap interval (250 ms by default), so a node with a hundred peers wakes a few times per second
 //!   instead of once per peer deadline; timers fire at most one grid step late.
-//! * **EVASIVE** when nothing was heard for `evasive_timeout`; from then on we PING every reap
-//!   interval (`min(evasive, expired, 1 s)`, as Zyre). **SILENT** once it has been evasive for one
-//!   more reap interval (the PING sent when it became evasive went unanswered), **EXIT** at
-//!   `expired_timeout` (default 30 s) after the last message. *Difference*: EVASIVE and SILENT are
-//!   edge-triggered — emitted once per episode, not on every reap tick as in C. Any message from
-//!   the peer ends the episode.
+//! * **EVASIVE** when there was no sign of life for `evasive_timeout`; from then on we PING every
+//!   reap interval (`min(evasive, expired, 1 s)`, as Zyre). **SILENT** once it has been evasive
+//!   for one more reap interval (the PING sent when it became evasive went unanswered), **EXIT**
+//!   at `expired_timeout` (default 30 s) after the last TCP message. *Difference*: EVASIVE and
+//!   SILENT are edge-triggered — emitted once per episode, not on every reap tick as in C. Any
+//!   message from the peer ends the episode.
 //! * **Lost-HELLO recovery.** If a peer we created (and sent our HELLO to) is still not ready an
 //!   `evasive_timeout` later, yet keeps sending non-HELLO messages, it is talking to us on an older
 //!   session: it still holds us as ready, and our new HELLO was lost (a reset or partition right
@@ -93,7 +106,8 @@
 //!   removed silently when `expired_timeout` has passed since their creation (C also emits EXIT for
 //!   them, without ENTER ever having been emitted; we emit EXIT only for peers that entered).
 //!
-//! [`Engine::poll_timeout`] returns the exact earliest deadline over all peers (no fixed tick),
+//! [`Engine::poll_timeout`] returns, in O(1), a lower bound of the earliest deadline over all peers
+//! (no fixed tick; exact after each [`Engine::handle_timeout`], never later than a real deadline),
 //! or `None` when there are no peers or the engine is stopped.
 //!
 //! # Extensions capability rule
@@ -144,6 +158,10 @@ pub const MAX_REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadlines are rounded up to `reap interval / TIMER_GRID_DIVISOR` (see [`Engine::poll_timeout`]).
 const TIMER_GRID_DIVISOR: u32 = 4;
 
+/// A zmesh peer whose beacons keep arriving is probed after `expired_timeout / QUIET_PING_DIVISOR`
+/// of TCP silence (10 s by default; see the liveness policy).
+const QUIET_PING_DIVISOR: u32 = 3;
+
 /// Length of the identity frame a ZRE ROUTER sees: `0x01` + 16-byte UUID.
 pub const IDENTITY_LEN: usize = 17;
 
@@ -168,8 +186,8 @@ pub struct Config {
     pub evasive_timeout: Duration,
     /// Nothing heard for this long → EXIT (default 30 s).
     pub expired_timeout: Duration,
-    /// Proactively PING a ready peer not heard from for this long (default 2 s; zero disables).
-    /// Should be clearly below `evasive_timeout`.
+    /// Proactively PING a ready peer not heard from for this long (default 2.5 s; zero disables,
+    /// and also turns off beacon-aware liveness). Should be clearly below `evasive_timeout`.
     pub ping_interval: Duration,
     /// Our advertised endpoint, sent in HELLO (may be set later with [`Engine::set_endpoint`]).
     pub endpoint: String,
@@ -417,6 +435,9 @@ pub struct Engine {
     timing: Timing,
     /// Origin of the timer grid (the creation time).
     epoch: Instant,
+    /// A lower bound of the earliest peer deadline (see [`Engine::poll_timeout`]); `None` when
+    /// there are no peers.
+    next_wake: Option<Instant>,
     peers: BTreeMap<Uuid, Peer>,
     peer_groups: PeerGroups,
     own: OwnGroups,
@@ -461,8 +482,10 @@ impl Engine {
                 ping_interval: config.ping_interval,
                 reap,
                 grid: (reap / TIMER_GRID_DIVISOR).max(Duration::from_millis(1)),
+                quiet_ping: (config.expired_timeout / QUIET_PING_DIVISOR).max(config.ping_interval),
             },
             epoch: now,
+            next_wake: None,
             peers: BTreeMap::new(),
             peer_groups: PeerGroups::default(),
             own: OwnGroups::default(),
@@ -523,10 +546,23 @@ impl Engine {
     // ------------------------------------------------------------------ inputs from the network
 
     /// A discovery sighting (beacon, gossip, seed): an unknown UUID becomes a new peer (Connect +
-    /// HELLO); a known UUID changes nothing — sightings do not refresh liveness. Our own UUID, an
-    /// empty endpoint, and our own endpoint are ignored.
+    /// HELLO). For a known UUID at the endpoint we talk to it on, the sighting is only noted as a
+    /// sign of life for the decision to ping (liveness policy in the module docs); it never
+    /// postpones expiry. Our own UUID, an empty endpoint, and our own endpoint are ignored.
+    ///
+    /// This is the hot path of an idle node (one call per peer per beacon interval): a known
+    /// peer costs one map lookup, no allocation and no output.
     pub fn handle_sighting(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
-        if self.stopped || uuid == self.uuid || self.peers.contains_key(&uuid) {
+        if self.stopped || uuid == self.uuid {
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(&uuid) {
+            // Beacons heard while a PING is unanswered do not count: the TCP path is in
+            // question. A sighting only ever moves this peer's deadlines later, so `next_wake`
+            // stays a valid lower bound without being touched.
+            if peer.probe_at.is_none() && peer.endpoint == endpoint {
+                peer.last_beacon = Some(now);
+            }
             return;
         }
         if endpoint.is_empty() {
@@ -625,6 +661,8 @@ impl Engine {
         if self.dispatch(uuid, msg) {
             if let Some(peer) = self.peers.get_mut(&uuid) {
                 peer.refresh(now);
+                let due = peer.next_deadline(&self.timing);
+                self.lower_wake(due);
             }
         }
     }
@@ -645,6 +683,10 @@ impl Engine {
     /// calling it earlier is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.stopped {
+            return;
+        }
+        // Cheap early return for a wake-up before anything is due.
+        if self.next_wake.is_none_or(|w| now < w) {
             return;
         }
         let uuids: Vec<Uuid> = self.peers.keys().copied().collect();
@@ -677,19 +719,27 @@ impl Engine {
                 self.event(Event::Silent { peer: uuid, name });
             }
         }
+        self.next_wake = self.exact_wake();
     }
 
-    /// The next instant at which [`Engine::handle_timeout`] has work to do; `None` if there are no
-    /// peers or the engine is stopped.
+    /// When the shell should call [`Engine::handle_timeout`] next; `None` if there are no peers or
+    /// the engine is stopped.
+    ///
+    /// O(1): the engine keeps a lower bound of the earliest peer deadline. Events that can only
+    /// move a deadline later (a sighting, a removal) leave it alone, so the returned instant may
+    /// be earlier than necessary — the wake-up then does nothing but recompute the bound
+    /// exactly — but it is never later than a real deadline. The shell calls this after every
+    /// input (thousands of beacons per second on an idle 100-node host), so it must not scan
+    /// the peer table.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.stopped {
+        if self.stopped || self.peers.is_empty() {
             return None;
         }
-        let earliest = self
-            .peers
-            .values()
-            .map(|p| p.next_deadline(&self.timing))
-            .min()?;
+        let earliest = self.next_wake?;
+        debug_assert!(
+            self.exact_wake().is_none_or(|exact| earliest <= exact),
+            "timer bound {earliest:?} later than a real deadline"
+        );
         // Round up to the timer grid (a quarter of the reap interval since the engine started), so
         // a node with many peers wakes a few times per reap interval, not once per peer deadline.
         let grid = self.timing.grid.as_nanos().max(1);
@@ -862,6 +912,19 @@ impl Engine {
 
     // ------------------------------------------------------------------ internals
 
+    /// The exact earliest deadline over all peers (O(peers)).
+    fn exact_wake(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .map(|p| p.next_deadline(&self.timing))
+            .min()
+    }
+
+    /// A peer's deadline may have moved earlier: keep `next_wake` a lower bound.
+    fn lower_wake(&mut self, due: Instant) {
+        self.next_wake = Some(self.next_wake.map_or(due, |w| w.min(due)));
+    }
+
     fn check_command(&self) -> Result<(), EngineError> {
         if self.stopped {
             Err(EngineError::Stopped)
@@ -938,6 +1001,7 @@ impl Engine {
         // Only one side of each pair needs to ping an idle link: the smaller UUID pings at
         // `ping_interval`, the other waits longer and is normally refreshed by that PING first.
         peer.defers_ping = self.uuid > uuid;
+        self.lower_wake(peer.next_deadline(&self.timing));
         self.peers.insert(uuid, peer);
         self.outputs.push_back(Output::Connect {
             peer: uuid,
@@ -1052,6 +1116,7 @@ impl Engine {
                 headers,
             } => {
                 peer.name = name.clone();
+                peer.zmesh = headers.iter().any(|(k, _)| k == ZMESH_HEADER);
                 peer.headers = headers.clone();
                 peer.hello_endpoint = Some(endpoint.clone());
                 peer.status = status;

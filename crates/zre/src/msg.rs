@@ -205,12 +205,22 @@ impl ZreMessage {
     /// Encodes into ZeroMQ frames: first the ZRE frame carrying `sequence`, then (WHISPER/SHOUT
     /// only) the content frames, which are cheap `Bytes` clones.
     pub fn encode(&self, sequence: u16) -> Result<Vec<Bytes>, WireError> {
+        // The hot messages get their small ZRE frame from a per-thread arena (see
+        // [`encode_content_header`]); the rare ones allocate their own buffer.
+        match self {
+            ZreMessage::Whisper { content } => {
+                return content_frames(ID_WHISPER, sequence, None, content);
+            }
+            ZreMessage::Shout { group, content } => {
+                return content_frames(ID_SHOUT, sequence, Some(group), content);
+            }
+            _ => {}
+        }
         let mut b = BytesMut::with_capacity(64);
         b.put_u16(SIGNATURE);
         b.put_u8(self.id());
         b.put_u8(VERSION);
         b.put_u16(sequence);
-        let mut content: &[Bytes] = &[];
         match self {
             ZreMessage::Hello {
                 endpoint,
@@ -232,18 +242,8 @@ impl ZreMessage {
                     put_longstr(&mut b, "header value", v)?;
                 }
             }
-            ZreMessage::Whisper { content: c } => {
-                if c.is_empty() {
-                    return Err(WireError::EmptyContent);
-                }
-                content = c;
-            }
-            ZreMessage::Shout { group, content: c } => {
-                if c.is_empty() {
-                    return Err(WireError::EmptyContent);
-                }
-                put_string(&mut b, "group", group)?;
-                content = c;
+            ZreMessage::Whisper { .. } | ZreMessage::Shout { .. } => {
+                unreachable!("encoded above")
             }
             ZreMessage::Join { group, status } | ZreMessage::Leave { group, status } => {
                 put_string(&mut b, "group", group)?;
@@ -259,91 +259,158 @@ impl ZreMessage {
                 put_string(&mut b, "leader_id", leader)?;
             }
         }
-        let mut frames = Vec::with_capacity(1 + content.len());
-        frames.push(b.freeze());
-        frames.extend(content.iter().cloned());
-        Ok(frames)
+        Ok(vec![b.freeze()])
     }
 
     /// Decodes the frames of one ZRE message (identity frame already removed). Returns the
     /// sequence number and the message. Never panics, whatever the input.
+    ///
+    /// The content frames of a WHISPER/SHOUT are cloned into a new list; a receiver that owns the
+    /// frames should use [`ZreMessage::decode_owned`], which moves them instead.
     pub fn decode(frames: &[Bytes]) -> Result<(u16, ZreMessage), WireError> {
         let (first, rest) = frames.split_first().ok_or(WireError::NoFrames)?;
-        let mut r = Reader { buf: first };
-        let signature = r.u16("signature")?;
-        if signature != SIGNATURE {
-            return Err(WireError::BadSignature(signature));
+        // An empty slice makes an empty Vec without allocating; only content frames are copied.
+        decode_parts(first, rest.to_vec())
+    }
+
+    /// Like [`ZreMessage::decode`], taking the frames by value: the content frames of a
+    /// WHISPER/SHOUT become the message's `content` without copying the list (the received
+    /// `Vec` is reused). The receive path of a node decodes every message this way.
+    pub fn decode_owned(mut frames: Vec<Bytes>) -> Result<(u16, ZreMessage), WireError> {
+        if frames.is_empty() {
+            return Err(WireError::NoFrames);
         }
-        let id = r.u8("id")?;
-        let version = r.u8("version")?;
-        if version != VERSION {
-            return Err(WireError::BadVersion(version));
-        }
-        let sequence = r.u16("sequence")?;
-        let msg = match id {
-            ID_HELLO => {
-                let endpoint = r.string("endpoint")?;
-                let count = r.u32("groups count")?;
-                let mut groups = Vec::new();
-                for _ in 0..count {
-                    groups.push(r.longstr("group")?);
-                }
-                let status = r.u8("status")?;
-                let name = r.string("name")?;
-                let count = r.u32("headers count")?;
-                let mut headers: Vec<(String, String)> = Vec::new();
-                for _ in 0..count {
-                    let k = r.string("header key")?;
-                    let v = r.longstr("header value")?;
-                    // zhash_insert keeps the first value of a duplicated key.
-                    if !headers.iter().any(|(hk, _)| *hk == k) {
-                        headers.push((k, v));
-                    }
-                }
-                ZreMessage::Hello {
-                    endpoint,
-                    groups,
-                    status,
-                    name,
-                    headers,
+        // Shifts the (few) content frames down by one; no allocation.
+        let first = frames.remove(0);
+        decode_parts(&first, frames)
+    }
+}
+
+/// Decodes the ZRE frame `first`; `rest` are the frames that followed it (content for
+/// WHISPER/SHOUT, an error for every other message when not empty).
+fn decode_parts(first: &[u8], rest: Vec<Bytes>) -> Result<(u16, ZreMessage), WireError> {
+    let mut r = Reader { buf: first };
+    let signature = r.u16("signature")?;
+    if signature != SIGNATURE {
+        return Err(WireError::BadSignature(signature));
+    }
+    let id = r.u8("id")?;
+    let version = r.u8("version")?;
+    if version != VERSION {
+        return Err(WireError::BadVersion(version));
+    }
+    let sequence = r.u16("sequence")?;
+    let extra = rest.len();
+    let msg = match id {
+        ID_HELLO => {
+            let endpoint = r.string("endpoint")?;
+            let count = r.u32("groups count")?;
+            let mut groups = Vec::new();
+            for _ in 0..count {
+                groups.push(r.longstr("group")?);
+            }
+            let status = r.u8("status")?;
+            let name = r.string("name")?;
+            let count = r.u32("headers count")?;
+            let mut headers: Vec<(String, String)> = Vec::new();
+            for _ in 0..count {
+                let k = r.string("header key")?;
+                let v = r.longstr("header value")?;
+                // zhash_insert keeps the first value of a duplicated key.
+                if !headers.iter().any(|(hk, _)| *hk == k) {
+                    headers.push((k, v));
                 }
             }
-            ID_WHISPER => ZreMessage::Whisper {
-                content: rest.to_vec(),
-            },
-            ID_SHOUT => ZreMessage::Shout {
-                group: r.string("group")?,
-                content: rest.to_vec(),
-            },
-            ID_JOIN => ZreMessage::Join {
-                group: r.string("group")?,
-                status: r.u8("status")?,
-            },
-            ID_LEAVE => ZreMessage::Leave {
-                group: r.string("group")?,
-                status: r.u8("status")?,
-            },
-            ID_PING => ZreMessage::Ping,
-            ID_PING_OK => ZreMessage::PingOk,
-            ID_ELECT => ZreMessage::Elect {
-                group: r.string("group")?,
-                challenger: r.string("challenger_id")?,
-            },
-            ID_LEADER => ZreMessage::Leader {
-                group: r.string("group")?,
-                leader: r.string("leader_id")?,
-            },
-            ID_GOODBYE => ZreMessage::Goodbye,
-            other => return Err(WireError::UnknownId(other)),
-        };
-        if id != ID_WHISPER && id != ID_SHOUT && !rest.is_empty() {
-            return Err(WireError::UnexpectedFrames {
-                name: id_name(id),
-                count: rest.len(),
-            });
+            ZreMessage::Hello {
+                endpoint,
+                groups,
+                status,
+                name,
+                headers,
+            }
         }
-        Ok((sequence, msg))
+        ID_WHISPER => ZreMessage::Whisper { content: rest },
+        ID_SHOUT => ZreMessage::Shout {
+            group: r.string("group")?,
+            content: rest,
+        },
+        ID_JOIN => ZreMessage::Join {
+            group: r.string("group")?,
+            status: r.u8("status")?,
+        },
+        ID_LEAVE => ZreMessage::Leave {
+            group: r.string("group")?,
+            status: r.u8("status")?,
+        },
+        ID_PING => ZreMessage::Ping,
+        ID_PING_OK => ZreMessage::PingOk,
+        ID_ELECT => ZreMessage::Elect {
+            group: r.string("group")?,
+            challenger: r.string("challenger_id")?,
+        },
+        ID_LEADER => ZreMessage::Leader {
+            group: r.string("group")?,
+            leader: r.string("leader_id")?,
+        },
+        ID_GOODBYE => ZreMessage::Goodbye,
+        other => return Err(WireError::UnknownId(other)),
+    };
+    if id != ID_WHISPER && id != ID_SHOUT && extra != 0 {
+        return Err(WireError::UnexpectedFrames {
+            name: id_name(id),
+            count: extra,
+        });
     }
+    Ok((sequence, msg))
+}
+
+/// Size of the blocks the per-thread header arena carves ZRE frames from.
+const ARENA_BLOCK: usize = 4096;
+/// Largest ZRE frame of a WHISPER/SHOUT: the 6-byte header plus a 1+255-byte group.
+const MAX_CONTENT_HEADER: usize = 6 + 1 + MAX_STRING_LEN;
+
+thread_local! {
+    /// Where WHISPER/SHOUT frames are written: each encode appends its 6 (WHISPER) or 7 + group
+    /// (SHOUT) bytes and splits them off as a `Bytes` sharing the block. A block is freed when
+    /// its last frame is dropped, and reused in place when every frame carved from it has been
+    /// dropped by the time it is full (the usual case: the transport copies a message into its
+    /// write buffer when it is queued). One allocation per ~680 WHISPERs instead of one each.
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// The frames of a WHISPER (`group` = None) or SHOUT: the ZRE frame, then the content frames.
+fn content_frames(
+    id: u8,
+    sequence: u16,
+    group: Option<&str>,
+    content: &[Bytes],
+) -> Result<Vec<Bytes>, WireError> {
+    if content.is_empty() {
+        return Err(WireError::EmptyContent);
+    }
+    if let Some(g) = group {
+        check_string("group", g)?;
+    }
+    let header = ARENA.with(|arena| {
+        let mut b = arena.borrow_mut();
+        if b.capacity() < MAX_CONTENT_HEADER {
+            // Reclaims the block in place if it is no longer shared, else starts a new one.
+            b.reserve(ARENA_BLOCK);
+        }
+        b.put_u16(SIGNATURE);
+        b.put_u8(id);
+        b.put_u8(VERSION);
+        b.put_u16(sequence);
+        if let Some(g) = group {
+            b.put_u8(g.len() as u8);
+            b.put_slice(g.as_bytes());
+        }
+        b.split().freeze()
+    });
+    let mut frames = Vec::with_capacity(1 + content.len());
+    frames.push(header);
+    frames.extend(content.iter().cloned());
+    Ok(frames)
 }
 
 /// Name of a message id, "UNKNOWN" for ids outside 1..=10.
@@ -488,6 +555,59 @@ mod tests {
             ZreMessage::decode(&frames(&[&GOLDEN_HELLO])).unwrap(),
             (1, m)
         );
+    }
+
+    #[test]
+    fn decode_owned_moves_content_and_agrees_with_decode() {
+        let input = frames(&[&[0xAA, 0xA1, 0x02, 0x02, 0x00, 0x07], b"a", b"bc"]);
+        let (seq, m) = ZreMessage::decode_owned(input.clone()).unwrap();
+        assert_eq!((seq, &m), (7, &ZreMessage::decode(&input).unwrap().1));
+        assert_eq!(
+            m,
+            ZreMessage::Whisper {
+                content: frames(&[b"a", b"bc"])
+            }
+        );
+        assert_eq!(ZreMessage::decode_owned(vec![]), Err(WireError::NoFrames));
+        assert_eq!(
+            ZreMessage::decode_owned(frames(&[&[0xAA, 0xA1, 6, 2, 0, 1], b"x"])),
+            Err(WireError::UnexpectedFrames {
+                name: "PING",
+                count: 1
+            })
+        );
+    }
+
+    #[test]
+    fn header_arena_frames_stay_intact_across_blocks() {
+        // Enough WHISPERs and SHOUTs to fill several arena blocks, half of them kept alive (so
+        // blocks stay shared) and half dropped at once (so blocks get reclaimed in place).
+        let content = vec![Bytes::from_static(b"x")];
+        let mut kept = Vec::new();
+        for i in 0..5_000u16 {
+            let w = ZreMessage::Whisper {
+                content: content.clone(),
+            }
+            .encode(i)
+            .unwrap();
+            let [hi, lo] = i.to_be_bytes();
+            assert_eq!(&w[0][..], &[0xAA, 0xA1, 0x02, 0x02, hi, lo]);
+            let s = ZreMessage::Shout {
+                group: "G".repeat(usize::from(i % 256).min(255)),
+                content: content.clone(),
+            }
+            .encode(i)
+            .unwrap();
+            assert_eq!(s[0].len(), 7 + usize::from(i % 256).min(255));
+            if i % 2 == 0 {
+                kept.push((i, w, s));
+            }
+        }
+        for (i, w, s) in kept {
+            let [hi, lo] = i.to_be_bytes();
+            assert_eq!(&w[0][..], &[0xAA, 0xA1, 0x02, 0x02, hi, lo]);
+            assert_eq!(ZreMessage::decode(&s).unwrap().0, i);
+        }
     }
 
     #[test]

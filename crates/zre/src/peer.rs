@@ -75,16 +75,31 @@ pub(crate) struct Timing {
     pub(crate) reap: Duration,
     /// Deadlines are rounded up to this grid (see `Engine::poll_timeout`).
     pub(crate) grid: Duration,
+    /// How long a zmesh peer whose beacons keep arriving may stay TCP-quiet before we probe it
+    /// (`max(expired / 3, ping_interval)`; see the liveness policy in the engine docs).
+    pub(crate) quiet_ping: Duration,
 }
 
 impl Timing {
     /// When an idle ready peer gets its proactive PING: `ping_interval`, or — for the side of the
     /// pair that defers — halfway between `ping_interval` and the evasive timeout.
     pub(crate) fn ping_after(&self, defers: bool) -> Duration {
+        self.ping_interval + self.defer_gap(defers)
+    }
+
+    /// When a TCP-quiet zmesh peer whose beacons keep arriving gets its probe PING: `quiet_ping`,
+    /// or, for the side that defers, the same gap later as [`Timing::ping_after`] adds.
+    pub(crate) fn quiet_ping_after(&self, defers: bool) -> Duration {
+        self.quiet_ping + self.defer_gap(defers)
+    }
+
+    /// How much later the deferring side of a pair pings: half the way from `ping_interval` to
+    /// the evasive timeout (1.25 s by default), so the other side's PING normally arrives first.
+    fn defer_gap(&self, defers: bool) -> Duration {
         if defers {
-            self.ping_interval + self.evasive.saturating_sub(self.ping_interval) / 2
+            self.evasive.saturating_sub(self.ping_interval) / 2
         } else {
-            self.ping_interval
+            Duration::ZERO
         }
     }
 }
@@ -112,8 +127,18 @@ pub(crate) struct Peer {
     pub(crate) sent_sequence: u16,
     pub(crate) want_sequence: u16,
     pub(crate) status: u8,
+    /// Last accepted TCP message (or creation). Expiry always counts from here.
     pub(crate) last_heard: Instant,
+    /// Last sighting (beacon) of the peer at the endpoint we talk to it on.
+    pub(crate) last_beacon: Option<Instant>,
+    /// Last PING we sent that is not answered yet.
     pub(crate) ping_sent_at: Option<Instant>,
+    /// First unanswered PING of the current episode: beacons heard after it are not recorded
+    /// in `last_beacon` (the TCP path is in question).
+    pub(crate) probe_at: Option<Instant>,
+    /// Its HELLO carried [`ZMESH_HEADER`]: it runs the same beacon-aware policy, so its beacons
+    /// may stand in for TCP traffic when deciding to ping (see the engine docs).
+    pub(crate) zmesh: bool,
     pub(crate) evasive: bool,
     pub(crate) silent: bool,
     /// This side of the pair pings an idle link later (the peer's UUID is smaller than ours).
@@ -136,7 +161,10 @@ impl Peer {
             want_sequence: 0,
             status: 0,
             last_heard: now,
+            last_beacon: None,
             ping_sent_at: None,
+            probe_at: None,
+            zmesh: false,
             evasive: false,
             silent: false,
             defers_ping: false,
@@ -161,8 +189,40 @@ impl Peer {
     pub(crate) fn refresh(&mut self, now: Instant) {
         self.last_heard = now;
         self.ping_sent_at = None;
+        self.probe_at = None;
         self.evasive = false;
         self.silent = false;
+    }
+
+    /// True if this peer's beacons count as a sign of life (it is a zmesh peer and proactive
+    /// pinging is on; with `ping_interval = 0` the engine behaves exactly like Zyre).
+    fn beacon_aware(&self, t: &Timing) -> bool {
+        self.zmesh && !t.ping_interval.is_zero()
+    }
+
+    /// The last sign of life: the last TCP message, or — for a beacon-aware peer — a later
+    /// beacon (the engine stops recording beacons while a PING is unanswered, so this value
+    /// never moves during an EVASIVE episode).
+    pub(crate) fn seen(&self, t: &Timing) -> Instant {
+        match self.last_beacon {
+            Some(b) if self.beacon_aware(t) => self.last_heard.max(b),
+            _ => self.last_heard,
+        }
+    }
+
+    /// When the next proactive PING is due (if none is outstanding): `ping_after` past the last
+    /// sign of life, but for a beacon-aware peer no later than `quiet_ping_after` past its last
+    /// TCP message, so a broken TCP path under live beacons is still probed.
+    fn ping_due(&self, t: &Timing) -> Option<Instant> {
+        if t.ping_interval.is_zero() || self.ping_sent_at.is_some() {
+            return None;
+        }
+        let due = self.seen(t) + t.ping_after(self.defers_ping);
+        if self.beacon_aware(t) {
+            Some(due.min(self.last_heard + t.quiet_ping_after(self.defers_ping)))
+        } else {
+            Some(due)
+        }
     }
 
     /// Applies the liveness policy at `now` and reports what the engine must do. Updates the
@@ -178,7 +238,7 @@ impl Peer {
         if !(self.ready && self.connected) {
             return a;
         }
-        let evasive_at = self.last_heard + t.evasive;
+        let evasive_at = self.seen(t) + t.evasive;
         if now >= evasive_at {
             if !self.evasive {
                 self.evasive = true;
@@ -194,14 +254,12 @@ impl Peer {
                 self.silent = true;
                 a.silent = true;
             }
-        } else if !t.ping_interval.is_zero()
-            && self.ping_sent_at.is_none()
-            && now >= self.last_heard + t.ping_after(self.defers_ping)
-        {
+        } else if self.ping_due(t).is_some_and(|due| now >= due) {
             a.ping = true;
         }
         if a.ping {
             self.ping_sent_at = Some(now);
+            self.probe_at.get_or_insert(now);
         }
         a
     }
@@ -212,11 +270,11 @@ impl Peer {
         if !(self.ready && self.connected) {
             return d;
         }
-        let evasive_at = self.last_heard + t.evasive;
+        let evasive_at = self.seen(t) + t.evasive;
         if !self.evasive {
             d = d.min(evasive_at);
-            if self.ping_sent_at.is_none() && !t.ping_interval.is_zero() {
-                d = d.min(self.last_heard + t.ping_after(self.defers_ping));
+            if let Some(due) = self.ping_due(t) {
+                d = d.min(due);
             }
         } else {
             if let Some(p) = self.ping_sent_at {
