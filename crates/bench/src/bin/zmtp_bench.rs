@@ -331,9 +331,9 @@ fn main() {
         results.iter().find(|(n, _)| n == "zmesh"),
         results.iter().find(|(n, _)| n == "tcp"),
     ) {
-        (Some((_, zr)), Some((_, tr))) => Some(fields.map(|f| {
-            median(zr.iter().zip(tr).map(|(a, b)| f(a) / f(b)).collect())
-        })),
+        (Some((_, zr)), Some((_, tr))) => {
+            Some(fields.map(|f| median(zr.iter().zip(tr).map(|(a, b)| f(a) / f(b)).collect())))
+        }
         _ => None,
     };
     println!();
