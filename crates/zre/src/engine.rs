@@ -602,7 +602,7 @@ impl Engine {
             );
             return;
         };
-        let (sequence, msg) = match ZreMessage::decode(&frames) {
+        let (sequence, msg) = match ZreMessage::decode_owned(frames) {
             Ok(x) => x,
             Err(e) => {
                 self.stats.malformed += 1;
