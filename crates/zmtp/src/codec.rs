@@ -182,6 +182,33 @@ impl FrameDecoder {
         }))
     }
 
+    /// Fast path for the common case: when no header is pending and `buf` starts with a complete
+    /// final data frame (no MORE, no COMMAND flag) within the size limit, split its body off and
+    /// return it. Anything else (commands, multipart, incomplete input, oversize) returns `None`
+    /// without consuming a byte, and the caller uses [`FrameDecoder::decode`], which handles it all.
+    #[inline]
+    pub fn decode_final_data(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let (header_len, len) = match buf.first() {
+            Some(0) if buf.len() >= 2 => (2, buf[1] as usize),
+            Some(&FLAG_LONG) if buf.len() >= 9 => {
+                let size = u64::from_be_bytes(buf[1..9].try_into().expect("8 bytes"));
+                if size > self.max_frame as u64 {
+                    return None;
+                }
+                (9, size as usize)
+            }
+            _ => return None,
+        };
+        if len > self.max_frame || buf.len() - header_len < len {
+            return None;
+        }
+        buf.advance(header_len);
+        Some(buf.split_to(len).freeze())
+    }
+
     /// Bytes still missing for the body of a frame whose header was already read (0 if none).
     /// Used as a hint to reserve read-buffer space once for a large frame.
     pub fn body_remaining(&self, buffered: usize) -> usize {

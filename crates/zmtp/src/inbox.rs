@@ -252,6 +252,19 @@ enum Polled {
 }
 
 impl Live {
+    /// The next message if it is a single data frame already complete in the read buffer (the
+    /// common case under load): no I/O, no timers, no commands — those take [`Live::poll`].
+    #[inline]
+    fn buffered_single(&mut self) -> Option<Frames> {
+        if self.c.transform || !self.partial.is_empty() {
+            return None;
+        }
+        self.c
+            .dec
+            .decode_final_data(&mut self.c.rbuf)
+            .map(|body| smallvec::smallvec![body])
+    }
+
     /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
     /// message from the read buffer, reading the socket when the buffer holds no complete message.
     #[inline]
@@ -510,6 +523,23 @@ impl Inbox {
     /// Poll for the next event (the building block of [`Inbox::recv`]).
     #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
+        // Fast path: the current connection has another single-frame message buffered.
+        if let (true, Some((slot, budget @ 2..))) = (self.pending.is_empty(), self.current) {
+            if let Some(live) = self.conns[slot].as_mut() {
+                if let Some(frames) = live.buffered_single() {
+                    self.current = Some((slot, budget - 1));
+                    return Poll::Ready(Some(InboxEvent::Message {
+                        identity: live.identity.clone(),
+                        frames,
+                    }));
+                }
+            }
+        }
+        self.poll_recv_slow(cx)
+    }
+
+    /// Everything else: connection events, reading sockets, commands, multipart, turn-taking.
+    fn poll_recv_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Poll::Ready(Some(ev));

@@ -29,8 +29,10 @@ use crate::{Frames, Heartbeat};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -422,13 +424,31 @@ impl Outbox {
     }
 
     /// Queue a message, waiting for room if the queue is full.
+    ///
+    /// The message is offered to the queue when `send` is called (as [`Outbox::try_send`] would);
+    /// the returned future only does work if the queue was full, and then waits for room. So a
+    /// sender that is not held back pays nothing for the future, and a `send` future that is
+    /// dropped unpolled has still queued its message if there was room.
     #[inline]
-    pub async fn send(&self, frames: impl Into<Frames>) -> Result<(), SendError> {
-        // Fast path without registering a waiter (that costs a lock on the Notify).
-        let mut frames = match self.try_send_frames(frames.into()) {
-            Err(SendError::Full(f)) => f,
-            other => return other,
+    pub fn send(
+        &self,
+        frames: impl Into<Frames>,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + '_ {
+        // Fast path: no waiter registered (that costs a lock on the Notify) and nothing moved
+        // into the future's state unless the queue is full.
+        let full = match self.try_send_frames(frames.into()) {
+            Err(SendError::Full(f)) => Some(f),
+            Ok(()) => None,
+            Err(e) => return SendFuture::Done(Some(Err(e))),
         };
+        match full {
+            None => SendFuture::Done(Some(Ok(()))),
+            Some(frames) => SendFuture::Wait(Box::pin(self.wait_and_send(frames))),
+        }
+    }
+
+    /// The slow path of [`Outbox::send`]: wait for room, retry.
+    async fn wait_and_send(&self, mut frames: Frames) -> Result<(), SendError> {
         loop {
             let notified = self.shared.room.notified();
             tokio::pin!(notified);
@@ -496,6 +516,26 @@ impl Drop for Outbox {
         }
         self.shared.state.send_replace(OutboxState::Closed);
         self.shared.room.notify_waiters();
+    }
+}
+
+/// The future returned by [`Outbox::send`]: already done (queued, or refused for good), or
+/// waiting for room (boxed: a full queue is the slow path).
+enum SendFuture<'a> {
+    Done(Option<Result<(), SendError>>),
+    Wait(Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>),
+}
+
+impl std::future::Future for SendFuture<'_> {
+    type Output = Result<(), SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            SendFuture::Done(r) => {
+                Poll::Ready(r.take().expect("SendFuture polled after completion"))
+            }
+            SendFuture::Wait(f) => f.as_mut().poll(cx),
+        }
     }
 }
 
