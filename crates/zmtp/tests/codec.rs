@@ -279,6 +279,48 @@ proptest! {
         }
     }
 
+    /// The receive fast path agrees with the full decoder on any input: it either declines without
+    /// consuming anything, or returns exactly the frame `decode` would (a final data frame).
+    #[test]
+    fn fast_path_agrees_with_decode(
+        frames in prop::collection::vec(arb_frame(), 0..6),
+        junk in prop::collection::vec(any::<u8>(), 0..40),
+        cut in 0usize..2000,
+        max in 0usize..512,
+    ) {
+        let mut wire = BytesMut::new();
+        for (more, command, body) in &frames {
+            zmesh_zmtp::encode_frame(*more, *command, body, &mut wire);
+        }
+        wire.extend_from_slice(&junk);
+        let wire = wire.split_to(cut.min(wire.len()));
+        let (mut fast_buf, mut slow_buf) = (wire.clone(), wire);
+        let (mut fast, mut slow) = (FrameDecoder::new(max), FrameDecoder::new(max));
+        loop {
+            let before = fast_buf.len();
+            match fast.decode_final_data(&mut fast_buf) {
+                Some(body) => {
+                    let f = slow.decode(&mut slow_buf).expect("fast path took a valid frame");
+                    let f = f.expect("fast path took a complete frame");
+                    prop_assert!(!f.more && !f.command);
+                    prop_assert_eq!(body, f.body);
+                    prop_assert_eq!(fast_buf.len(), slow_buf.len());
+                }
+                None => {
+                    prop_assert_eq!(fast_buf.len(), before, "declining consumes nothing");
+                    // Let the full decoder take the next frame on both sides.
+                    match (fast.decode(&mut fast_buf), slow.decode(&mut slow_buf)) {
+                        (Ok(Some(a)), Ok(Some(b))) => prop_assert_eq!(a, b),
+                        (a, b) => {
+                            prop_assert_eq!(a.is_err(), b.is_err());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn commands_roundtrip(name in "[A-Z]{1,12}", props in prop::collection::vec(("[A-Za-z-]{1,20}", prop::collection::vec(any::<u8>(), 0..40)), 0..5), ctx in prop::collection::vec(any::<u8>(), 0..=16), ttl in any::<u16>()) {
         let meta = Metadata(props.into_iter().map(|(n, v)| (n, Bytes::from(v))).collect());
