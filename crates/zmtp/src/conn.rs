@@ -121,11 +121,15 @@ impl WriteHalf {
         }
     }
 
-    /// One non-blocking `writev`; `WouldBlock` when the kernel buffer is full.
+    /// One non-blocking `writev` (a plain `send` for a single buffer, which the kernel handles
+    /// with less work: it is the common case of a reply or a lone message); `WouldBlock` when the
+    /// kernel buffer is full.
     pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            WriteHalf::Tcp(w) => w.try_write_vectored(bufs),
-            WriteHalf::Unix(w) => w.try_write_vectored(bufs),
+        match (self, bufs) {
+            (WriteHalf::Tcp(w), [one]) => w.try_write(one),
+            (WriteHalf::Unix(w), [one]) => w.try_write(one),
+            (WriteHalf::Tcp(w), _) => w.try_write_vectored(bufs),
+            (WriteHalf::Unix(w), _) => w.try_write_vectored(bufs),
         }
     }
 }
