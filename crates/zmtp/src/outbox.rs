@@ -436,14 +436,10 @@ impl Outbox {
     ) -> impl std::future::Future<Output = Result<(), SendError>> + '_ {
         // Fast path: no waiter registered (that costs a lock on the Notify) and nothing moved
         // into the future's state unless the queue is full.
-        let full = match self.try_send_frames(frames.into()) {
-            Err(SendError::Full(f)) => Some(f),
-            Ok(()) => None,
-            Err(e) => return SendFuture::Done(Some(Err(e))),
-        };
-        match full {
-            None => SendFuture::Done(Some(Ok(()))),
-            Some(frames) => SendFuture::Wait(Box::pin(self.wait_and_send(frames))),
+        match self.try_send_frames(frames.into()) {
+            Ok(()) => SendFuture::Queued,
+            Err(SendError::Full(f)) => SendFuture::Wait(Box::pin(self.wait_and_send(f))),
+            Err(e) => SendFuture::Failed(Some(Box::new(e))),
         }
     }
 
@@ -519,20 +515,26 @@ impl Drop for Outbox {
     }
 }
 
-/// The future returned by [`Outbox::send`]: already done (queued, or refused for good), or
-/// waiting for room (boxed: a full queue is the slow path).
+/// The future returned by [`Outbox::send`]: already queued, refused for good, or waiting for room.
+/// The rare cases are boxed so the common one is a one-word value with nothing to move.
 enum SendFuture<'a> {
-    Done(Option<Result<(), SendError>>),
+    Queued,
+    Failed(Option<Box<SendError>>),
     Wait(Pin<Box<dyn std::future::Future<Output = Result<(), SendError>> + Send + 'a>>),
 }
 
 impl std::future::Future for SendFuture<'_> {
     type Output = Result<(), SendError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            SendFuture::Done(r) => {
-                Poll::Ready(r.take().expect("SendFuture polled after completion"))
+            SendFuture::Queued => Poll::Ready(Ok(())),
+            SendFuture::Failed(e) => {
+                let e = e
+                    .take()
+                    .expect("Outbox::send future polled after completion");
+                Poll::Ready(Err(*e))
             }
             SendFuture::Wait(f) => f.as_mut().poll(cx),
         }
