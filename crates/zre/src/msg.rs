@@ -397,13 +397,12 @@ fn content_frames(
             // Reclaims the block in place if it is no longer shared, else starts a new one.
             b.reserve(ARENA_BLOCK);
         }
-        b.put_u16(SIGNATURE);
-        b.put_u8(id);
-        b.put_u8(VERSION);
-        b.put_u16(sequence);
+        let [sig_hi, sig_lo] = SIGNATURE.to_be_bytes();
+        let [seq_hi, seq_lo] = sequence.to_be_bytes();
+        b.extend_from_slice(&[sig_hi, sig_lo, id, VERSION, seq_hi, seq_lo]);
         if let Some(g) = group {
-            b.put_u8(g.len() as u8);
-            b.put_slice(g.as_bytes());
+            b.extend_from_slice(&[g.len() as u8]);
+            b.extend_from_slice(g.as_bytes());
         }
         b.split().freeze()
     });
