@@ -10,12 +10,36 @@
 //! Several nodes per host share the beacon port: every socket sets `SO_REUSEADDR` and `SO_REUSEPORT`
 //! and binds `0.0.0.0:<port>`; Linux delivers each broadcast datagram to every such socket. A node
 //! ignores its own beacons by UUID.
+//!
+//! # One receive socket per port and process
+//!
+//! Receiving beacons is the hot path of an idle node: one datagram per peer per beacon interval,
+//! 10,000 a second on a host with a hundred nodes. When one process runs many nodes (simulations,
+//! tests, benchmarks, gateways), giving each node its own socket makes the kernel clone every
+//! datagram once per node, and every node pays a `recvfrom`, a decode and an endpoint string for
+//! it. Instead, all [`BeaconSocket`]s of a process on the same port share one [`Hub`]: one socket,
+//! one small receive thread that reads each datagram once, decodes it once, looks its endpoint
+//! string up once (built once per sender, shared as an `Arc<str>`) and hands a copy to each
+//! node's queue. A node then pays one queue pop per beacon. Beacons are sent from the same
+//! socket, so nothing changes on the wire (source port = beacon port, as before).
+//!
+//! The receive thread is a plain OS thread with a blocking socket rather than a tokio task, so a
+//! hub serves nodes on any number of runtimes (every `#[tokio::test]` has its own) and outlives
+//! none of them by more than one receive timeout: when the last `BeaconSocket` of a port is
+//! dropped, the thread notices within [`HUB_POLL`] and closes the socket. A node whose queue is
+//! full (it is not reading) loses beacons, as it would with a full socket buffer.
 
+use std::collections::HashMap;
+use std::future::poll_fn;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::debug;
 use uuid::Uuid;
 use zmesh_zre::Beacon;
 
@@ -26,8 +50,9 @@ pub enum Sighting {
     Seen {
         /// The peer's UUID.
         uuid: Uuid,
-        /// Where to connect, built from the beacon's source address and advertised port.
-        endpoint: String,
+        /// Where to connect, built from the beacon's source address and advertised port
+        /// (shared: the same sender always yields the same allocation).
+        endpoint: Arc<str>,
     },
     /// The node announced it is leaving (a port-0 beacon).
     Left {
@@ -53,28 +78,188 @@ pub enum BeaconDropReason {
     Ipv6Source,
 }
 
-/// The UDP socket a node beacons on and listens to beacons with.
-#[derive(Debug)]
-pub struct BeaconSocket {
-    socket: UdpSocket,
-    target: SocketAddrV4,
-    own_uuid: Uuid,
+/// Largest datagram kept whole. ZRE beacons are at most 54 bytes; a larger buffer lets the
+/// decoder tell "too long" from "truncated".
+const DATAGRAM_MAX: usize = 256;
+
+/// Most `(address, port)` endpoint strings a hub keeps; past that (spoofed or very many senders)
+/// the cache starts over, so it cannot grow without bound.
+const ENDPOINT_CACHE_MAX: usize = 4096;
+
+/// Datagrams queued per node before further beacons are dropped for it (it is not reading).
+const NODE_QUEUE: usize = 1024;
+
+/// How often an idle hub thread checks whether its last node has gone.
+const HUB_POLL: Duration = Duration::from_millis(500);
+
+/// One received datagram, as handed to every node on the port.
+#[derive(Debug, Clone)]
+struct Datagram {
+    bytes: [u8; DATAGRAM_MAX],
+    len: usize,
+    from: SocketAddr,
+    /// `tcp://ip:port` if the datagram decoded as a beacon with a port from an IPv4 sender.
+    endpoint: Option<Arc<str>>,
 }
 
-impl BeaconSocket {
-    /// Binds `0.0.0.0:port` (shared with other nodes on this host) and prepares to send beacons to
-    /// `broadcast:port`.
-    pub fn bind(port: u16, broadcast: Ipv4Addr, own_uuid: Uuid) -> io::Result<BeaconSocket> {
+/// The receive socket and thread shared by every [`BeaconSocket`] of one port in this process.
+#[derive(Debug)]
+struct Hub {
+    port: u16,
+    socket: std::net::UdpSocket,
+    /// Node queues, by subscription id.
+    nodes: Mutex<Vec<(u64, mpsc::Sender<Datagram>)>>,
+    next_id: AtomicU64,
+    /// Set when the last `BeaconSocket` is gone; the thread exits at its next wake-up.
+    stop: AtomicBool,
+}
+
+/// The live hubs, by port. Entries are weak: a hub lives as long as its nodes do.
+fn hubs() -> &'static Mutex<HashMap<u16, Weak<HubHandle>>> {
+    static HUBS: OnceLock<Mutex<HashMap<u16, Weak<HubHandle>>>> = OnceLock::new();
+    HUBS.get_or_init(Default::default)
+}
+
+/// What the `BeaconSocket`s of a port hold; dropping the last one stops the hub thread.
+#[derive(Debug)]
+struct HubHandle {
+    hub: Arc<Hub>,
+}
+
+impl Drop for HubHandle {
+    fn drop(&mut self) {
+        self.hub.stop.store(true, Ordering::Relaxed);
+        let mut map = hubs().lock().unwrap_or_else(|e| e.into_inner());
+        if map
+            .get(&self.hub.port)
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            map.remove(&self.hub.port);
+        }
+    }
+}
+
+impl Hub {
+    /// The hub of `port`, created (socket bound, thread started) if there is none.
+    fn join(port: u16) -> io::Result<Arc<HubHandle>> {
+        let mut map = hubs().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = map.get(&port).and_then(Weak::upgrade) {
+            return Ok(h);
+        }
         let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_reuse_address(true)?;
         #[cfg(unix)]
         socket.set_reuse_port(true)?;
         socket.set_broadcast(true)?;
-        socket.set_nonblocking(true)?;
         socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-        let socket = UdpSocket::from_std(socket.into())?;
-        Ok(BeaconSocket {
+        let socket: std::net::UdpSocket = socket.into();
+        socket.set_read_timeout(Some(HUB_POLL))?;
+        // A beacon send must never stall a node task for long (UDP sends practically never block).
+        socket.set_write_timeout(Some(Duration::from_millis(100)))?;
+        let hub = Arc::new(Hub {
+            port,
             socket,
+            nodes: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let thread_hub = hub.clone();
+        std::thread::Builder::new()
+            .name(format!("zmesh-beacon-{port}"))
+            .spawn(move || thread_hub.run())?;
+        let handle = Arc::new(HubHandle { hub });
+        map.insert(port, Arc::downgrade(&handle));
+        Ok(handle)
+    }
+
+    /// The receive loop: one `recvfrom`, one decode and one endpoint lookup per datagram, then a
+    /// copy into every node's queue.
+    fn run(self: Arc<Hub>) {
+        let mut endpoints: HashMap<SocketAddrV4, Arc<str>> = HashMap::new();
+        let mut buf = [0u8; DATAGRAM_MAX];
+        while !self.stop.load(Ordering::Relaxed) {
+            let (len, from) = match self.socket.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    debug!(port = self.port, error = %e, "beacon receive error");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let endpoint = match (Beacon::decode(&buf[..len]), sender_v4(from)) {
+                (Ok(b), Some(ip)) if b.port != 0 => {
+                    let addr = SocketAddrV4::new(ip, b.port);
+                    let e = endpoints.get(&addr).cloned().unwrap_or_else(|| {
+                        if endpoints.len() >= ENDPOINT_CACHE_MAX {
+                            endpoints.clear();
+                        }
+                        let e = endpoint_of(addr);
+                        endpoints.insert(addr, e.clone());
+                        e
+                    });
+                    Some(e)
+                }
+                _ => None,
+            };
+            let datagram = Datagram {
+                bytes: buf,
+                len,
+                from,
+                endpoint,
+            };
+            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            nodes.retain(|(_, q)| match q.try_send(datagram.clone()) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+    }
+}
+
+/// The UDP socket a node beacons on and listens to beacons with: a subscription to its port's
+/// shared [`Hub`] (module documentation).
+#[derive(Debug)]
+pub struct BeaconSocket {
+    hub: Arc<HubHandle>,
+    id: u64,
+    queue: Mutex<mpsc::Receiver<Datagram>>,
+    target: SocketAddrV4,
+    own_uuid: Uuid,
+}
+
+impl Drop for BeaconSocket {
+    fn drop(&mut self) {
+        let mut nodes = self.hub.hub.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        nodes.retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl BeaconSocket {
+    /// Joins this process's receive socket for `0.0.0.0:port` (shared with other nodes on this
+    /// host; created on first use) and prepares to send beacons to `broadcast:port`.
+    pub fn bind(port: u16, broadcast: Ipv4Addr, own_uuid: Uuid) -> io::Result<BeaconSocket> {
+        let hub = Hub::join(port)?;
+        let id = hub.hub.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(NODE_QUEUE);
+        hub.hub
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, tx));
+        Ok(BeaconSocket {
+            hub,
+            id,
+            queue: Mutex::new(rx),
             target: SocketAddrV4::new(broadcast, port),
             own_uuid,
         })
@@ -88,17 +273,38 @@ impl BeaconSocket {
             port: tcp_port,
             public_key: None,
         };
-        self.socket.send_to(&beacon.encode(), self.target).await?;
+        self.hub.hub.socket.send_to(&beacon.encode(), self.target)?;
         Ok(())
     }
 
     /// Waits for the next datagram and interprets it. Cancel-safe.
     pub async fn recv(&self) -> io::Result<Result<Sighting, BeaconDropReason>> {
-        // ZRE beacons are at most 54 bytes; a larger buffer lets us tell "too long" from "truncated".
-        let mut buf = [0u8; 256];
-        let (n, from) = self.socket.recv_from(&mut buf).await?;
-        Ok(interpret(&buf[..n], from, self.own_uuid))
+        let d = poll_fn(|cx| {
+            self.queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .poll_recv(cx)
+        })
+        .await
+        .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "beacon hub stopped"))?;
+        Ok(interpret_with(
+            &d.bytes[..d.len],
+            d.from,
+            self.own_uuid,
+            |addr| d.endpoint.clone().unwrap_or_else(|| endpoint_of(addr)),
+        ))
     }
+}
+
+fn sender_v4(from: SocketAddr) -> Option<Ipv4Addr> {
+    match from {
+        SocketAddr::V4(a) => Some(*a.ip()),
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped(),
+    }
+}
+
+fn endpoint_of(addr: SocketAddrV4) -> Arc<str> {
+    format!("tcp://{}:{}", addr.ip(), addr.port()).into()
 }
 
 /// Turns one received datagram into a sighting (pure; unit-tested).
@@ -106,6 +312,17 @@ pub fn interpret(
     datagram: &[u8],
     from: SocketAddr,
     own_uuid: Uuid,
+) -> Result<Sighting, BeaconDropReason> {
+    interpret_with(datagram, from, own_uuid, endpoint_of)
+}
+
+/// [`interpret`], with the endpoint string of `(sender ip, advertised port)` supplied by
+/// `endpoint` (a cache in [`BeaconSocket::recv`]).
+fn interpret_with(
+    datagram: &[u8],
+    from: SocketAddr,
+    own_uuid: Uuid,
+    endpoint: impl FnOnce(SocketAddrV4) -> Arc<str>,
 ) -> Result<Sighting, BeaconDropReason> {
     let beacon = Beacon::decode(datagram)?;
     if beacon.version != 1 {
@@ -126,7 +343,7 @@ pub fn interpret(
     } else {
         Ok(Sighting::Seen {
             uuid: beacon.uuid,
-            endpoint: format!("tcp://{ip}:{}", beacon.port),
+            endpoint: endpoint(SocketAddrV4::new(ip, beacon.port)),
         })
     }
 }
@@ -158,6 +375,41 @@ mod tests {
             interpret(&dg, from(), uuid),
             Err(BeaconDropReason::Own)
         ));
+    }
+
+    /// Loopback only (127.255.255.255 reaches every socket on the port on `lo`).
+    #[tokio::test]
+    async fn a_known_senders_endpoint_is_built_once() {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bcast = Ipv4Addr::new(127, 255, 255, 255);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let tx = BeaconSocket::bind(port, bcast, a).unwrap();
+        let rx = BeaconSocket::bind(port, bcast, b).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            tx.send(4242).await.unwrap();
+            let deadline = std::time::Duration::from_secs(5);
+            loop {
+                let s = tokio::time::timeout(deadline, rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if let Ok(Sighting::Seen { uuid, endpoint }) = s {
+                    assert_eq!(uuid, a);
+                    assert_eq!(&*endpoint, "tcp://127.0.0.1:4242");
+                    seen.push(endpoint);
+                    break;
+                }
+            }
+        }
+        assert!(
+            Arc::ptr_eq(&seen[0], &seen[1]),
+            "second beacon re-formatted"
+        );
     }
 
     #[test]

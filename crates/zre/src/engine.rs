@@ -134,7 +134,7 @@
 //! * Bad user input (names/groups longer than 255 bytes, empty content) is an error, never
 //!   silently truncated.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -144,7 +144,9 @@ use uuid::Uuid;
 
 use crate::group::{OwnGroups, PeerGroups};
 use crate::msg::{check_string, uuid_to_string, WireError, ZreMessage};
-use crate::peer::{Peer, PeerInfo, TickActions, Timing, ZMESH_HEADER, ZMESH_HEADER_VALUE};
+use crate::peer::{
+    Peer, PeerInfo, PeerTable, TickActions, Timing, ZMESH_HEADER, ZMESH_HEADER_VALUE,
+};
 
 /// Default evasive timeout (Zyre: 5000 ms).
 pub const DEFAULT_EVASIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -438,7 +440,7 @@ pub struct Engine {
     /// A lower bound of the earliest peer deadline (see [`Engine::poll_timeout`]); `None` when
     /// there are no peers.
     next_wake: Option<Instant>,
-    peers: BTreeMap<Uuid, Peer>,
+    peers: PeerTable,
     peer_groups: PeerGroups,
     own: OwnGroups,
     outputs: VecDeque<Output>,
@@ -486,7 +488,7 @@ impl Engine {
             },
             epoch: now,
             next_wake: None,
-            peers: BTreeMap::new(),
+            peers: PeerTable::default(),
             peer_groups: PeerGroups::default(),
             own: OwnGroups::default(),
             outputs: VecDeque::new(),
@@ -656,6 +658,39 @@ impl Engine {
                 return;
             }
             peer.want_sequence = want;
+            // Hot path: a WHISPER/SHOUT only becomes an event, so deliver it with the peer at hand
+            // (one map lookup per message instead of three). When no PING is outstanding and the
+            // peer is not evasive, `refresh` only moves `last_heard` later, which moves none of
+            // its deadlines earlier: `next_wake` stays a valid lower bound without recomputing.
+            if let ZreMessage::Whisper { .. } | ZreMessage::Shout { .. } = &msg {
+                let calm = peer.ping_sent_at.is_none()
+                    && peer.probe_at.is_none()
+                    && !peer.evasive
+                    && !peer.silent;
+                peer.refresh(now);
+                let due = (!calm).then(|| peer.next_deadline(&self.timing));
+                let name = peer.name.clone();
+                if let Some(due) = due {
+                    self.lower_wake(due);
+                }
+                self.stats.messages_received += 1;
+                let event = match msg {
+                    ZreMessage::Whisper { content } => Event::Whisper {
+                        peer: uuid,
+                        name,
+                        content,
+                    },
+                    ZreMessage::Shout { group, content } => Event::Shout {
+                        peer: uuid,
+                        name,
+                        group,
+                        content,
+                    },
+                    _ => return, // matched above
+                };
+                self.event(event);
+                return;
+            }
         }
         self.stats.messages_received += 1;
         if self.dispatch(uuid, msg) {
@@ -689,7 +724,7 @@ impl Engine {
         if self.next_wake.is_none_or(|w| now < w) {
             return;
         }
-        let uuids: Vec<Uuid> = self.peers.keys().copied().collect();
+        let uuids = self.peers.uuids(|_| true);
         for uuid in uuids {
             let Some(peer) = self.peers.get_mut(&uuid) else {
                 continue;
@@ -842,7 +877,7 @@ impl Engine {
         if self.stopped {
             return;
         }
-        let uuids: Vec<Uuid> = self.peers.keys().copied().collect();
+        let uuids = self.peers.uuids(|_| true);
         for uuid in uuids {
             let Some(peer) = self.peers.get(&uuid) else {
                 continue;
@@ -873,11 +908,7 @@ impl Engine {
 
     /// Ready peers (HELLO accepted, ENTER emitted, no EXIT yet), sorted by UUID.
     pub fn peers(&self) -> Vec<Uuid> {
-        self.peers
-            .values()
-            .filter(|p| p.ready && p.connected)
-            .map(|p| p.uuid)
-            .collect()
+        self.peers.uuids(|p| p.ready && p.connected)
     }
 
     /// Ready peers known to be in `group`, in the order they joined it.
@@ -974,12 +1005,7 @@ impl Engine {
     }
 
     fn send_to_all_connected(&mut self, msg: &ZreMessage) {
-        let targets: Vec<Uuid> = self
-            .peers
-            .values()
-            .filter(|p| p.connected)
-            .map(|p| p.uuid)
-            .collect();
+        let targets = self.peers.uuids(|p| p.connected);
         for uuid in targets {
             self.send_to(uuid, msg);
         }
@@ -988,12 +1014,9 @@ impl Engine {
     /// `require_peer` for an unknown UUID (zre-spec §5.1): purge others at the same endpoint,
     /// create the peer, Connect, HELLO.
     fn create_peer(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
-        let others: Vec<Uuid> = self
+        let others = self
             .peers
-            .values()
-            .filter(|p| p.connected && p.endpoint == endpoint && p.uuid != uuid)
-            .map(|p| p.uuid)
-            .collect();
+            .uuids(|p| p.connected && p.endpoint == endpoint && p.uuid != uuid);
         for other in others {
             self.purge_peer(other);
         }

@@ -17,6 +17,7 @@
 //! The liveness computation lives here (`Peer::tick`, `Peer::next_deadline`); the engine module
 //! documentation explains the policy.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -302,5 +303,65 @@ impl Peer {
             evasive: self.evasive,
             status: self.status,
         }
+    }
+}
+
+/// The engine's peer table.
+///
+/// A hash map, because the hot paths are lookups: an idle node looks a peer up for every beacon
+/// (one per peer per second) and every inbound message, and with a hundred nodes per host the
+/// tables are cold in the CPU cache — a B-tree search costs several cache misses, a hash lookup
+/// one or two. Wherever the iteration order shows in the engine's outputs, [`PeerTable::uuids`]
+/// returns UUIDs sorted, so the engine stays deterministic (the simulator replays seeds exactly)
+/// whatever the hasher's seed.
+#[derive(Debug, Default)]
+pub(crate) struct PeerTable {
+    map: HashMap<Uuid, Peer>,
+}
+
+impl PeerTable {
+    pub(crate) fn get(&self, uuid: &Uuid) -> Option<&Peer> {
+        self.map.get(uuid)
+    }
+
+    pub(crate) fn get_mut(&mut self, uuid: &Uuid) -> Option<&mut Peer> {
+        self.map.get_mut(uuid)
+    }
+
+    pub(crate) fn contains_key(&self, uuid: &Uuid) -> bool {
+        self.map.contains_key(uuid)
+    }
+
+    pub(crate) fn insert(&mut self, uuid: Uuid, peer: Peer) {
+        self.map.insert(uuid, peer);
+    }
+
+    pub(crate) fn remove(&mut self, uuid: &Uuid) -> Option<Peer> {
+        self.map.remove(uuid)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// All peers, in no particular order (for order-independent folds such as a minimum).
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Peer> {
+        self.map.values()
+    }
+
+    /// The UUIDs of the peers that match `keep`, sorted.
+    pub(crate) fn uuids(&self, keep: impl Fn(&Peer) -> bool) -> Vec<Uuid> {
+        let mut v: Vec<Uuid> = self
+            .map
+            .values()
+            .filter(|p| keep(p))
+            .map(|p| p.uuid)
+            .collect();
+        v.sort_unstable();
+        v
     }
 }
