@@ -47,6 +47,13 @@ pub(crate) struct UuidHasher(u64);
 impl Hasher for UuidHasher {
     fn write(&mut self, bytes: &[u8]) {
         // `Uuid` hashes as its 16 bytes (after a length prefix, which `write_usize` ignores).
+        if let Ok(b) = <[u8; 16]>::try_from(bytes) {
+            let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7] = b;
+            let lo = u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]);
+            let hi = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+            self.0 = self.0.rotate_left(29) ^ lo ^ hi.rotate_left(32);
+            return;
+        }
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
@@ -368,6 +375,49 @@ mod tests {
         assert_eq!(kinds, ["whisper", "enter", "exit", "stop"]);
         assert_eq!(q.try_pop(), Err(()));
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn drained_queues_stay_while_used_and_go_when_idle_or_exited() {
+        let q = EventQueue::new(10);
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        assert!(q.push(whisper(b, 0)));
+        assert!(q.try_pop().unwrap().is_some());
+        assert!(q.push(Event::Exit {
+            peer: c,
+            name: "c".into()
+        }));
+        assert!(q.try_pop().unwrap().is_some());
+        assert!(!q.lock().per_peer.contains_key(&c), "EXIT ends the queue");
+        // `a` streams for two sweep periods while `b` stays quiet.
+        for i in 0..2 * SWEEP_EVERY {
+            assert!(q.push(whisper(a, i as u32)));
+            assert_eq!(text(&q.try_pop().unwrap().unwrap()), i.to_string());
+        }
+        let inner = q.lock();
+        assert!(
+            inner.per_peer.contains_key(&a),
+            "a busy queue keeps its buffer"
+        );
+        assert!(
+            !inner.per_peer.contains_key(&b),
+            "an idle empty queue is freed"
+        );
+    }
+
+    #[test]
+    fn uuid_hasher_spreads_random_uuids() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<UuidHasher>::default();
+        let hashes: std::collections::HashSet<u64> = (0..1000)
+            .map(|_| build.hash_one(Uuid::new_v4()) >> 57)
+            .collect();
+        // The top 7 bits pick hashbrown's control byte: all 128 values should occur.
+        assert!(
+            hashes.len() > 100,
+            "only {} distinct top bits",
+            hashes.len()
+        );
     }
 
     #[tokio::test]
