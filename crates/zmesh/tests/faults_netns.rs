@@ -8,7 +8,10 @@
 //!   every WHISPER arrives, complete and in order;
 //! * a partition between two hosts: both sides report EXIT once the expiry timeout has passed (not
 //!   before), a third host that can still reach both reports nothing, and after the heal both sides
-//!   see ENTER again within a few beacon intervals and can talk.
+//!   see ENTER again within a few beacon intervals and can talk;
+//! * a TCP-only cut between two hosts while their beacons keep flowing (zmesh counts a zmesh
+//!   peer's beacons as a sign of life): both sides still report EVASIVE and then EXIT, within the
+//!   expiry timeout plus the quiet-link ping interval; a third host reports nothing.
 //!
 //! Isolation: every nft rule matches only this test's beacon port and TCP ports (fixed with
 //! `--tcp-port`, below the ephemeral range), so the tests can run concurrently with each other and
@@ -197,6 +200,24 @@ fn partition_table(ns: &str, table: &str, from_ip: &str, ports: &[u16]) -> NftTa
         ),
         format!(
             "in iifname \"eth0\" ip saddr {from_ip} th sport {set} counter drop comment \"cut\""
+        ),
+    ];
+    NftTable::create(ns, table, &rules)
+}
+
+/// Drops every TCP packet of this test arriving in `ns` from `from_ip`, but lets its beacons
+/// (UDP, counted) through: the TCP path between two hosts is broken while discovery still works.
+fn tcp_cut_table(ns: &str, table: &str, from_ip: &str, beacon: u16, tcp_ports: &[u16]) -> NftTable {
+    let set = port_set(tcp_ports);
+    let rules = vec![
+        format!(
+            "in iifname \"eth0\" ip saddr {from_ip} tcp dport {set} counter drop comment \"cut\""
+        ),
+        format!(
+            "in iifname \"eth0\" ip saddr {from_ip} tcp sport {set} counter drop comment \"cut\""
+        ),
+        format!(
+            "in iifname \"eth0\" ip saddr {from_ip} udp dport {beacon} counter comment \"beacons\""
         ),
     ];
     NftTable::create(ns, table, &rules)
@@ -617,4 +638,84 @@ fn partition_expires_both_sides_then_heals() {
         counts.values().all(|c| *c == n - 1),
         "peers after heal: {counts:?}"
     );
+}
+
+// ---- TCP cut under live beacons --------------------------------------------------------
+
+#[test]
+#[ignore = "needs root + interop peers: run scripts/test.sh"]
+fn tcp_cut_under_live_beacons_ends_in_exit() {
+    require_netns();
+    let ports = Ports {
+        beacon: 5864,
+        tcp_base: 16920,
+    };
+    let n = 3;
+    let mut hosts = start_mesh(n, ports, None);
+    let mut tcp_ports = ports.all(n);
+    tcp_ports.retain(|p| *p != ports.beacon);
+    let (u1, u2) = (hosts[0].uuid.clone(), hosts[1].uuid.clone());
+    let table = format!("zmesh_faults_tcpcut_{}", ports.beacon);
+
+    let cut = Instant::now();
+    let cuts = vec![
+        tcp_cut_table(
+            HOST_NAMESPACES[0],
+            &table,
+            &host_ip(1),
+            ports.beacon,
+            &tcp_ports,
+        ),
+        tcp_cut_table(
+            HOST_NAMESPACES[1],
+            &table,
+            &host_ip(0),
+            ports.beacon,
+            &tcp_ports,
+        ),
+    ];
+    // Each side: EVASIVE first (the probe PING went unanswered), then EXIT.
+    let mut exits = Vec::new();
+    for (i, peer) in [(0, &u2), (1, &u1)] {
+        let h = &mut hosts[i];
+        let evasive = h.agent.wait_event(T, "EVASIVE", Some(peer));
+        let t_evasive = cut.elapsed();
+        evasive.unwrap_or_else(|e| panic!("{} never reported EVASIVE: {e}", h.name));
+        let exit = h.agent.wait_event(T, "EXIT", Some(peer));
+        exits.push((h.name.clone(), t_evasive, cut.elapsed()));
+        exit.unwrap_or_else(|e| panic!("{} never expired its peer: {e}", h.name));
+    }
+    let beacons: u64 = cuts.iter().map(|t| t.packets("beacons")).sum();
+    let dropped: u64 = cuts.iter().map(|t| t.packets("cut")).sum();
+    eprintln!(
+        "FIGURES tcp cut under live beacons: {dropped} TCP packets cut, {beacons} beacons passed; \
+         (host, EVASIVE, EXIT) after the cut: {exits:?}; expired={EXPIRED_MS} ms"
+    );
+    assert!(dropped > 0, "the cut matched no TCP packet");
+    assert!(
+        beacons > (EXPIRED_MS / INTERVAL_MS),
+        "beacons did not keep flowing: {beacons}"
+    );
+    // EXIT counts from the last sign of life: a beacon before the unanswered probe, which goes
+    // out after at most expired / 3 (+ the deferring side's gap) of TCP silence.
+    let min = Duration::from_millis(EXPIRED_MS - 1000);
+    let max = Duration::from_millis(EXPIRED_MS + EXPIRED_MS / 3 + 3000);
+    for (who, t_evasive, t_exit) in &exits {
+        assert!(
+            *t_exit >= min && *t_exit <= max,
+            "{who} EXIT after {t_exit:?}, want {min:?}..{max:?}"
+        );
+        assert!(t_evasive < t_exit, "{who}: EVASIVE must come before EXIT");
+    }
+    let h3_losses: Vec<Value> = hosts[2]
+        .agent
+        .drain_for(Duration::ZERO)
+        .into_iter()
+        .filter(|e| e["event"] == "EXIT")
+        .collect();
+    assert!(
+        h3_losses.is_empty(),
+        "h3 lost a peer it could reach: {h3_losses:?}"
+    );
+    drop(cuts);
 }

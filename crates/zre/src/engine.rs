@@ -62,36 +62,37 @@
 //! 5 s. Pyre does the opposite: beacons refresh a peer completely, so a broken TCP path under live
 //! beacons is never noticed. We take the middle road:
 //!
-//! * **Expiry counts TCP only.** EXIT comes `expired_timeout` (default 30 s) after the last
-//!   accepted TCP message (any type, including PING and PING-OK), whatever the beacons say. A peer
-//!   whose TCP path is broken therefore always ends in EXIT, even while its beacons keep arriving.
-//! * **Proactive ping.** When nothing has been heard from a ready peer for `ping_interval`
+//! * **Signs of life.** Every accepted TCP message (any type, including PING and PING-OK) is
+//!   one. For zmesh peers, so are beacons — but only until a PING goes unanswered (below).
+//!   EVASIVE and EXIT count from the last sign of life, so a crashed peer (beacons and TCP stop
+//!   together) is reported EXIT the expired timeout after the crash, within a beacon interval.
+//! * **Proactive ping.** When there was no sign of life from a ready peer for `ping_interval`
 //!   (default 2.5 s, half the 5 s evasive timeout) we send one PING. A healthy peer — Zyre,
 //!   Pyre or zmesh — answers PING-OK well before `evasive_timeout`, so it never becomes EVASIVE.
 //!   The PING also refreshes *their* view of us, so only one side of a pair needs to ping: the
 //!   node with the smaller UUID pings at `ping_interval`, the other waits until halfway between
 //!   `ping_interval` and `evasive_timeout` (3.75 s) and is normally refreshed first.
 //!   `ping_interval = 0` disables this and everything below about beacons (exact Zyre behaviour).
-//! * **Beacons as a sign of life, for zmesh peers only.** For a peer whose HELLO carries
+//! * **Beacons as a sign of life, for zmesh peers only.** For a ready peer whose HELLO carries
 //!   `X-ZMESH` (it runs this same policy, so it does not report us EVASIVE while it hears our
-//!   beacons), a beacon from it at the endpoint we talk to counts as a sign of life for the
-//!   *decision to ping* and for EVASIVE, like Zyre's pre-2017 `zyre_peer_refresh` — but never for
-//!   expiry. While its beacons keep arriving, such a peer is pinged only after
-//!   `expired_timeout / 3` (10 s; the deferring side 1.25 s later) of TCP silence instead of
-//!   2.5 s: an idle 100-node host then carries ~10 instead of ~36 ZRE messages per node per
-//!   second. Beacons heard while a PING is unanswered are not recorded (the TCP path is in
-//!   question), so a broken TCP path under live beacons goes EVASIVE `evasive_timeout` after the
-//!   last beacon before that probe (~16 s), SILENT a reap interval later, EXIT at 30 s. When its
-//!   beacons stop (crash, UDP blocked, gossip-only discovery) the fast rhythm above applies,
-//!   counted from the last beacon. Foreign peers (Zyre, zyre.js, Pyre) keep the fast rhythm: Zyre
-//!   and zyre.js would otherwise report us EVASIVE every 5 s.
+//!   beacons), a beacon from it at the endpoint we talk to counts as a sign of life, as Zyre's
+//!   pre-2017 `zyre_peer_refresh` (and Pyre) does. While its beacons keep arriving, such a peer is
+//!   pinged only after `expired_timeout / 3` (10 s; the deferring side 1.25 s later) of TCP
+//!   silence instead of 2.5 s: an idle 100-node host then carries ~10 instead of ~36 ZRE messages
+//!   per node per second. Beacons heard while a PING is unanswered are not recorded (the TCP path
+//!   is in question), so a **broken TCP path under live beacons** still ends in EXIT: PING at
+//!   ~11 s of TCP silence, EVASIVE `evasive_timeout` after the last beacon before that PING
+//!   (~16 s), SILENT a reap interval later, EXIT `expired_timeout` after that beacon (~41 s).
+//!   When its beacons stop (crash, UDP blocked, gossip-only discovery) the fast rhythm above
+//!   applies, counted from the last beacon. Foreign peers (Zyre, zyre.js, Pyre) keep the fast
+//!   rhythm and TCP-only liveness: Zyre and zyre.js would otherwise report us EVASIVE every 5 s.
 //! * **Timer grid.** [`Engine::poll_timeout`] rounds deadlines up to a grid of a quarter of the
 //!   reap interval (250 ms by default), so a node with a hundred peers wakes a few times per second
 //!   instead of once per peer deadline; timers fire at most one grid step late.
 //! * **EVASIVE** when there was no sign of life for `evasive_timeout`; from then on we PING every
 //!   reap interval (`min(evasive, expired, 1 s)`, as Zyre). **SILENT** once it has been evasive
 //!   for one more reap interval (the PING sent when it became evasive went unanswered), **EXIT**
-//!   at `expired_timeout` (default 30 s) after the last TCP message. *Difference*: EVASIVE and
+//!   at `expired_timeout` (default 30 s) after the last sign of life. *Difference*: EVASIVE and
 //!   SILENT are edge-triggered — emitted once per episode, not on every reap tick as in C. Any
 //!   message from the peer ends the episode.
 //! * **Lost-HELLO recovery.** If a peer we created (and sent our HELLO to) is still not ready an
@@ -548,9 +549,9 @@ impl Engine {
     // ------------------------------------------------------------------ inputs from the network
 
     /// A discovery sighting (beacon, gossip, seed): an unknown UUID becomes a new peer (Connect +
-    /// HELLO). For a known UUID at the endpoint we talk to it on, the sighting is only noted as a
-    /// sign of life for the decision to ping (liveness policy in the module docs); it never
-    /// postpones expiry. Our own UUID, an empty endpoint, and our own endpoint are ignored.
+    /// HELLO). For a known UUID at the endpoint we talk to it on, the sighting is noted as a sign
+    /// of life (zmesh peers only, and not while a PING to it is unanswered: liveness policy in
+    /// the module docs). Our own UUID, an empty endpoint, and our own endpoint are ignored.
     ///
     /// This is the hot path of an idle node (one call per peer per beacon interval): a known
     /// peer costs one map lookup, no allocation and no output.
@@ -1047,6 +1048,9 @@ impl Engine {
         let groups = std::mem::take(&mut peer.groups);
         peer.connected = false;
         peer.ready = false;
+        // Its beacons no longer count, so its expiry may move earlier.
+        let due = peer.next_deadline(&self.timing);
+        self.lower_wake(due);
         self.peer_groups.remove_peer(uuid, &groups);
         if was_ready {
             self.event(Event::Exit { peer: uuid, name });

@@ -1178,16 +1178,16 @@ fn broken_tcp_under_live_beacons_still_ends_in_exit() {
     let mut r = Remote::zmesh(42);
     ready(&mut e, t0, &mut r, &["G"], 1);
     // Beacons keep arriving all along; PINGs are never answered (the TCP path is broken).
-    let outs = run_with_beacons(&mut e, &mut r, t0, ms(t0, 40_000), ms(t0, 40_000), false);
+    let outs = run_with_beacons(&mut e, &mut r, t0, ms(t0, 45_000), ms(t0, 45_000), false);
     let evs = events_at(&outs);
     // Probe at 11.25 s; beacons heard after an unanswered PING do not count, so the last sign
-    // of life is the beacon at 11 s: EVASIVE at 16 s, SILENT one reap interval later, EXIT at the
-    // expired timeout after the last TCP message — well after the application has been told.
+    // of life is the beacon at 11 s: EVASIVE at 16 s, SILENT one reap interval later, EXIT the
+    // expired timeout after that last sign of life.
     assert!(
         matches!(
             &evs[..],
             [(a, Event::Evasive { .. }), (b, Event::Silent { .. }), (c, Event::Exit { .. })]
-                if *a == ms(t0, 16_000) && *b == ms(t0, 17_000) && *c == ms(t0, 30_000)
+                if *a == ms(t0, 16_000) && *b == ms(t0, 17_000) && *c == ms(t0, 41_000)
         ),
         "{evs:?}"
     );
@@ -1209,15 +1209,16 @@ fn beacons_stopping_brings_back_the_fast_rhythm() {
     ready(&mut e, t0, &mut r, &[], 0);
     let outs = run_with_beacons(&mut e, &mut r, t0, ms(t0, 40_000), ms(t0, 4_000), false);
     let pings = pings_at(&outs);
-    // 3.75 s after the last beacon (deferring side), EVASIVE 5 s after it, EXIT 30 s after the
-    // last TCP message as always.
+    // 3.75 s after the last beacon (deferring side), EVASIVE 5 s after it, EXIT 30 s after it:
+    // a crash is reported the expired timeout after it happened (within a beacon interval), not
+    // up to a ping interval earlier.
     assert_eq!(pings[0], ms(t0, 7_750));
     let evs = events_at(&outs);
     assert!(
         matches!(
             &evs[..],
             [(a, Event::Evasive { .. }), (_, Event::Silent { .. }), (c, Event::Exit { .. })]
-                if *a == ms(t0, 9_000) && *c == ms(t0, 30_000)
+                if *a == ms(t0, 9_000) && *c == ms(t0, 34_000)
         ),
         "{evs:?}"
     );

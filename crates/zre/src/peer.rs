@@ -128,7 +128,7 @@ pub(crate) struct Peer {
     pub(crate) sent_sequence: u16,
     pub(crate) want_sequence: u16,
     pub(crate) status: u8,
-    /// Last accepted TCP message (or creation). Expiry always counts from here.
+    /// Last accepted TCP message (or creation).
     pub(crate) last_heard: Instant,
     /// Last sighting (beacon) of the peer at the endpoint we talk to it on.
     pub(crate) last_beacon: Option<Instant>,
@@ -195,10 +195,10 @@ impl Peer {
         self.silent = false;
     }
 
-    /// True if this peer's beacons count as a sign of life (it is a zmesh peer and proactive
-    /// pinging is on; with `ping_interval = 0` the engine behaves exactly like Zyre).
+    /// True if this peer's beacons count as a sign of life: a ready, connected zmesh peer, with
+    /// proactive pinging on (with `ping_interval = 0` the engine behaves exactly like Zyre).
     fn beacon_aware(&self, t: &Timing) -> bool {
-        self.zmesh && !t.ping_interval.is_zero()
+        self.zmesh && self.ready && self.connected && !t.ping_interval.is_zero()
     }
 
     /// The last sign of life: the last TCP message, or — for a beacon-aware peer — a later
@@ -230,7 +230,8 @@ impl Peer {
     /// peer's own flags as if the requested PING is sent.
     pub(crate) fn tick(&mut self, now: Instant, t: &Timing) -> TickActions {
         let mut a = TickActions::default();
-        if now >= self.last_heard + t.expired {
+        let seen = self.seen(t);
+        if now >= seen + t.expired {
             a.expire = true;
             return a;
         }
@@ -239,7 +240,7 @@ impl Peer {
         if !(self.ready && self.connected) {
             return a;
         }
-        let evasive_at = self.seen(t) + t.evasive;
+        let evasive_at = seen + t.evasive;
         if now >= evasive_at {
             if !self.evasive {
                 self.evasive = true;
@@ -267,11 +268,12 @@ impl Peer {
 
     /// The earliest instant at which [`Peer::tick`] would do something.
     pub(crate) fn next_deadline(&self, t: &Timing) -> Instant {
-        let mut d = self.last_heard + t.expired;
+        let seen = self.seen(t);
+        let mut d = seen + t.expired;
         if !(self.ready && self.connected) {
             return d;
         }
-        let evasive_at = self.seen(t) + t.evasive;
+        let evasive_at = seen + t.evasive;
         if !self.evasive {
             d = d.min(evasive_at);
             if let Some(due) = self.ping_due(t) {
