@@ -317,12 +317,11 @@ fn main() {
     let rt = runtime();
 
     if let Some(kind) = args.peer.clone() {
-        let a: &'static Args = Box::leak(Box::new(args.clone()));
         rt.block_on(async {
             match kind.as_str() {
-                "node" => spawned(async { link::serve(link::node_peer(a).await, a).await }).await,
-                "zmtp" => spawned(async { link::serve(link::zmtp_peer(a).await, a).await }).await,
-                "tcp" => spawned(async { link::serve(link::tcp_peer(a).await, a).await }).await,
+                "node" => link::serve(link::node_peer(&args).await, &args).await,
+                "zmtp" => link::serve(link::zmtp_peer(&args).await, &args).await,
+                "tcp" => link::serve(link::tcp_peer(&args).await, &args).await,
                 "fan-node" => fanout::node_receivers(&args).await,
                 "fan-zmtp" => fanout::zmtp_receivers(&args).await,
                 "netns-zmesh" => netns::zmesh_role(&args).await,
@@ -380,22 +379,6 @@ fn main() {
     std::process::exit(0);
 }
 
-/// Runs `fut` as a spawned task and waits for it. Scenarios 1-2 run both ends of every link
-/// this way (the same for the node and both baselines), as a tokio application's workers usually
-/// run: a task woken by another task of the same runtime is polled at once, while the runtime's
-/// `block_on` future is polled only after the runtime has checked for I/O once more (an extra
-/// `epoll_wait` per wake-up).
-async fn spawned<T: Send + 'static>(
-    fut: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    tokio::spawn(fut).await.expect("benchmark task panicked")
-}
-
-/// A copy of the arguments that lives for the rest of the process (for spawned tasks).
-fn leak(args: &Args) -> &'static Args {
-    Box::leak(Box::new(args.clone()))
-}
-
 /// Scenarios 1 and 2: node, ZMTP transport and plain TCP, rounds interleaved.
 async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     let mut node = Vec::new();
@@ -405,24 +388,21 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     for round in 0..args.rounds {
         if runs("node") {
             let (l, c) = link::node_driver(args, port).await;
-            let a = leak(args);
-            let r = spawned(link::drive(l, a)).await;
+            let r = link::drive(l, args).await;
             reap(c);
             report_round(round, "node", &r);
             node.push(r);
         }
         if runs("zmtp") {
             let (l, c) = link::zmtp_driver(args).await;
-            let a = leak(args);
-            let r = spawned(link::drive(l, a)).await;
+            let r = link::drive(l, args).await;
             reap(c);
             report_round(round, "zmtp", &r);
             zmtp.push(r);
         }
         if runs("tcp") {
             let (l, c) = link::tcp_driver(args).await;
-            let a = leak(args);
-            let r = spawned(link::drive(l, a)).await;
+            let r = link::drive(l, args).await;
             reap(c);
             report_round(round, "tcp", &r);
             tcp.push(r);
