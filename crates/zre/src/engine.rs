@@ -725,15 +725,22 @@ impl Engine {
         if self.next_wake.is_none_or(|w| now < w) {
             return;
         }
-        let uuids = self.peers.uuids(|_| true);
-        for uuid in uuids {
-            let Some(peer) = self.peers.get_mut(&uuid) else {
+        // Tick every peer (each tick touches only its own peer), then act on the few that need
+        // something, in UUID order so the outputs are deterministic.
+        let timing = self.timing;
+        let mut due: Vec<(Uuid, TickActions)> = self
+            .peers
+            .values_mut()
+            .filter_map(|p| {
+                let a = p.tick(now, &timing);
+                (a != TickActions::default()).then_some((p.uuid, a))
+            })
+            .collect();
+        due.sort_unstable_by_key(|(uuid, _)| *uuid);
+        for (uuid, a) in due {
+            let Some(peer) = self.peers.get(&uuid) else {
                 continue;
             };
-            let a = peer.tick(now, &self.timing);
-            if a == TickActions::default() {
-                continue;
-            }
             let name = peer.name.clone();
             if a.expire {
                 self.stats.expired += 1;

@@ -355,6 +355,11 @@ impl PeerTable {
         self.map.values()
     }
 
+    /// All peers, mutably, in no particular order.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.map.values_mut()
+    }
+
     /// The UUIDs of the peers that match `keep`, sorted.
     pub(crate) fn uuids(&self, keep: impl Fn(&Peer) -> bool) -> Vec<Uuid> {
         let mut v: Vec<Uuid> = self
