@@ -17,7 +17,7 @@
 //! 10,000 a second on a host with a hundred nodes. When one process runs many nodes (simulations,
 //! tests, benchmarks, gateways), giving each node its own socket makes the kernel clone every
 //! datagram once per node, and every node pays a `recvfrom`, a decode and an endpoint string for
-//! it. Instead, all [`BeaconSocket`]s of a process on the same port share one [`Hub`]: one socket,
+//! it. Instead, all [`BeaconSocket`]s of a process on the same port share one hub: one socket,
 //! one small receive thread that reads each datagram once, decodes it once, looks its endpoint
 //! string up once (built once per sender, shared as an `Arc<str>`) and hands a copy to each
 //! node's queue. A node then pays one queue pop per beacon. Beacons are sent from the same
@@ -26,8 +26,8 @@
 //! The receive thread is a plain OS thread with a blocking socket rather than a tokio task, so a
 //! hub serves nodes on any number of runtimes (every `#[tokio::test]` has its own) and outlives
 //! none of them by more than one receive timeout: when the last `BeaconSocket` of a port is
-//! dropped, the thread notices within [`HUB_POLL`] and closes the socket. A node whose queue is
-//! full (it is not reading) loses beacons, as it would with a full socket buffer.
+//! dropped, the thread notices within `HUB_POLL` (500 ms) and closes the socket. A node whose
+//! queue is full (it is not reading) loses beacons, as it would with a full socket buffer.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -227,7 +227,7 @@ impl Hub {
 }
 
 /// The UDP socket a node beacons on and listens to beacons with: a subscription to its port's
-/// shared [`Hub`] (module documentation).
+/// shared hub (module documentation).
 #[derive(Debug)]
 pub struct BeaconSocket {
     hub: Arc<HubHandle>,
@@ -380,11 +380,7 @@ mod tests {
     /// Loopback only (127.255.255.255 reaches every socket on the port on `lo`).
     #[tokio::test]
     async fn a_known_senders_endpoint_is_built_once() {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_udp_port();
         let bcast = Ipv4Addr::new(127, 255, 255, 255);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let tx = BeaconSocket::bind(port, bcast, a).unwrap();
@@ -410,6 +406,75 @@ mod tests {
             Arc::ptr_eq(&seen[0], &seen[1]),
             "second beacon re-formatted"
         );
+    }
+
+    fn free_udp_port() -> u16 {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn one_hub_per_port_released_with_its_last_socket() {
+        let port = free_udp_port();
+        let bcast = Ipv4Addr::new(127, 255, 255, 255);
+        let a = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+        let b = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+        assert!(Arc::ptr_eq(&a.hub, &b.hub), "two hubs for one port");
+        let hub = Arc::downgrade(&a.hub.hub);
+        drop(a);
+        assert!(
+            hub.upgrade().is_some(),
+            "hub gone while a socket still uses it"
+        );
+        drop(b);
+        // The thread holds the last reference; it exits within one receive timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while hub.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "hub thread still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A new socket on the port gets a fresh hub.
+        let c = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+        assert_eq!(c.hub.hub.port, port);
+    }
+
+    /// Nodes on two different runtimes share the hub and both hear a beacon (loopback only).
+    #[test]
+    fn a_hub_serves_nodes_on_several_runtimes() {
+        let port = free_udp_port();
+        let bcast = Ipv4Addr::new(127, 255, 255, 255);
+        let sender = Uuid::new_v4();
+        let mut listeners = Vec::new();
+        for _ in 0..2 {
+            listeners.push(std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let rx = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+                    let tx = BeaconSocket::bind(port, bcast, sender).unwrap();
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                    loop {
+                        tx.send(4243).await.unwrap();
+                        let got = tokio::time::timeout_at(deadline, rx.recv()).await;
+                        match got.expect("no beacon within 5 s").unwrap() {
+                            Ok(Sighting::Seen { uuid, .. }) if uuid == sender => return,
+                            _ => {}
+                        }
+                    }
+                })
+            }));
+        }
+        for l in listeners {
+            l.join().unwrap();
+        }
     }
 
     #[test]
