@@ -87,21 +87,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of the `zmesh` binary: `$ZMESH_BIN`, else `<workspace>/target/debug/zmesh`,
-/// else `$CARGO_TARGET_DIR/debug/zmesh`.
+/// Path of the `zmesh` binary: `$ZMESH_BIN`, else `$CARGO_TARGET_DIR/debug/zmesh` (the target
+/// directory this very test build uses, so never a stale binary from another one), else
+/// `<workspace>/target/debug/zmesh`.
 pub fn zmesh_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ZMESH_BIN") {
         return PathBuf::from(p);
-    }
-    let default = workspace_root().join("target/debug/zmesh");
-    if default.exists() {
-        return default;
     }
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         let p = Path::new(&dir).join("debug/zmesh");
         if p.exists() {
             return p;
         }
+    }
+    let default = workspace_root().join("target/debug/zmesh");
+    if default.exists() {
+        return default;
     }
     default
 }
