@@ -512,9 +512,15 @@ impl Inbox {
     }
 
     /// Next event if one is ready, without waiting.
+    ///
+    /// Registers no waker: a task that drains with `try_recv` and then awaits [`Inbox::recv`]
+    /// keeps its registration from that `recv` (nothing is swapped out and back per message).
     pub fn try_recv(&mut self) -> Option<InboxEvent> {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.poll_recv(&mut cx) {
+        if let Poll::Ready(ev) = self.poll_fast() {
+            return Some(ev);
+        }
+        match self.poll_recv_slow(&mut cx, false) {
             Poll::Ready(ev) => ev,
             Poll::Pending => None,
         }
@@ -523,23 +529,33 @@ impl Inbox {
     /// Poll for the next event (the building block of [`Inbox::recv`]).
     #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
-        // Fast path: the current connection has another single-frame message buffered.
+        if let Poll::Ready(ev) = self.poll_fast() {
+            return Poll::Ready(Some(ev));
+        }
+        self.poll_recv_slow(cx, true)
+    }
+
+    /// Fast path: the current connection has another single-frame message buffered.
+    #[inline]
+    fn poll_fast(&mut self) -> Poll<InboxEvent> {
         if let (true, Some((slot, budget @ 2..))) = (self.pending.is_empty(), self.current) {
             if let Some(live) = self.conns[slot].as_mut() {
                 if let Some(frames) = live.buffered_single() {
                     self.current = Some((slot, budget - 1));
-                    return Poll::Ready(Some(InboxEvent::Message {
+                    return Poll::Ready(InboxEvent::Message {
                         identity: live.identity.clone(),
                         frames,
-                    }));
+                    });
                 }
             }
         }
-        self.poll_recv_slow(cx)
+        Poll::Pending
     }
 
     /// Everything else: connection events, reading sockets, commands, multipart, turn-taking.
-    fn poll_recv_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
+    /// `register`: leave `cx`'s waker to be woken by new connections and ready ones (false for
+    /// `try_recv`, which must not replace the waker of a task waiting in `recv`).
+    fn poll_recv_slow(&mut self, cx: &mut Context<'_>, register: bool) -> Poll<Option<InboxEvent>> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Poll::Ready(Some(ev));
@@ -571,7 +587,16 @@ impl Inbox {
             }
             // 2. New connections and handshake failures.
             if !self.control_closed {
-                match self.control.poll_recv(cx) {
+                let polled = if register {
+                    self.control.poll_recv(cx)
+                } else {
+                    match self.control.try_recv() {
+                        Ok(c) => Poll::Ready(Some(c)),
+                        Err(mpsc::error::TryRecvError::Empty) => Poll::Pending,
+                        Err(mpsc::error::TryRecvError::Disconnected) => Poll::Ready(None),
+                    }
+                };
+                match polled {
                     Poll::Ready(Some(Control::Event(ev))) => return Poll::Ready(Some(ev)),
                     Poll::Ready(Some(Control::Established(est))) => {
                         self.insert(*est);
@@ -590,7 +615,7 @@ impl Inbox {
                         Some(slot)
                     }
                     None => {
-                        if !r.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        if register && !r.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                             r.waker = Some(cx.waker().clone());
                         }
                         None

@@ -610,3 +610,48 @@ async fn zmtp_3_0_peer_accepted() {
         (Bytes::from_static(b"old"), frames(&[b"hello from 3.0"]))
     );
 }
+
+/// `try_recv` drains what has arrived without registering a waker, and a `recv` afterwards is
+/// still woken by the next message (a `try_recv` returning `None` must not lose the wake-up).
+#[tokio::test]
+async fn try_recv_drains_and_recv_still_wakes() {
+    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let out = Outbox::connect(
+        &inbox.endpoint().to_string(),
+        ident(9),
+        OutboxConfig::default(),
+    )
+    .unwrap();
+    for m in [&b"a"[..], b"b", b"c"] {
+        out.try_send(frames(&[m])).unwrap();
+    }
+    assert!(matches!(
+        next_event(&mut inbox).await,
+        InboxEvent::Accepted { .. }
+    ));
+    let mut got = Vec::new();
+    timeout(T, async {
+        while got.len() < 3 {
+            match inbox.try_recv() {
+                Some(InboxEvent::Message { frames, .. }) => got.push(frames[0].clone()),
+                Some(other) => panic!("unexpected {other:?}"),
+                None => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .expect("try_recv never delivered the three messages");
+    assert_eq!(got, [&b"a"[..], b"b", b"c"]);
+    assert!(inbox.try_recv().is_none());
+    // Nothing is pending now; the next message must wake a plain `recv`.
+    out.try_send(frames(&[b"d"])).unwrap();
+    assert_eq!(next_message(&mut inbox).await.1, frames(&[b"d"]));
+    // And a connection event arriving while only `recv` waits wakes it too.
+    drop(out);
+    assert!(matches!(
+        next_event(&mut inbox).await,
+        InboxEvent::Disconnected { .. }
+    ));
+}
