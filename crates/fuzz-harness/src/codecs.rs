@@ -151,13 +151,32 @@ struct StreamResult {
 }
 
 /// Pulls frames out of `buf` until the decoder needs more input or fails. Returns false on error.
+/// With `fast`, each frame is first offered to the inbox's fast path
+/// ([`FrameDecoder::decode_final_data`]), as `Inbox::recv` does; whatever it declines goes to the
+/// full decoder — so comparing a `fast` pull with a plain one checks that the two agree.
 fn pull(
     dec: &mut FrameDecoder,
     buf: &mut BytesMut,
     max_frame: usize,
     out: &mut StreamResult,
+    fast: bool,
 ) -> bool {
     loop {
+        if fast {
+            let before = buf.len();
+            match dec.decode_final_data(buf) {
+                Some(body) => {
+                    assert!(body.len() <= max_frame, "fast path took a frame above max_frame");
+                    out.frames.push(Frame {
+                        more: false,
+                        command: false,
+                        body,
+                    });
+                    continue;
+                }
+                None => assert_eq!(buf.len(), before, "a declining fast path consumed input"),
+            }
+        }
         match dec.decode(buf) {
             Ok(Some(f)) => {
                 assert!(f.body.len() <= max_frame, "frame above max_frame accepted");
@@ -180,8 +199,9 @@ fn pull(
 /// bytes 2–5 a cyclic pattern of read sizes (0–255 bytes, 0 = an empty read), the rest is the
 /// TCP byte stream.
 ///
-/// Checks: decoding in those chunks gives exactly the frames, error and leftover of decoding the
-/// whole stream at once; no frame exceeds `max_frame`; re-encoding the frames with
+/// Checks: decoding in those chunks (with the inbox's fast path for final data frames first, as
+/// `Inbox::recv` does) gives exactly the frames, error and leftover of decoding the whole stream at
+/// once with the full decoder; no frame exceeds `max_frame`; re-encoding the frames with
 /// [`encode_frame`] and decoding again gives them back.
 pub fn zmtp_frame_decode(data: &[u8]) {
     if data.len() < 6 {
@@ -204,7 +224,7 @@ pub fn zmtp_frame_decode(data: &[u8]) {
     };
     let mut dec = FrameDecoder::new(max_frame);
     let mut buf = BytesMut::from(stream);
-    pull(&mut dec, &mut buf, max_frame, &mut whole);
+    pull(&mut dec, &mut buf, max_frame, &mut whole, false);
     whole.leftover = buf.len();
 
     // Chunked, like successive socket reads.
@@ -223,13 +243,13 @@ pub fn zmtp_frame_decode(data: &[u8]) {
         i += 1;
         buf.extend_from_slice(&stream[pos..pos + n]);
         pos += n;
-        if !pull(&mut dec, &mut buf, max_frame, &mut chunked) {
+        if !pull(&mut dec, &mut buf, max_frame, &mut chunked, true) {
             break;
         }
     }
     if chunked.error.is_none() && pos < stream.len() {
         buf.extend_from_slice(&stream[pos..]);
-        pull(&mut dec, &mut buf, max_frame, &mut chunked);
+        pull(&mut dec, &mut buf, max_frame, &mut chunked, true);
     }
     if chunked.error.is_none() {
         chunked.leftover = buf.len();
