@@ -166,7 +166,10 @@ fn pull(
             let before = buf.len();
             match dec.decode_final_data(buf) {
                 Some(body) => {
-                    assert!(body.len() <= max_frame, "fast path took a frame above max_frame");
+                    assert!(
+                        body.len() <= max_frame,
+                        "fast path took a frame above max_frame"
+                    );
                     out.frames.push(Frame {
                         more: false,
                         command: false,
