@@ -324,6 +324,21 @@ fn start_mesh(n: usize, ports: Ports, delay: Option<(u64, u64)>) -> Vec<Host> {
     hosts
 }
 
+/// The bystander of a fault between two other hosts must not have lost anyone: no EXIT among the
+/// events it has queued so far.
+fn assert_no_exit_seen(host: &mut Host, who: &str) {
+    let losses: Vec<Value> = host
+        .agent
+        .drain_for(Duration::ZERO)
+        .into_iter()
+        .filter(|e| e["event"] == "EXIT")
+        .collect();
+    assert!(
+        losses.is_empty(),
+        "{who} lost a peer it could reach: {losses:?}"
+    );
+}
+
 fn is_loss_of_peer(ev: &Value) -> bool {
     matches!(ev["event"].as_str(), Some("EXIT"))
 }
@@ -563,16 +578,7 @@ fn partition_expires_both_sides_then_heals() {
             ev["event"] == "WHISPER" && ev["frames"][0] == "during-partition-2"
         })
         .unwrap();
-    let h3_losses: Vec<Value> = hosts[2]
-        .agent
-        .drain_for(Duration::ZERO)
-        .into_iter()
-        .filter(|e| e["event"] == "EXIT")
-        .collect();
-    assert!(
-        h3_losses.is_empty(),
-        "h3 lost a peer it could reach: {h3_losses:?}"
-    );
+    assert_no_exit_seen(&mut hosts[2], "h3");
 
     // Heal (the clock starts before the first table goes: the heal begins there).
     let healed = Instant::now();
@@ -707,15 +713,6 @@ fn tcp_cut_under_live_beacons_ends_in_exit() {
         );
         assert!(t_evasive < t_exit, "{who}: EVASIVE must come before EXIT");
     }
-    let h3_losses: Vec<Value> = hosts[2]
-        .agent
-        .drain_for(Duration::ZERO)
-        .into_iter()
-        .filter(|e| e["event"] == "EXIT")
-        .collect();
-    assert!(
-        h3_losses.is_empty(),
-        "h3 lost a peer it could reach: {h3_losses:?}"
-    );
+    assert_no_exit_seen(&mut hosts[2], "h3");
     drop(cuts);
 }
