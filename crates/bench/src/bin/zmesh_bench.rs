@@ -417,6 +417,12 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     let lat = |v: &[link::LinkResult], f: fn(&Percentiles) -> f64| {
         median(v.iter().map(|r| f(&r.rtt)).collect())
     };
+    // The ratio of the same round (node and transport ran back to back under the same load), as
+    // zmtp-bench does: round trips on this kind of VM are bimodal by round, so medians of each side
+    // can come from different modes.
+    let per_round = |f: &dyn Fn(&link::LinkResult) -> f64| {
+        median(node.iter().zip(&zmtp).map(|(a, b)| f(a) / f(b)).collect())
+    };
     let mut rows = Vec::new();
     let sizes = link::windows(args);
     if args.wants(1) {
@@ -430,13 +436,21 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
                 "ZMTP transport",
                 Some(z),
             );
+            let ratio = per_round(&|r| r.msgs_per_s[i]);
             if w.size == 64 {
                 row = row.target(
-                    ">= 1.5 M msg/s and >= 0.5x transport",
-                    n >= 1.5e6 && n >= 0.5 * z,
+                    ">= 1.5 M msg/s and >= 0.5x transport (per-round ratio)",
+                    n >= 1.5e6 && ratio >= 0.5,
                 );
             }
             rows.push(row);
+            rows.push(Row::new(
+                1,
+                format!("WHISPER {label}: node/transport ratio of each round, median"),
+                ratio,
+                "-",
+                None,
+            ));
             rows.push(Row::new(
                 1,
                 format!("WHISPER {label} msg/s"),
@@ -477,10 +491,18 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
                 "ZMTP transport",
                 Some(z),
             );
+            let ratio = per_round(&|r| f(&r.rtt));
             if name == "median" {
-                row = row.target("<= 1.3x transport", n <= 1.3 * z);
+                row = row.target("<= 1.3x transport (per-round ratio)", ratio <= 1.3);
             }
             rows.push(row);
+            rows.push(Row::new(
+                2,
+                format!("round trip {name}: node/transport ratio of each round, median"),
+                ratio,
+                "-",
+                None,
+            ));
             rows.push(Row::new(
                 2,
                 format!("round trip {name} us (64 B)"),
