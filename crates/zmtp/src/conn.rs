@@ -259,14 +259,7 @@ impl OutBuf {
 
     /// One `write_vectored` call (cancel-safe); consumes what was written.
     pub(crate) async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = self.slices(&mut slices);
-        let written = w.write_vectored(&slices[..n]).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        self.consume(written);
-        Ok(())
+        std::future::poll_fn(|cx| self.poll_write_some(Pin::new(&mut *w), cx)).await
     }
 
     /// Poll one `write_vectored` call; consumes what was written.
