@@ -6,7 +6,9 @@
 //! of the receive path on small messages. Identities are short in practice (ZRE uses 17 bytes:
 //! `0x01` + UUID; libzmq generates 5), so this type keeps up to [`Identity::INLINE`] bytes inline,
 //! where a clone is a plain 32-byte copy, and falls back to a shared `Bytes` for longer ones (ZMTP
-//! allows up to 255).
+//! allows up to 255). The inline form is 24 bytes so that it fits beside the non-null pointer of
+//! the `Bytes` form: the enum needs no separate tag and an `Identity` is 32 bytes, as small as a
+//! `Bytes` (a test checks this), which every event and map key carrying one benefits from.
 
 use bytes::Bytes;
 use std::borrow::Borrow;
@@ -38,7 +40,7 @@ struct InlineBuf {
 
 impl Identity {
     /// Identities up to this many bytes are stored inline (no allocation, no reference count).
-    pub const INLINE: usize = 30;
+    pub const INLINE: usize = 23;
 
     /// An identity with these bytes.
     pub fn from_slice(b: &[u8]) -> Identity {
@@ -203,11 +205,24 @@ mod tests {
         m.insert(long.clone(), 2);
         assert_eq!(m.get(&[1u8, 2, 3][..]), Some(&1));
         assert_eq!(m.get(&long_bytes[..]), Some(&2));
-        // 30 bytes inline, 31 shared, same bytes either way.
-        let edge: Vec<u8> = (0..31u8).collect();
-        assert_eq!(Identity::from_slice(&edge[..30]).len(), 30);
+        // 23 bytes inline, 24 shared, same bytes either way.
+        let edge: Vec<u8> = (0..24u8).collect();
+        assert!(matches!(
+            Identity::from_slice(&edge[..23]).0,
+            Repr::Inline(_)
+        ));
+        assert!(matches!(Identity::from_slice(&edge).0, Repr::Shared(_)));
+        assert_eq!(Identity::from_slice(&edge[..23]).len(), 23);
         assert_eq!(&Identity::from_slice(&edge)[..], &edge[..]);
         assert_eq!(format!("{short:?}"), "Identity(010203)");
         assert_eq!(Identity::from_slice(&[]).len(), 0);
+    }
+
+    #[test]
+    fn identity_is_as_small_as_bytes() {
+        assert_eq!(
+            std::mem::size_of::<Identity>(),
+            std::mem::size_of::<Bytes>()
+        );
     }
 }

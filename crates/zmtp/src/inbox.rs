@@ -262,7 +262,10 @@ impl Live {
         self.c
             .dec
             .decode_final_data(&mut self.c.rbuf)
-            .map(|body| smallvec::smallvec![body])
+            // Not `smallvec![body]`: building the vector from a whole inline buffer (the unused
+            // slot holds the static empty `Bytes`, whose drop is a no-op) measured ~20 ns per
+            // message cheaper than an empty vector plus a push.
+            .map(|body| Frames::from_buf_and_len([body, bytes::Bytes::new()], 1))
     }
 
     /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
@@ -518,7 +521,7 @@ impl Inbox {
     pub fn try_recv(&mut self) -> Option<InboxEvent> {
         let mut cx = Context::from_waker(Waker::noop());
         if let Poll::Ready(ev) = self.poll_fast() {
-            return Some(ev);
+            return ev;
         }
         match self.poll_recv_slow(&mut cx, false) {
             Poll::Ready(ev) => ev,
@@ -529,23 +532,26 @@ impl Inbox {
     /// Poll for the next event (the building block of [`Inbox::recv`]).
     #[inline]
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboxEvent>> {
-        if let Poll::Ready(ev) = self.poll_fast() {
-            return Poll::Ready(Some(ev));
+        // The fast path's result is returned as it is, not unwrapped and re-wrapped: each re-wrap
+        // of the 112-byte event is a copy, and measurably so per message.
+        let fast = self.poll_fast();
+        if fast.is_ready() {
+            return fast;
         }
         self.poll_recv_slow(cx, true)
     }
 
     /// Fast path: the current connection has another single-frame message buffered.
     #[inline]
-    fn poll_fast(&mut self) -> Poll<InboxEvent> {
+    fn poll_fast(&mut self) -> Poll<Option<InboxEvent>> {
         if let (true, Some((slot, budget @ 2..))) = (self.pending.is_empty(), self.current) {
             if let Some(live) = self.conns[slot].as_mut() {
                 if let Some(frames) = live.buffered_single() {
                     self.current = Some((slot, budget - 1));
-                    return Poll::Ready(InboxEvent::Message {
+                    return Poll::Ready(Some(InboxEvent::Message {
                         identity: live.identity.clone(),
                         frames,
-                    });
+                    }));
                 }
             }
         }

@@ -23,8 +23,10 @@
 //! 3. `--rtt-count` 64-byte round trips (A outbox -> B inbox -> B outbox -> A inbox) after a warm-up;
 //!    every round trip is timed separately, the round reports median and p99.
 //!
-//! Rounds alternate zmesh and baseline (interleaved, so machine noise hits both alike); the table shows
-//! medians over rounds.
+//! Rounds alternate the implementations (interleaved, so machine noise hits all alike); the table
+//! shows medians over rounds. Next to throughput it shows the CPU time each process spent per 64 B
+//! message (sender, receiver): steadier than throughput on a noisy machine, and it shows which side
+//! limits the pipeline.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use zmesh_bench::rtt::{echo, hello_driver, hello_peer, round_trips};
-use zmesh_bench::stats::{median, Percentiles};
+use zmesh_bench::stats::{median, process_cpu_ns, Percentiles};
 use zmesh_bench::tcp_baseline::{self, TcpLink};
 use zmesh_bench::zmtp_link::{self, ZmtpLink};
 use zmesh_bench::{read_announce, Link};
@@ -151,6 +153,9 @@ fn spawn_peer(args: &Args, which: &str, ours: &str) -> (std::process::Child, Str
 #[derive(Debug, Clone, Copy, Default)]
 struct RoundResult {
     msgs64: f64,
+    /// CPU ns per message in the 64 B one-way scenario: sending process, receiving process.
+    cpu_send64: f64,
+    cpu_recv64: f64,
     msgs4k: f64,
     rtt_median_us: f64,
     rtt_p99_us: f64,
@@ -161,8 +166,9 @@ async fn drive<L: Link>(mut link: L, args: &Args) -> RoundResult {
     // Hello: proves both directions are connected before anything is timed.
     hello_driver(&mut link).await;
 
-    let msgs64 = timed(throughput(&mut link, SIZE_SMALL, args.count64)).await;
-    let msgs4k = timed(throughput(&mut link, SIZE_4K, args.count4k)).await;
+    let (msgs64, cpu_send64, cpu_recv64) =
+        timed(throughput(&mut link, SIZE_SMALL, args.count64)).await;
+    let (msgs4k, _, _) = timed(throughput(&mut link, SIZE_4K, args.count4k)).await;
 
     let fut = round_trips(&mut link, SIZE_SMALL, RTT_WARMUP, args.rtt_count);
     let rtts = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
@@ -171,6 +177,8 @@ async fn drive<L: Link>(mut link: L, args: &Args) -> RoundResult {
     let rtt = Percentiles::of_nanos(rtts);
     let result = RoundResult {
         msgs64,
+        cpu_send64,
+        cpu_recv64,
         msgs4k,
         rtt_median_us: rtt.p50,
         rtt_p99_us: rtt.p99,
@@ -179,16 +187,18 @@ async fn drive<L: Link>(mut link: L, args: &Args) -> RoundResult {
     result
 }
 
-/// Run a throughput scenario under the timeout and return msg/s.
-async fn timed(fut: impl std::future::Future<Output = f64>) -> f64 {
+/// Run a throughput scenario under the timeout.
+async fn timed<T>(fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(SCENARIO_TIMEOUT, fut)
         .await
         .expect("throughput scenario timed out")
 }
 
 /// One-way throughput, driver side: send `count` messages of `size` bytes, wait for the ack.
-async fn throughput<L: Link>(link: &mut L, size: usize, count: usize) -> f64 {
+/// Returns msg/s and the CPU ns per message of this (sending) process and of the receiving one.
+async fn throughput<L: Link>(link: &mut L, size: usize, count: usize) -> (f64, f64, f64) {
     let msg = Bytes::from(vec![0xab; size]);
+    let cpu0 = process_cpu_ns();
     let t0 = Instant::now();
     for _ in 0..count {
         link.send(msg.clone()).await;
@@ -196,13 +206,19 @@ async fn throughput<L: Link>(link: &mut L, size: usize, count: usize) -> f64 {
     link.flush().await;
     let ack = link.recv().await;
     let dt = t0.elapsed();
+    let cpu = process_cpu_ns() - cpu0;
     let received = u64::from_be_bytes(ack[..8].try_into().unwrap());
+    let peer_cpu = u64::from_be_bytes(ack[8..16].try_into().unwrap());
     assert_eq!(
         received,
         (count * size) as u64,
         "peer received a different number of bytes"
     );
-    count as f64 / dt.as_secs_f64()
+    (
+        count as f64 / dt.as_secs_f64(),
+        cpu as f64 / count as f64,
+        peer_cpu as f64 / count as f64,
+    )
 }
 
 /// Peer (process B): mirror of `drive`.
@@ -210,11 +226,18 @@ async fn serve<L: Link>(mut link: L, args: &Args) {
     hello_peer(&mut link).await;
     for count in [args.count64, args.count4k] {
         let mut bytes = 0u64;
-        for _ in 0..count {
+        // CPU from the first message on (waiting for it costs none).
+        if count > 0 {
             bytes += link.recv().await.len() as u64;
         }
-        link.send(Bytes::copy_from_slice(&bytes.to_be_bytes()))
-            .await;
+        let cpu0 = process_cpu_ns();
+        for _ in 1..count {
+            bytes += link.recv().await.len() as u64;
+        }
+        let cpu = process_cpu_ns() - cpu0;
+        let mut ack = bytes.to_be_bytes().to_vec();
+        ack.extend_from_slice(&cpu.to_be_bytes());
+        link.send(Bytes::from(ack)).await;
         link.flush().await;
     }
     echo(&mut link, RTT_WARMUP + args.rtt_count).await;
@@ -235,6 +258,9 @@ fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
             .unwrap()
     }
 }
+
+/// Every implementation, in the order each round runs them.
+const IMPLS: [&str; 2] = ["zmesh", "tcp"];
 
 fn main() {
     let mut args = Args::parse();
@@ -259,10 +285,10 @@ fn main() {
     }
 
     let impls: Vec<&str> = match args.only.as_deref() {
-        None => vec!["zmesh", "tcp"],
-        Some(x @ ("zmesh" | "tcp")) => vec![x],
+        None => IMPLS.to_vec(),
+        Some(x) if IMPLS.contains(&x) => vec![x],
         Some(other) => {
-            eprintln!("--only must be zmesh or tcp, not {other}");
+            eprintln!("--only must be one of {}, not {other}", IMPLS.join(", "));
             std::process::exit(2);
         }
     };
@@ -298,10 +324,12 @@ fn main() {
                 r
             });
             eprintln!(
-                "round {} {:>5}: 64B {:>10.0} msg/s | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us p99 {:>7.1} us",
+                "round {} {:>5}: 64B {:>10.0} msg/s (cpu ns/msg send {:>5.1} recv {:>5.1}) | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us p99 {:>7.1} us",
                 round + 1,
                 which,
                 r.msgs64,
+                r.cpu_send64,
+                r.cpu_recv64,
                 r.msgs4k,
                 r.rtt_median_us,
                 r.rtt_p99_us
@@ -311,69 +339,87 @@ fn main() {
     }
 
     let med = |rs: &[RoundResult], f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
-    let fields: [fn(&RoundResult) -> f64; 4] = [
+    let fields: [fn(&RoundResult) -> f64; 6] = [
         |r| r.msgs64,
         |r| r.msgs4k,
         |r| r.rtt_median_us,
         |r| r.rtt_p99_us,
+        |r| r.cpu_send64,
+        |r| r.cpu_recv64,
     ];
-    let summary: Vec<(String, [f64; 4])> = results
-        .iter()
-        .map(|(name, rs)| (name.clone(), fields.map(|f| med(rs, f))))
-        .collect();
-    let get = |name: &str| summary.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    let (z, t) = (get("zmesh"), get("tcp"));
-    // The ratio that counts is the median of the per-round ratios: zmesh and the baseline of the
-    // same round ran back to back under the same machine load, while the medians of each side can
-    // come from rounds in different load (round trips on this kind of VM are bimodal, ~12 us or
-    // ~30 us, whole rounds at a time).
-    let per_round: Option<[f64; 4]> = match (
-        results.iter().find(|(n, _)| n == "zmesh"),
-        results.iter().find(|(n, _)| n == "tcp"),
-    ) {
-        (Some((_, zr)), Some((_, tr))) => {
-            Some(fields.map(|f| median(zr.iter().zip(tr).map(|(a, b)| f(a) / f(b)).collect())))
-        }
-        _ => None,
-    };
+    let rows: [(&str, usize, &str); 6] = [
+        ("64 B one-way, msg/s", 0, "msg"),
+        ("4 KiB one-way, msg/s", 1, "msg"),
+        ("64 B round trip median, us", 2, "us"),
+        ("64 B round trip p99, us", 3, "us"),
+        ("64 B one-way, sender CPU ns/msg", 4, "ns"),
+        ("64 B one-way, receiver CPU ns/msg", 5, "ns"),
+    ];
+    let baseline = results.iter().find(|(n, _)| n == "tcp");
     println!();
     println!(
         "medians of {} round(s) (throughput: higher is better; round trip: lower is better)",
         args.rounds
     );
     println!(
-        "| scenario | zmesh | baseline (tokio TCP) | zmesh/baseline (medians) | per-round ratio, median |"
+        "| scenario | implementation | msg/s or us | baseline (tokio TCP) | ratio of medians | per-round ratio, median |"
     );
-    println!("|---|---|---|---|---|");
-    let rows: [(&str, usize, &str); 4] = [
-        ("64 B one-way, msg/s", 0, "msg"),
-        ("4 KiB one-way, msg/s", 1, "msg"),
-        ("64 B round trip median, us", 2, "us"),
-        ("64 B round trip p99, us", 3, "us"),
-    ];
+    println!("|---|---|---|---|---|---|");
+    // The ratio that counts is the median of the per-round ratios: an implementation and the
+    // baseline of the same round ran back to back under the same machine load, while the medians of
+    // each side can come from rounds in different load (round trips on this kind of VM are bimodal,
+    // ~12 us or ~30 us, whole rounds at a time).
+    let mut verdicts = Vec::new();
     for (label, i, unit) in rows {
-        let fmt = |v: Option<[f64; 4]>| match v {
-            None => "-".to_string(),
-            Some(v) if unit == "msg" => format_rate(v[i]),
-            Some(v) => format!("{:.1}", v[i]),
+        let fmt = |v: f64| {
+            if unit == "msg" {
+                format_rate(v)
+            } else {
+                format!("{v:.1}")
+            }
         };
-        let ratio = match (z, t) {
-            (Some(z), Some(t)) => format!("{:.2}x", z[i] / t[i]),
-            _ => "-".to_string(),
-        };
-        let pr = per_round.map_or("-".to_string(), |p| format!("{:.2}x", p[i]));
-        println!("| {label} | {} | {} | {ratio} | {pr} |", fmt(z), fmt(t));
+        let base = baseline.map(|(_, tr)| med(tr, fields[i]));
+        for (name, rs) in results.iter().filter(|(n, _)| n != "tcp") {
+            let ours = med(rs, fields[i]);
+            let per_round = baseline.map(|(_, tr)| {
+                median(
+                    rs.iter()
+                        .zip(tr)
+                        .map(|(a, b)| fields[i](a) / fields[i](b))
+                        .collect(),
+                )
+            });
+            println!(
+                "| {label} | {name} | {} | {} | {} | {} |",
+                fmt(ours),
+                base.map_or("-".into(), fmt),
+                base.map_or("-".into(), |b| format!("{:.2}x", ours / b)),
+                per_round.map_or("-".into(), |p| format!("{p:.2}x")),
+            );
+            if let Some(p) = per_round {
+                match i {
+                    0 => verdicts.push(format!(
+                        "{name}: 64 B msg/s >= 0.70x baseline: {p:.2}x {}",
+                        if p >= 0.7 { "MET" } else { "MISSED" }
+                    )),
+                    2 => verdicts.push(format!(
+                        "{name}: median round trip <= 1.15x baseline: {p:.2}x {}",
+                        if p <= 1.15 { "MET" } else { "MISSED" }
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(b) = base {
+            println!("| {label} | tcp | {} | | | |", fmt(b));
+        }
     }
-    if let Some(p) = per_round {
-        let (tp, rtt) = (p[0], p[2]);
+    if !verdicts.is_empty() {
         println!();
-        println!(
-            "targets (per-round ratios): 64 B msg/s >= 0.70x baseline: {:.2}x {} | median round trip <= 1.15x baseline: {:.2}x {}",
-            tp,
-            if tp >= 0.7 { "MET" } else { "MISSED" },
-            rtt,
-            if rtt <= 1.15 { "MET" } else { "MISSED" }
-        );
+        println!("targets (per-round ratios):");
+        for v in verdicts {
+            println!("  {v}");
+        }
     }
 }
 
