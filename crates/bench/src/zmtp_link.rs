@@ -4,13 +4,20 @@
 //! other process's inbox, so traffic A -> B flows over A's outbox and replies B -> A over B's
 //! outbox. Messages are single-frame.
 //!
+//! Two ways to send, both measured by `zmtp-bench`:
+//! * [`Api::Writer`] (`zmesh`): an [`OutboxWriter`] fed per message and flushed at every
+//!   [`Link::flush`] — the same structure as the baseline's buffered writer, and how an
+//!   application that sends runs of messages uses the outbox;
+//! * [`Api::TrySend`] (`zmesh-send`): `Outbox::send` per message, as the ZRE node sends (each
+//!   WHISPER is its own `try_send`, callable from any task).
+//!
 //! Setup is two steps so that the driver can start its peer process in between:
 //! [`bind`] binds the inbox, [`ZmtpLink::join`] connects the outbox to the other side.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig};
+use zmesh_zmtp::{Inbox, InboxConfig, InboxEvent, Outbox, OutboxConfig, OutboxWriter};
 
 use crate::Link;
 
@@ -28,28 +35,52 @@ pub async fn bind() -> Inbox {
         .unwrap()
 }
 
+/// How the link sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// An [`OutboxWriter`], flushed at [`Link::flush`].
+    Writer,
+    /// `Outbox::send` per message.
+    TrySend,
+}
+
 /// Our bound inbox and our outbox connected to the other process's inbox.
 pub struct ZmtpLink {
     inbox: Inbox,
     outbox: Outbox,
+    /// With [`Api::Writer`].
+    writer: Option<OutboxWriter>,
 }
 
 impl ZmtpLink {
     /// Connects an outbox with identity [`identity`]`(tag)` to the inbox at `theirs`.
-    pub fn join(inbox: Inbox, theirs: &str, tag: u8) -> ZmtpLink {
+    pub fn join(inbox: Inbox, theirs: &str, tag: u8, api: Api) -> ZmtpLink {
         let outbox = Outbox::connect(theirs, identity(tag), OutboxConfig::default()).unwrap();
-        ZmtpLink { inbox, outbox }
+        let writer = (api == Api::Writer).then(|| outbox.writer());
+        ZmtpLink {
+            inbox,
+            outbox,
+            writer,
+        }
     }
 }
 
 impl Link for ZmtpLink {
     async fn send(&mut self, msg: Bytes) {
-        if let Err(e) = self.outbox.send(zmesh_zmtp::frames![msg]).await {
+        let sent = match self.writer.as_mut() {
+            Some(w) => w.feed(zmesh_zmtp::frames![msg]).await,
+            None => self.outbox.send(zmesh_zmtp::frames![msg]).await,
+        };
+        if let Err(e) = sent {
             panic!("zmtp send failed: {e:?}");
         }
     }
 
-    async fn flush(&mut self) {}
+    async fn flush(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            w.flush();
+        }
+    }
 
     async fn recv(&mut self) -> Bytes {
         loop {
@@ -72,7 +103,9 @@ impl Link for ZmtpLink {
         }
     }
 
-    async fn shutdown(self) {
+    async fn shutdown(mut self) {
+        // Dropping the writer flushes it.
+        self.writer = None;
         self.outbox.close(Some(Duration::from_secs(10))).await;
     }
 }

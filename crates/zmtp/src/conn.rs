@@ -149,6 +149,12 @@ impl OutBuf {
         self.chunks.is_empty() && self.staging.is_empty()
     }
 
+    /// Drop everything queued (keeps the staging allocation).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.staging.clear();
+    }
+
     /// Bytes queued.
     pub(crate) fn len(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum::<usize>() + self.staging.len()

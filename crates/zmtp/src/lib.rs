@@ -35,7 +35,7 @@ pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportE
 pub use identity::Identity;
 pub use inbox::{Inbox, InboxConfig, InboxEvent, PeerAddr};
 pub use mechanism::{Mechanism, MechanismConfig, MechanismStep, NullMechanism};
-pub use outbox::{Outbox, OutboxConfig, OutboxState, Room};
+pub use outbox::{Outbox, OutboxConfig, OutboxState, OutboxWriter, Room};
 
 use std::time::Duration;
 

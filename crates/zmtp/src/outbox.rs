@@ -142,6 +142,9 @@ struct Queue {
     idle: bool,
     /// When `try_send` last wrote a message directly (see [`DIRECT_GAP`]).
     last_direct: Option<std::time::Instant>,
+    /// Room reserved by [`OutboxWriter`]s for messages they have not flushed yet (messages,
+    /// bytes): counted against the limits, not reported as queued.
+    reserved: (usize, usize),
 }
 
 /// The queue's lock: a test-and-test-and-set spin lock, released by a plain store.
@@ -261,6 +264,16 @@ struct Shared {
 }
 
 impl Queue {
+    /// Whether a message of `size` payload bytes must be refused: the limits would be exceeded,
+    /// counting what is queued, in flight and reserved by writers. A message larger than the byte
+    /// limit is accepted into an otherwise empty queue.
+    #[inline]
+    fn full_for(&self, size: usize, shared: &Shared) -> bool {
+        let count = self.count + self.reserved.0;
+        count > 0
+            && (count >= shared.max_msgs || self.bytes + self.reserved.1 + size > shared.max_bytes)
+    }
+
     fn is_empty(&self) -> bool {
         self.msgs.is_empty() && self.segs.is_empty()
     }
@@ -387,6 +400,7 @@ impl Outbox {
                 busy: false,
                 idle: false,
                 last_direct: None,
+                reserved: (0, 0),
             }),
             encode_early: !config.mechanism.build(false).transforms_frames(),
             wake: Notify::new(),
@@ -427,9 +441,7 @@ impl Outbox {
         {
             let mut guard = self.shared.q.lock();
             let q = &mut *guard;
-            if q.count > 0
-                && (q.count >= self.shared.max_msgs || q.bytes + size > self.shared.max_bytes)
-            {
+            if q.full_for(size, &self.shared) {
                 return Err(SendError::Full(frames));
             }
             if !self.shared.encode_early {
@@ -534,6 +546,20 @@ impl Outbox {
         }
     }
 
+    /// A buffered writer on this outbox, for a caller that sends runs of messages and knows where a
+    /// run ends (see [`OutboxWriter`]).
+    pub fn writer(&self) -> OutboxWriter {
+        OutboxWriter {
+            shared: self.shared.clone(),
+            buf: OutBuf::default(),
+            msgs: Vec::new(),
+            count: 0,
+            bytes: 0,
+            granted: (0, 0),
+            reserved: (0, 0),
+        }
+    }
+
     /// A handle that can wait for room in this outbox's queue without borrowing the outbox, so a
     /// caller that keeps outboxes behind a lock can wait with the lock released (see [`Room`]).
     pub fn room(&self) -> Room {
@@ -590,6 +616,226 @@ impl Drop for Outbox {
     }
 }
 
+/// Messages a writer reserves room for at a time (fewer if the queue has less room).
+const RESERVE_MSGS: usize = 1024;
+
+/// A buffered writer on an [`Outbox`]: the outbox's `BufWriter`.
+///
+/// [`Outbox::try_send`] takes the queue lock for every message, because any task or thread may
+/// send on the same outbox at any time and the connection task drains the queue concurrently. On
+/// this class of machine that one atomic read-modify-write is ~16 ns of a ~95 ns send. A writer
+/// avoids it for a caller that sends runs of messages: it reserves room in the outbox's queue for
+/// many messages at once (one lock), encodes each message into a buffer of its own (no lock, no
+/// atomic), and hands the buffer to the outbox in one go (one lock) when it is flushed — by
+/// [`OutboxWriter::flush`], when the buffer reaches 64 KiB, or when the writer is dropped.
+///
+/// Semantics are those of `try_send`/`send` with a flush point: the same limits (room is reserved
+/// before a message is accepted, so the count and byte limits hold exactly; a writer's unused
+/// reservation is given back at every flush), the same order for the messages of one writer, and
+/// the same reconnect behaviour once they are queued. Messages fed but not yet flushed are not
+/// queued yet: a `try_send` on the outbox in between goes first, and a writer that is never
+/// flushed or dropped never sends. A writer owns a handle on the outbox's queue, so it can be
+/// kept anywhere; writing through it after the outbox was closed returns `Closed`.
+pub struct OutboxWriter {
+    shared: Arc<Shared>,
+    /// Non-transforming mechanisms: the fed messages, encoded.
+    buf: OutBuf,
+    /// Transforming mechanisms: the fed messages, as they are.
+    msgs: Vec<Frames>,
+    /// Messages and payload bytes fed since the last flush.
+    count: usize,
+    bytes: usize,
+    /// Room reserved in the queue since the last flush (messages, bytes), and how much of it is
+    /// not used yet.
+    granted: (usize, usize),
+    reserved: (usize, usize),
+}
+
+impl fmt::Debug for OutboxWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxWriter")
+            .field("buffered_messages", &self.count)
+            .field("buffered_bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboxWriter {
+    /// Accept a message into the writer's buffer without waiting: `Full` when the outbox's queue
+    /// has no room for it (the buffer is flushed first, so that what is buffered can drain), or
+    /// `Closed`; the message is handed back in the error.
+    #[inline]
+    pub fn try_feed(&mut self, frames: impl Into<Frames>) -> Result<(), SendError> {
+        let frames = frames.into();
+        let size = msg_size(&frames);
+        if self.reserved.0 == 0 || self.reserved.1 < size {
+            if let Err(e) = self.reserve(size) {
+                return Err(match e {
+                    Refused::Full => SendError::Full(frames),
+                    Refused::Closed => SendError::Closed(frames),
+                });
+            }
+        }
+        self.reserved.0 -= 1;
+        self.reserved.1 -= size;
+        self.count += 1;
+        self.bytes += size;
+        if self.shared.encode_early {
+            self.buf.push_plain(&frames);
+        } else {
+            self.msgs.push(frames);
+        }
+        if self.bytes >= SEG_BYTES || self.count >= BATCH_MSGS {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Accept a message into the writer's buffer, waiting for room in the outbox's queue if it is
+    /// full (the buffer is flushed before waiting).
+    ///
+    /// As with [`Outbox::send`], the message is offered when `feed` is called; the returned future
+    /// only does work (and only allocates) if the queue was full, so feeding a message that fits
+    /// costs no future state.
+    #[inline]
+    pub fn feed(
+        &mut self,
+        frames: impl Into<Frames>,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + '_ {
+        match self.try_feed(frames) {
+            Ok(()) => SendFuture::Queued,
+            Err(SendError::Full(f)) => SendFuture::Wait(Box::pin(self.wait_and_feed(f))),
+            Err(e) => SendFuture::Failed(Some(Box::new(e))),
+        }
+    }
+
+    /// The slow path of [`OutboxWriter::feed`]: wait for room, retry.
+    async fn wait_and_feed(&mut self, mut frames: Frames) -> Result<(), SendError> {
+        let shared = self.shared.clone();
+        loop {
+            let notified = shared.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_feed(frames) {
+                Err(SendError::Full(f)) => {
+                    frames = f;
+                    notified.await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Hand everything fed so far to the outbox's queue (one lock), and give back unused room.
+    /// Never waits: the room was reserved when the messages were fed. When the connection is up
+    /// and its task is not writing, the buffer is written to the socket at once, as
+    /// [`Outbox::try_send`] writes a message that finds the queue empty.
+    pub fn flush(&mut self) {
+        if self.granted == (0, 0) {
+            return;
+        }
+        let (wake, released) = {
+            let mut guard = self.shared.q.lock();
+            let q = &mut *guard;
+            // The reservation becomes the messages it was used for; the rest is given back.
+            q.reserved.0 -= self.granted.0;
+            q.reserved.1 -= self.granted.1;
+            let gave_back = self.reserved.0;
+            self.granted = (0, 0);
+            self.reserved = (0, 0);
+            let mut wake = false;
+            let mut released = 0;
+            if self.count == 0 {
+                // Only room to give back.
+            } else if self.shared.closing.load(Ordering::Acquire) {
+                // Closed while we were buffering: these messages are not sent.
+                self.buf.clear();
+                self.msgs.clear();
+            } else if self.shared.encode_early {
+                q.count += self.count;
+                q.bytes += self.bytes;
+                let was_empty = q.segs.is_empty();
+                let buf = std::mem::replace(&mut self.buf, q.spare.pop().unwrap_or_default());
+                q.segs.push_back(Segment {
+                    buf,
+                    msgs: self.count,
+                    bytes: self.bytes,
+                    tail: false,
+                });
+                if !q.busy
+                    && q.direct.is_some()
+                    && was_empty
+                    && (q.idle || q.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP))
+                {
+                    let (n, left) = q.flush_direct();
+                    released = n;
+                    q.last_direct = Some(std::time::Instant::now());
+                    q.idle = false;
+                    // Whatever the socket did not take is the connection task's to write.
+                    wake = left;
+                } else {
+                    wake = was_empty;
+                }
+            } else {
+                q.count += self.count;
+                q.bytes += self.bytes;
+                wake = q.msgs.is_empty();
+                q.msgs.extend(self.msgs.drain(..));
+            }
+            self.count = 0;
+            self.bytes = 0;
+            (wake, released + gave_back)
+        };
+        if released > 0 {
+            self.shared.room.notify_waiters();
+        }
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Flush, then reserve room for at least one message of `size` bytes (and for up to
+    /// [`RESERVE_MSGS`] messages / [`SEG_BYTES`] bytes if the queue has that much room).
+    #[cold]
+    fn reserve(&mut self, size: usize) -> Result<(), Refused> {
+        self.flush();
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let mut q = self.shared.q.lock();
+        let room_msgs = self.shared.max_msgs.saturating_sub(q.count + q.reserved.0);
+        let room_bytes = self.shared.max_bytes.saturating_sub(q.bytes + q.reserved.1);
+        let grant = if room_msgs >= 1 && room_bytes >= size {
+            (
+                room_msgs.min(RESERVE_MSGS),
+                room_bytes.min(SEG_BYTES.max(size)),
+            )
+        } else if q.count + q.reserved.0 == 0 {
+            // As `try_send`: a message larger than the byte limit goes into an empty queue.
+            (1, size)
+        } else {
+            return Err(Refused::Full);
+        };
+        q.reserved.0 += grant.0;
+        q.reserved.1 += grant.1;
+        self.granted = grant;
+        self.reserved = grant;
+        Ok(())
+    }
+}
+
+impl Drop for OutboxWriter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Why a writer could not reserve room.
+enum Refused {
+    Full,
+    Closed,
+}
+
 /// The future returned by [`Outbox::send`]: already queued, refused for good, or waiting for room.
 /// The rare cases are boxed so the common one is a one-word value with nothing to move.
 enum SendFuture<'a> {
@@ -640,7 +886,7 @@ impl Room {
             return true;
         }
         let q = self.shared.q.lock();
-        q.count == 0 || (q.count < self.shared.max_msgs && q.bytes + size <= self.shared.max_bytes)
+        !q.full_for(size, &self.shared)
     }
 
     /// Resolves once [`Room::available`] would return true.
@@ -947,9 +1193,10 @@ mod tests {
     use super::*;
     use crate::{Inbox, InboxConfig, InboxEvent};
 
-    /// Several tasks on a multi-thread runtime share one outbox: direct writes, inline flushes of
-    /// full segments and the connection task's writes interleave, yet every message arrives once,
-    /// whole, and in order per sender; mixed sizes include frames written vectored.
+    /// Several tasks on a multi-thread runtime share one outbox (one of them through a writer):
+    /// direct writes, inline flushes of full segments, writer flushes and the connection task's
+    /// writes interleave, yet every message arrives once, whole, and in order per sender; mixed
+    /// sizes include frames written vectored; the limits are small enough to be hit.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_senders_keep_order_and_lose_nothing() {
         let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
@@ -972,6 +1219,8 @@ mod tests {
         for s in 0..SENDERS {
             let ob = ob.clone();
             tasks.push(tokio::spawn(async move {
+                // Sender 0 goes through a writer, flushed every 100 messages and at the end.
+                let mut writer = (s == 0).then(|| ob.writer());
                 for i in 0..PER {
                     let size = match i % 500 {
                         0 => 20_000, // vectored
@@ -985,10 +1234,21 @@ mod tests {
                     } else {
                         vec![Bytes::from(body)]
                     };
-                    ob.send(frames).await.unwrap();
+                    match writer.as_mut() {
+                        Some(w) => {
+                            w.feed(frames).await.unwrap();
+                            if i % 100 == 99 {
+                                w.flush();
+                            }
+                        }
+                        None => ob.send(frames).await.unwrap(),
+                    }
                     if i % 1000 == 0 {
                         tokio::task::yield_now().await;
                     }
+                }
+                if let Some(mut w) = writer {
+                    w.flush();
                 }
             }));
         }

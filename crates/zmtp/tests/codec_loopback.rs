@@ -655,3 +655,113 @@ async fn try_recv_drains_and_recv_still_wakes() {
         InboxEvent::Disconnected { .. }
     ));
 }
+
+/// A writer delivers what it was fed, in order, at flush — explicit, automatic at 64 KiB, or on
+/// drop — mixed single- and multipart messages, large frames written vectored included.
+#[tokio::test]
+async fn writer_delivers_in_order_at_each_flush() {
+    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let out = Outbox::connect(&inbox.endpoint().to_string(), ident(9), fast_reconnect()).unwrap();
+    let msg = |i: u32| -> Frames {
+        let mut body = vec![(i % 251) as u8; if i.is_multiple_of(97) { 20_000 } else { 40 }];
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        if i.is_multiple_of(5) {
+            frames![Bytes::from(body), Bytes::from_static(b"tail")]
+        } else {
+            frames![Bytes::from(body)]
+        }
+    };
+    let check = |i: u32, f: &Frames| {
+        let want = msg(i);
+        assert_eq!(f, &want, "message {i}");
+    };
+    let mut w = out.writer();
+    // Nothing is queued before a flush (a small run stays in the writer).
+    w.try_feed(msg(0)).unwrap();
+    assert_eq!(out.queued(), (0, 0), "fed, not queued yet");
+    w.flush();
+    let (id, f) = next_message(&mut inbox).await;
+    assert_eq!(id, ident(9));
+    check(0, &f);
+    // A long run flushes itself every 64 KiB; the rest goes at the explicit flush.
+    for i in 1..5_000u32 {
+        w.feed(msg(i)).await.unwrap();
+    }
+    w.flush();
+    for i in 1..5_000u32 {
+        check(i, &next_message(&mut inbox).await.1);
+    }
+    // Dropping the writer flushes it.
+    for i in 5_000..5_010u32 {
+        w.try_feed(msg(i)).unwrap();
+    }
+    drop(w);
+    for i in 5_000..5_010u32 {
+        check(i, &next_message(&mut inbox).await.1);
+    }
+    // All unused room was given back.
+    let deadline = tokio::time::Instant::now() + T;
+    while out.queued() != (0, 0) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", out.queued());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The writer obeys the outbox's count and byte limits exactly (room is reserved before a message
+/// is accepted), reports `Full` with the message handed back, and `Closed` once the outbox is gone.
+#[tokio::test]
+async fn writer_respects_limits_and_reports_full_and_closed() {
+    // Nothing listens: every message stays queued.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = OutboxConfig {
+        max_queued_messages: 100,
+        max_queued_bytes: 10_000,
+        ..fast_reconnect()
+    };
+    let out = Outbox::connect(&format!("tcp://127.0.0.1:{port}"), ident(10), cfg).unwrap();
+    let mut w = out.writer();
+    // 30 x 300 bytes = 9,000 fit; the 34th would exceed 10,000 bytes.
+    let mut accepted = 0;
+    let refused = loop {
+        match w.try_feed(frames![Bytes::from(vec![7u8; 300])]) {
+            Ok(()) => accepted += 1,
+            Err(SendError::Full(back)) => break back,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        assert!(accepted <= 100);
+    };
+    assert_eq!(accepted, 33);
+    assert_eq!(refused.as_slice(), &[Bytes::from(vec![7u8; 300])]);
+    // Full flushed the writer: everything fed is queued, nothing more is reserved.
+    assert_eq!(out.queued(), (33, 9_900));
+    // The count limit holds too, and try_send sees the same queue.
+    let mut w2 = out.writer();
+    let mut small = 0;
+    while w2.try_feed(frames![Bytes::from_static(b"x")]).is_ok() {
+        small += 1;
+        assert!(small <= 100);
+    }
+    assert!(matches!(
+        out.try_send(frames![Bytes::from_static(b"y")]),
+        Err(SendError::Full(_))
+    ));
+    w2.flush();
+    let (n, bytes) = out.queued();
+    assert!(n <= 100 && bytes <= 10_000, "{n} msgs, {bytes} bytes");
+    assert_eq!(
+        n, 100,
+        "the count limit is reachable: {small} small messages"
+    );
+    // Once the outbox is gone, the writer reports Closed.
+    drop(out);
+    assert!(matches!(
+        w.try_feed(frames![Bytes::from_static(b"z")]),
+        Err(SendError::Closed(_))
+    ));
+}

@@ -36,7 +36,7 @@ use clap::Parser;
 use zmesh_bench::rtt::{echo, hello_driver, hello_peer, round_trips};
 use zmesh_bench::stats::{median, process_cpu_ns, Percentiles};
 use zmesh_bench::tcp_baseline::{self, TcpLink};
-use zmesh_bench::zmtp_link::{self, ZmtpLink};
+use zmesh_bench::zmtp_link::{self, Api, ZmtpLink};
 use zmesh_bench::{read_announce, Link};
 
 /// Command-line options (shared by the driver and the hidden peer mode).
@@ -97,19 +97,27 @@ async fn tcp_peer(connect: &str) -> TcpLink {
     TcpLink::join(listener, connect).await
 }
 
-/// zmesh setup, driver side.
-async fn zmesh_driver(args: &Args) -> (ZmtpLink, std::process::Child) {
+/// zmesh setup, driver side (`which`: `zmesh` or `zmesh-send`).
+async fn zmesh_driver(args: &Args, which: &str) -> (ZmtpLink, std::process::Child) {
     let inbox = zmtp_link::bind().await;
     let ours = inbox.endpoint().to_string();
-    let (child, theirs) = spawn_peer(args, "zmesh", &ours);
-    (ZmtpLink::join(inbox, &theirs, 1), child)
+    let (child, theirs) = spawn_peer(args, which, &ours);
+    (ZmtpLink::join(inbox, &theirs, 1, api(which)), child)
 }
 
 /// zmesh setup, peer side.
-async fn zmesh_peer(connect: &str) -> ZmtpLink {
+async fn zmesh_peer(connect: &str, which: &str) -> ZmtpLink {
     let inbox = zmtp_link::bind().await;
     announce(&inbox.endpoint().to_string());
-    ZmtpLink::join(inbox, connect, 2)
+    ZmtpLink::join(inbox, connect, 2, api(which))
+}
+
+/// How an implementation name sends (see `zmesh_bench::zmtp_link`).
+fn api(which: &str) -> Api {
+    match which {
+        "zmesh-send" => Api::TrySend,
+        _ => Api::Writer,
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -260,7 +268,7 @@ fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
 }
 
 /// Every implementation, in the order each round runs them.
-const IMPLS: [&str; 2] = ["zmesh", "tcp"];
+const IMPLS: [&str; 3] = ["zmesh", "zmesh-send", "tcp"];
 
 fn main() {
     let mut args = Args::parse();
@@ -277,7 +285,7 @@ fn main() {
         rt.block_on(async {
             match which.as_str() {
                 "tcp" => serve(tcp_peer(&connect).await, &args).await,
-                "zmesh" => serve(zmesh_peer(&connect).await, &args).await,
+                "zmesh" | "zmesh-send" => serve(zmesh_peer(&connect, &which).await, &args).await,
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -315,7 +323,7 @@ fn main() {
                         (drive(link, &args).await, child)
                     }
                     _ => {
-                        let (link, child) = zmesh_driver(&args).await;
+                        let (link, child) = zmesh_driver(&args, which).await;
                         (drive(link, &args).await, child)
                     }
                 };
@@ -324,7 +332,7 @@ fn main() {
                 r
             });
             eprintln!(
-                "round {} {:>5}: 64B {:>10.0} msg/s (cpu ns/msg send {:>5.1} recv {:>5.1}) | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us p99 {:>7.1} us",
+                "round {} {:>10}: 64B {:>10.0} msg/s (cpu ns/msg send {:>5.1} recv {:>5.1}) | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us p99 {:>7.1} us",
                 round + 1,
                 which,
                 r.msgs64,

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use zmesh::{Event, Events, Node, Uuid};
 use zmesh_bench::rtt::{echo, hello_driver, hello_peer, round_trips};
 use zmesh_bench::tcp_baseline::{self, TcpLink};
-use zmesh_bench::zmtp_link::{self, ZmtpLink};
+use zmesh_bench::zmtp_link::{self, Api, ZmtpLink};
 pub use zmesh_bench::Link;
 
 use crate::{node_builder, read_announce, spawn_self, Args, Percentiles, SCENARIO_TIMEOUT};
@@ -180,14 +180,19 @@ pub async fn zmtp_driver(args: &Args) -> (ZmtpLink, Child) {
     let ours = inbox.endpoint().to_string();
     let mut child = spawn_self(args, &["--peer", "zmtp", "--connect", &ours]);
     let theirs = read_announce(&mut child, "ENDPOINT");
-    (ZmtpLink::join(inbox, &theirs, 1), child)
+    (ZmtpLink::join(inbox, &theirs, 1, Api::TrySend), child)
 }
 
 /// Peer side of the transport baseline.
 pub async fn zmtp_peer(args: &Args) -> ZmtpLink {
     let inbox = zmtp_link::bind().await;
     println!("ENDPOINT {}", inbox.endpoint());
-    ZmtpLink::join(inbox, args.connect.as_deref().expect("--connect"), 2)
+    ZmtpLink::join(
+        inbox,
+        args.connect.as_deref().expect("--connect"),
+        2,
+        Api::TrySend,
+    )
 }
 
 /// Driver side of the plain-TCP baseline.
