@@ -125,6 +125,15 @@ pub enum InboxEvent {
     },
 }
 
+/// What [`Inbox::recv_into`] received.
+#[derive(Debug)]
+pub enum Received {
+    /// A message from the peer with this identity; its frames are in the caller's buffer.
+    Message(Identity),
+    /// Any other event (never [`InboxEvent::Message`]).
+    Event(Box<InboxEvent>),
+}
+
 /// What the accept side hands to the inbox: a finished handshake, or an event to pass on.
 enum Control {
     /// A connection that completed its handshake.
@@ -256,16 +265,20 @@ impl Live {
     /// common case under load): no I/O, no timers, no commands — those take [`Live::poll`].
     #[inline]
     fn buffered_single(&mut self) -> Option<Frames> {
+        self.buffered_body()
+            // `frames!` builds the vector from a whole inline buffer: ~20 ns per message cheaper
+            // than `smallvec![body]` (an empty vector plus a push).
+            .map(|body| crate::frames![body])
+    }
+
+    /// The body of the next message if it is a single data frame already complete in the read
+    /// buffer.
+    #[inline]
+    fn buffered_body(&mut self) -> Option<bytes::Bytes> {
         if self.c.transform || !self.partial.is_empty() {
             return None;
         }
-        self.c
-            .dec
-            .decode_final_data(&mut self.c.rbuf)
-            // Not `smallvec![body]`: building the vector from a whole inline buffer (the unused
-            // slot holds the static empty `Bytes`, whose drop is a no-op) measured ~20 ns per
-            // message cheaper than an empty vector plus a push.
-            .map(|body| Frames::from_buf_and_len([body, bytes::Bytes::new()], 1))
+        self.c.dec.decode_final_data(&mut self.c.rbuf)
     }
 
     /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
@@ -539,6 +552,49 @@ impl Inbox {
             return fast;
         }
         self.poll_recv_slow(cx, true)
+    }
+
+    /// Next message into `frames`, a buffer the caller keeps and reuses; `None` once closed.
+    ///
+    /// The same stream as [`Inbox::recv`] — same order, same fairness, cancel-safe — in a shape
+    /// made for a hot receive loop: a message's frames are put straight into `frames` (cleared
+    /// first) and only the sender's identity is returned, and the rare connection events come
+    /// boxed. `recv` returns every message inside a 112-byte event that is built, returned and
+    /// taken apart again; on small messages those copies are a good part of the receive cost
+    /// (~25 ns of ~90 ns per 64-byte message on the benchmark machine).
+    pub async fn recv_into(&mut self, frames: &mut Frames) -> Option<Received> {
+        std::future::poll_fn(|cx| self.poll_recv_into(cx, frames)).await
+    }
+
+    /// Poll form of [`Inbox::recv_into`].
+    #[inline]
+    pub fn poll_recv_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        frames: &mut Frames,
+    ) -> Poll<Option<Received>> {
+        frames.clear();
+        if let (true, Some((slot, budget @ 2..))) = (self.pending.is_empty(), self.current) {
+            if let Some(live) = self.conns[slot].as_mut() {
+                if let Some(body) = live.buffered_body() {
+                    self.current = Some((slot, budget - 1));
+                    frames.push(body);
+                    return Poll::Ready(Some(Received::Message(live.identity.clone())));
+                }
+            }
+        }
+        match self.poll_recv_slow(cx, true) {
+            Poll::Ready(Some(InboxEvent::Message {
+                identity,
+                frames: f,
+            })) => {
+                *frames = f;
+                Poll::Ready(Some(Received::Message(identity)))
+            }
+            Poll::Ready(Some(ev)) => Poll::Ready(Some(Received::Event(Box::new(ev)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Fast path: the current connection has another single-frame message buffered.

@@ -33,7 +33,7 @@ pub use codec::{
 pub use endpoint::Endpoint;
 pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportError};
 pub use identity::Identity;
-pub use inbox::{Inbox, InboxConfig, InboxEvent, PeerAddr};
+pub use inbox::{Inbox, InboxConfig, InboxEvent, PeerAddr, Received};
 pub use mechanism::{Mechanism, MechanismConfig, MechanismStep, NullMechanism};
 pub use outbox::{Outbox, OutboxConfig, OutboxState, OutboxWriter, Room};
 
@@ -44,12 +44,35 @@ use std::time::Duration;
 /// Up to two frames are stored inline (a ZRE message is one or two frames; a plain request or
 /// reply is one): building, sending, receiving and dropping such a message allocates nothing
 /// beyond the frame bodies. Longer messages spill to the heap like a `Vec`. Anything that takes
-/// frames accepts `impl Into<Frames>`, so a `Vec<Bytes>` works everywhere; `frames!` (re-exported
-/// from `smallvec` as [`smallvec::smallvec!`]) builds one without a `Vec`.
+/// frames accepts `impl Into<Frames>`, so a `Vec<Bytes>` works everywhere; [`frames!`] builds one
+/// without a `Vec`.
 pub type Frames = smallvec::SmallVec<[Bytes; 2]>;
 
 pub use smallvec;
-pub use smallvec::smallvec as frames;
+
+/// Builds a [`Frames`] message from frame bodies (`Bytes`): `frames![body]`,
+/// `frames![header, body]`, any number of frames.
+///
+/// Like `smallvec![]`, but a one- or two-frame message is built from a whole inline buffer
+/// instead of an empty vector plus pushes: measured ~15-20 ns cheaper per message on the 64-byte
+/// send path (the pushes' writes are read back by the next copy of the vector, which the CPU
+/// cannot forward from its store buffer).
+#[macro_export]
+macro_rules! frames {
+    () => {
+        $crate::Frames::new()
+    };
+    ($one:expr $(,)?) => {
+        // The unused slot holds the static empty `Bytes`: never read, and dropping it is a no-op.
+        $crate::Frames::from_buf_and_len([$one, $crate::Bytes::new()], 1)
+    };
+    ($a:expr, $b:expr $(,)?) => {
+        $crate::Frames::from_buf([$a, $b])
+    };
+    ($($x:expr),+ $(,)?) => {
+        $crate::smallvec::smallvec![$($x),+]
+    };
+}
 
 /// Our own heartbeating (ZMTP 3.1 PING/PONG).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

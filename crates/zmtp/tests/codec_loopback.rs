@@ -765,3 +765,69 @@ async fn writer_respects_limits_and_reports_full_and_closed() {
         Err(SendError::Closed(_))
     ));
 }
+
+/// `recv_into` delivers the same stream as `recv`: messages (single-frame fast path and
+/// multipart) into the caller's buffer, which it clears first, and connection events boxed, in
+/// order.
+#[tokio::test]
+async fn recv_into_same_stream_as_recv() {
+    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let out = Outbox::connect(&inbox.endpoint().to_string(), ident(11), fast_reconnect()).unwrap();
+    for i in 0..100u8 {
+        if i % 10 == 0 {
+            out.try_send(frames![Bytes::from(vec![i]), Bytes::from_static(b"more")])
+                .unwrap();
+        } else {
+            out.try_send(frames![Bytes::from(vec![i])]).unwrap();
+        }
+    }
+    // Left-overs in the buffer must not leak into the next message.
+    let mut buf: Frames = frames![
+        Bytes::from_static(b"stale"),
+        Bytes::from_static(b"x"),
+        Bytes::from_static(b"y")
+    ];
+    let mut got = 0u8;
+    let mut accepted = false;
+    while got < 100 {
+        match timeout(T, inbox.recv_into(&mut buf))
+            .await
+            .expect("in time")
+        {
+            Some(Received::Message(id)) => {
+                assert!(accepted, "Accepted comes before the first message");
+                assert_eq!(id, ident(11));
+                if got.is_multiple_of(10) {
+                    assert_eq!(
+                        buf,
+                        frames![Bytes::from(vec![got]), Bytes::from_static(b"more")]
+                    );
+                } else {
+                    assert_eq!(buf, frames![Bytes::from(vec![got])]);
+                }
+                got += 1;
+            }
+            Some(Received::Event(ev)) => match *ev {
+                InboxEvent::Accepted { identity, .. } => {
+                    assert_eq!(identity, ident(11));
+                    accepted = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            },
+            None => panic!("inbox closed"),
+        }
+    }
+    drop(out);
+    match timeout(T, inbox.recv_into(&mut buf))
+        .await
+        .expect("in time")
+    {
+        Some(Received::Event(ev)) => {
+            assert!(matches!(*ev, InboxEvent::Disconnected { .. }), "{ev:?}")
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(buf.is_empty(), "an event leaves the buffer empty");
+}
