@@ -149,6 +149,18 @@ impl OutBuf {
         self.chunks.is_empty() && self.staging.is_empty()
     }
 
+    /// Take everything queued as a new buffer, keeping the staging allocation here: the bytes
+    /// taken are a frozen slice of it, and once they are written and dropped the next `reserve`
+    /// reuses the whole allocation instead of allocating (a writer that hands a 64 KiB buffer over
+    /// per flush would otherwise allocate — and page-fault — a fresh one each time).
+    pub(crate) fn take_all(&mut self) -> OutBuf {
+        self.flush_staging();
+        OutBuf {
+            chunks: std::mem::take(&mut self.chunks),
+            staging: BytesMut::new(),
+        }
+    }
+
     /// Drop everything queued (keeps the staging allocation).
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();

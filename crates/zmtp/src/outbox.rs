@@ -771,7 +771,11 @@ impl OutboxWriter {
                 q.count += self.count;
                 q.bytes += self.bytes;
                 let was_empty = q.segs.is_empty();
-                let buf = std::mem::replace(&mut self.buf, q.spare.pop().unwrap_or_default());
+                // A full buffer is written at once if the socket is free, as `try_send` writes a
+                // segment that fills up; a partial one (an explicit flush) too if nothing else is
+                // queued and no direct write just happened (see `DIRECT_GAP`).
+                let full = self.bytes >= SEG_BYTES || self.count >= BATCH_MSGS;
+                let buf = self.buf.take_all();
                 q.segs.push_back(Segment {
                     buf,
                     msgs: self.count,
@@ -780,8 +784,9 @@ impl OutboxWriter {
                 });
                 if !q.busy
                     && q.direct.is_some()
-                    && was_empty
-                    && (q.idle || q.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP))
+                    && (full
+                        || (was_empty
+                            && (q.idle || q.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP))))
                 {
                     let (n, left) = q.flush_direct();
                     released = n;
