@@ -17,6 +17,10 @@
 //! in `recv`: a consumer that falls behind stops reading, the kernel buffers fill, and TCP flow
 //! control pushes back on the sender — memory stays bounded without any queue of our own.
 //!
+//! Two ways to read the same event stream: [`Inbox::recv`] returns each message inside an
+//! [`InboxEvent`]; [`Inbox::recv_into`] puts a message's frames into a buffer the caller reuses and
+//! returns only the identity (for hot loops: it saves the copies of the 112-byte event).
+//!
 //! Identities: the peer's READY `Identity` property, or a generated 5-byte `0x00 + u32` (as libzmq
 //! does). A new connection with an identity already present takes over (ROUTER_HANDOVER): the old
 //! connection is closed and its `Disconnected` is delivered before the new `Accepted`.

@@ -15,7 +15,9 @@
 //! Performance: the inbox reads its established connections inside `Inbox::recv` (no task hand-off
 //! between the socket and the caller) and decodes many messages per `read`; writes drain many queued
 //! messages into one buffer (large frames are written vectored, without a copy); received frame
-//! bodies are zero-copy slices of the read buffer.
+//! bodies are zero-copy slices of the read buffer. For hot loops, [`OutboxWriter`] sends runs of
+//! messages without a lock per message and [`Inbox::recv_into`] receives into a reused buffer;
+//! `zmtp-bench` (see BENCHMARKS.md) measures both against a hand-written tokio TCP baseline.
 
 pub mod codec;
 mod conn;

@@ -13,6 +13,15 @@
 //! woken when the queue goes from empty to non-empty, writes the segments in order. Frame-transforming
 //! mechanisms (CURVE, later) queue whole messages that the task encodes.
 //!
+//! Two ways in, for two kinds of callers:
+//! * [`Outbox::try_send`] / [`Outbox::send`] take `&self`: any task on any thread may send at any
+//!   time, so every message takes the queue lock once (one atomic read-modify-write, see
+//!   `QueueLock`). This is what the ZRE node uses.
+//! * [`OutboxWriter`] (from [`Outbox::writer`]) is the outbox's `BufWriter`: one owner feeds it a run
+//!   of messages, which it encodes into a buffer of its own with no lock and no atomic, and hands
+//!   over in one go at `flush` (or every 64 KiB, or on drop). Room is reserved in the queue before a
+//!   message is accepted, so the limits hold exactly either way.
+//!
 //! Connection life cycle: connect + handshake (under `handshake_timeout`), serve until the peer goes
 //! away, then wait with exponential backoff and reconnect; messages queued meanwhile are sent after
 //! the reconnect. Messages already handed to a socket that then failed are lost, as with libzmq.
@@ -545,19 +554,8 @@ impl Outbox {
     }
 
     /// The slow path of [`Outbox::send`]: wait for room, retry.
-    async fn wait_and_send(&self, mut frames: Frames) -> Result<(), SendError> {
-        loop {
-            let notified = self.shared.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.try_send_frames(frames) {
-                Err(SendError::Full(f)) => {
-                    frames = f;
-                    notified.await;
-                }
-                other => return other,
-            }
-        }
+    async fn wait_and_send(&self, frames: Frames) -> Result<(), SendError> {
+        until_room(&self.shared.room, frames, |f| self.try_send_frames(f)).await
     }
 
     /// A buffered writer on this outbox, for a caller that sends runs of messages and knows where a
@@ -649,7 +647,9 @@ const RESERVE_MSGS: usize = 1024;
 /// the same reconnect behaviour once they are queued. Messages fed but not yet flushed are not
 /// queued yet: a `try_send` on the outbox in between goes first, and a writer that is never
 /// flushed or dropped never sends. A writer owns a handle on the outbox's queue, so it can be
-/// kept anywhere; writing through it after the outbox was closed returns `Closed`.
+/// kept anywhere; writing through it after the outbox was closed returns `Closed`, and what it
+/// still buffered then is dropped, as queued messages are by a close without linger (flush before
+/// [`Outbox::close`] to have them lingered).
 pub struct OutboxWriter {
     shared: Arc<Shared>,
     /// Non-transforming mechanisms: the fed messages, encoded.
@@ -726,20 +726,9 @@ impl OutboxWriter {
     }
 
     /// The slow path of [`OutboxWriter::feed`]: wait for room, retry.
-    async fn wait_and_feed(&mut self, mut frames: Frames) -> Result<(), SendError> {
+    async fn wait_and_feed(&mut self, frames: Frames) -> Result<(), SendError> {
         let shared = self.shared.clone();
-        loop {
-            let notified = shared.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.try_feed(frames) {
-                Err(SendError::Full(f)) => {
-                    frames = f;
-                    notified.await;
-                }
-                other => return other,
-            }
-        }
+        until_room(&shared.room, frames, |f| self.try_feed(f)).await
     }
 
     /// Hand everything fed so far to the outbox's queue (one lock), and give back unused room.
@@ -851,7 +840,29 @@ impl Drop for OutboxWriter {
     }
 }
 
-/// Why a writer could not reserve room.
+/// Offer `frames` with `attempt` until it is not refused as `Full`, waiting for `room` to be
+/// notified in between. The waiter is registered before each attempt, so room made between a
+/// refused attempt and the wait is not missed.
+async fn until_room(
+    room: &Notify,
+    mut frames: Frames,
+    mut attempt: impl FnMut(Frames) -> Result<(), SendError>,
+) -> Result<(), SendError> {
+    loop {
+        let notified = room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match attempt(frames) {
+            Err(SendError::Full(f)) => {
+                frames = f;
+                notified.await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Why a message could not be queued or a writer could not reserve room.
 enum Refused {
     Full,
     Closed,

@@ -334,3 +334,26 @@ proptest! {
         }
     }
 }
+
+/// `frames!` (built from a whole inline buffer for one or two frames) makes the same vectors as
+/// `smallvec!`, for any number of frames, with or without a trailing comma.
+#[test]
+fn frames_macro_builds_the_same_vectors() {
+    use zmesh_zmtp::{frames, smallvec::smallvec, Frames};
+    let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let none: Frames = frames![];
+    assert!(none.is_empty());
+    let one: Frames = frames![b("a")];
+    assert_eq!(one, smallvec![b("a")] as Frames);
+    assert_eq!(one.len(), 1);
+    assert!(!one.spilled());
+    let two: Frames = frames![b("a"), b("b"),];
+    assert_eq!(two, smallvec![b("a"), b("b")] as Frames);
+    let three: Frames = frames![b("a"), b("b"), b("c")];
+    assert_eq!(three.as_slice(), &[b("a"), b("b"), b("c")]);
+    // A one-frame vector grows like any other.
+    let mut grown = frames![b("a")];
+    grown.push(b("b"));
+    grown.push(b("c"));
+    assert_eq!(grown, three);
+}

@@ -53,6 +53,15 @@ fn fast_reconnect() -> OutboxConfig {
     }
 }
 
+/// An inbox on an ephemeral loopback port and an outbox with identity `ident(n)` connected to it.
+async fn inbox_and_outbox(n: u8) -> (Inbox, Outbox) {
+    let inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let out = Outbox::connect(&inbox.endpoint().to_string(), ident(n), fast_reconnect()).unwrap();
+    (inbox, out)
+}
+
 fn port_of(ep: &Endpoint) -> u16 {
     match ep {
         Endpoint::Tcp { port: Some(p), .. } => *p,
@@ -660,10 +669,7 @@ async fn try_recv_drains_and_recv_still_wakes() {
 /// drop — mixed single- and multipart messages, large frames written vectored included.
 #[tokio::test]
 async fn writer_delivers_in_order_at_each_flush() {
-    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
-        .await
-        .unwrap();
-    let out = Outbox::connect(&inbox.endpoint().to_string(), ident(9), fast_reconnect()).unwrap();
+    let (mut inbox, out) = inbox_and_outbox(9).await;
     let msg = |i: u32| -> Frames {
         let mut body = vec![(i % 251) as u8; if i.is_multiple_of(97) { 20_000 } else { 40 }];
         body[..4].copy_from_slice(&i.to_be_bytes());
@@ -771,10 +777,7 @@ async fn writer_respects_limits_and_reports_full_and_closed() {
 /// order.
 #[tokio::test]
 async fn recv_into_same_stream_as_recv() {
-    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
-        .await
-        .unwrap();
-    let out = Outbox::connect(&inbox.endpoint().to_string(), ident(11), fast_reconnect()).unwrap();
+    let (mut inbox, out) = inbox_and_outbox(11).await;
     for i in 0..100u8 {
         if i % 10 == 0 {
             out.try_send(frames![Bytes::from(vec![i]), Bytes::from_static(b"more")])
