@@ -805,7 +805,7 @@ impl OutboxWriter {
     }
 
     /// Flush, then reserve room for at least one message of `size` bytes (and for up to
-    /// [`RESERVE_MSGS`] messages / [`SEG_BYTES`] bytes if the queue has that much room).
+    /// [`RESERVE_MSGS`] messages / [`SEG_BYTES`] bytes, at most half of the room left).
     #[cold]
     fn reserve(&mut self, size: usize) -> Result<(), Refused> {
         self.flush();
@@ -816,9 +816,11 @@ impl OutboxWriter {
         let room_msgs = self.shared.max_msgs.saturating_sub(q.count + q.reserved.0);
         let room_bytes = self.shared.max_bytes.saturating_sub(q.bytes + q.reserved.1);
         let grant = if room_msgs >= 1 && room_bytes >= size {
+            // At most half of the room left (but always this message), so that a writer holding
+            // an unused reservation does not shut other senders out of a nearly full queue.
             (
-                room_msgs.min(RESERVE_MSGS),
-                room_bytes.min(SEG_BYTES.max(size)),
+                (room_msgs / 2).clamp(1, RESERVE_MSGS),
+                (room_bytes / 2).min(SEG_BYTES).max(size),
             )
         } else if q.count + q.reserved.0 == 0 {
             // As `try_send`: a message larger than the byte limit goes into an empty queue.
