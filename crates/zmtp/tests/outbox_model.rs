@@ -68,8 +68,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // The model: the order messages must arrive in, and what each writer holds unflushed.
     let mut order: Vec<u32> = Vec::new();
     let mut pending: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-    let mut seq = 0u32;
-    for op in ops {
+    for (seq, op) in (0u32..).zip(ops) {
         match op {
             Op::TrySend(size) => {
                 let m = message(seq, size);
@@ -124,7 +123,6 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 order.append(&mut pending[w]);
             }
         }
-        seq += 1;
         let (n, b) = out.queued();
         prop_assert_eq!(n, order.len(), "queued vs model");
         prop_assert!(n <= MAX_MSGS, "{} messages queued", n);
