@@ -1,6 +1,8 @@
 //! Integration tests over real loopback sockets (127.0.0.1, ::1 and a Unix socket in a temp dir).
 //! Every wait is bounded by a timeout on an event; nothing sleeps and hopes.
 
+mod common;
+
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -191,13 +193,7 @@ async fn multi_thread_runtime_large_frames() {
 
 #[tokio::test]
 async fn messages_queued_before_bind_are_delivered() {
-    // Find a free port, then release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ep = format!("tcp://127.0.0.1:{port}");
+    let ep = common::unused_loopback_endpoint();
     let out = Outbox::connect(&ep, ident(2), fast_reconnect()).unwrap();
     for i in 0..10u8 {
         out.try_send(vec![Bytes::from(vec![i])]).unwrap();
@@ -719,18 +715,13 @@ async fn writer_delivers_in_order_at_each_flush() {
 /// is accepted), reports `Full` with the message handed back, and `Closed` once the outbox is gone.
 #[tokio::test]
 async fn writer_respects_limits_and_reports_full_and_closed() {
-    // Nothing listens: every message stays queued.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cfg = OutboxConfig {
         max_queued_messages: 100,
         max_queued_bytes: 10_000,
         ..fast_reconnect()
     };
-    let out = Outbox::connect(&format!("tcp://127.0.0.1:{port}"), ident(10), cfg).unwrap();
+    // Nobody listens there: every message stays queued.
+    let out = Outbox::connect(&common::unused_loopback_endpoint(), ident(10), cfg).unwrap();
     let mut w = out.writer();
     // 30 x 300 bytes = 9,000 fit; the 34th would exceed 10,000 bytes.
     let mut accepted = 0;

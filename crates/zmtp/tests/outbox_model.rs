@@ -9,6 +9,8 @@
 //!   message takes its place at once, a writer's messages take theirs when the writer is flushed
 //!   (explicitly, when full, when a reservation is renewed, or when dropped).
 
+mod common;
+
 use bytes::Bytes;
 use proptest::prelude::*;
 use std::time::Duration;
@@ -49,13 +51,8 @@ fn seq_of(f: &Frames) -> u32 {
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    // A port nobody listens on yet: nothing drains, so the queue only grows.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ep = format!("tcp://127.0.0.1:{port}");
+    // Nobody listens there yet: nothing drains, so the queue only grows.
+    let ep = common::unused_loopback_endpoint();
     let cfg = OutboxConfig {
         max_queued_messages: MAX_MSGS,
         max_queued_bytes: MAX_BYTES,
