@@ -115,6 +115,11 @@ const DIRECT_GAP: Duration = Duration::from_micros(5);
 /// Emptied segment buffers kept for reuse (each keeps its allocation).
 const SPARE_BUFS: usize = 2;
 
+/// Whether a run of `msgs` messages of `bytes` payload bytes fills a segment (or a writer's buffer).
+fn segment_full(msgs: usize, bytes: usize) -> bool {
+    bytes >= SEG_BYTES || msgs >= BATCH_MSGS
+}
+
 /// A run of messages already encoded as ZMTP frames, written by the connection task in one go.
 struct Segment {
     buf: OutBuf,
@@ -285,11 +290,23 @@ impl Queue {
         self.msgs.is_empty() && self.segs.is_empty()
     }
 
+    /// Whether a producer may write to the socket itself right now: the connection is up and its
+    /// task is not writing, and either the producer just filled a segment, or nothing is queued
+    /// and no direct write happened in the last [`DIRECT_GAP`] (unless the task has since found
+    /// nothing to do).
+    fn producer_may_write(&self, filled: bool) -> bool {
+        !self.busy
+            && self.direct.is_some()
+            && (filled
+                || (self.segs.is_empty()
+                    && (self.idle || self.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP))))
+    }
+
     /// Append an encoded message to the last open segment (or a new one). True when this filled
     /// the segment.
     fn push_encoded(&mut self, frames: &Frames, size: usize) -> bool {
         let open = matches!(self.segs.back(),
-            Some(s) if !s.tail && s.bytes < SEG_BYTES && s.msgs < BATCH_MSGS);
+            Some(s) if !s.tail && !segment_full(s.msgs, s.bytes));
         if !open {
             let buf = self.spare.pop().unwrap_or_default();
             self.segs.push_back(Segment {
@@ -303,7 +320,7 @@ impl Queue {
         seg.buf.push_plain(frames);
         seg.msgs += 1;
         seg.bytes += size;
-        seg.bytes >= SEG_BYTES || seg.msgs >= BATCH_MSGS
+        segment_full(seg.msgs, seg.bytes)
     }
 
     fn recycle(&mut self, buf: OutBuf) {
@@ -443,11 +460,8 @@ impl Outbox {
     /// into a callee costs a store-forwarding stall (~7 ns) per message.
     #[inline(always)]
     fn try_send_frames(&self, mut frames: Frames) -> Result<(), SendError> {
-        match self.queue_message(&mut frames) {
-            Ok(()) => Ok(()),
-            Err(Refused::Full) => Err(SendError::Full(frames)),
-            Err(Refused::Closed) => Err(SendError::Closed(frames)),
-        }
+        self.queue_message(&mut frames)
+            .map_err(|r| r.hand_back(frames))
     }
 
     /// Queue (or write directly) the message in `frames`; it is taken out of `frames` only when
@@ -470,13 +484,7 @@ impl Outbox {
                 q.msgs.push_back(std::mem::take(frames));
                 q.count += 1;
                 q.bytes += size;
-            } else if let (true, Some(w)) = (
-                !q.busy
-                    && q.segs.is_empty()
-                    && q.direct.is_some()
-                    && (q.idle || q.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP)),
-                q.direct.as_ref(),
-            ) {
+            } else if let (true, Some(w)) = (q.producer_may_write(false), q.direct.as_ref()) {
                 // Direct write: nothing is queued or being written, so the socket is ours.
                 let mut buf = q.spare.pop().unwrap_or_default();
                 buf.push_plain(frames);
@@ -514,7 +522,7 @@ impl Outbox {
                 // Each time a segment fills up, write what is queued if the socket is free; a
                 // socket that would block is tried again at the next full segment (not per
                 // message), or the connection task takes over when it runs.
-                if closed && !q.busy && q.direct.is_some() {
+                if closed && q.producer_may_write(true) {
                     let (n, left) = q.flush_direct();
                     released = n;
                     // Whatever the socket did not take is the connection task's to write.
@@ -683,11 +691,8 @@ impl OutboxWriter {
         let frames = frames.into();
         let size = msg_size(&frames);
         if self.reserved.0 == 0 || self.reserved.1 < size {
-            if let Err(e) = self.reserve(size) {
-                return Err(match e {
-                    Refused::Full => SendError::Full(frames),
-                    Refused::Closed => SendError::Closed(frames),
-                });
+            if let Err(r) = self.reserve(size) {
+                return Err(r.hand_back(frames));
             }
         }
         self.reserved.0 -= 1;
@@ -699,7 +704,7 @@ impl OutboxWriter {
         } else {
             self.msgs.push(frames);
         }
-        if self.bytes >= SEG_BYTES || self.count >= BATCH_MSGS {
+        if segment_full(self.count, self.bytes) {
             self.flush();
         }
         Ok(())
@@ -758,10 +763,9 @@ impl OutboxWriter {
                 q.count += self.count;
                 q.bytes += self.bytes;
                 let was_empty = q.segs.is_empty();
-                // A full buffer is written at once if the socket is free, as `try_send` writes a
-                // segment that fills up; a partial one (an explicit flush) too if nothing else is
-                // queued and no direct write just happened (see `DIRECT_GAP`).
-                let full = self.bytes >= SEG_BYTES || self.count >= BATCH_MSGS;
+                // Written at once by the same rule as `try_send`: a full buffer whenever the
+                // socket is free, a partial one (an explicit flush) if nothing else is queued.
+                let write_now = q.producer_may_write(segment_full(self.count, self.bytes));
                 let buf = self.buf.take_all();
                 q.segs.push_back(Segment {
                     buf,
@@ -769,12 +773,7 @@ impl OutboxWriter {
                     bytes: self.bytes,
                     tail: false,
                 });
-                if !q.busy
-                    && q.direct.is_some()
-                    && (full
-                        || (was_empty
-                            && (q.idle || q.last_direct.is_none_or(|t| t.elapsed() >= DIRECT_GAP))))
-                {
+                if write_now {
                     let (n, left) = q.flush_direct();
                     released = n;
                     q.last_direct = Some(std::time::Instant::now());
@@ -866,6 +865,16 @@ async fn until_room(
 enum Refused {
     Full,
     Closed,
+}
+
+impl Refused {
+    /// The user-facing error, with the refused message handed back.
+    fn hand_back(self, frames: Frames) -> SendError {
+        match self {
+            Refused::Full => SendError::Full(frames),
+            Refused::Closed => SendError::Closed(frames),
+        }
+    }
 }
 
 /// The future returned by [`Outbox::send`]: already queued, refused for good, or waiting for room.

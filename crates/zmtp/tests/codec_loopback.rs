@@ -620,15 +620,7 @@ async fn zmtp_3_0_peer_accepted() {
 /// still woken by the next message (a `try_recv` returning `None` must not lose the wake-up).
 #[tokio::test]
 async fn try_recv_drains_and_recv_still_wakes() {
-    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
-        .await
-        .unwrap();
-    let out = Outbox::connect(
-        &inbox.endpoint().to_string(),
-        ident(9),
-        OutboxConfig::default(),
-    )
-    .unwrap();
+    let (mut inbox, out) = inbox_and_outbox(9).await;
     for m in [&b"a"[..], b"b", b"c"] {
         out.try_send(frames(&[m])).unwrap();
     }
