@@ -11,6 +11,8 @@
 //! * [`Api::TrySend`] (`zmesh-send`): `Outbox::send` per message, as the ZRE node sends (each
 //!   WHISPER is its own `try_send`, callable from any task).
 //!
+//! Both receive with `Inbox::recv_into` into a frame buffer the link keeps.
+//!
 //! Setup is two steps so that the driver can start its peer process in between:
 //! [`bind`] binds the inbox, [`ZmtpLink::join`] connects the outbox to the other side.
 
