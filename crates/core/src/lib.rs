@@ -1,0 +1,25 @@
+//! # zmesh-core: the sans-IO protocols above ZRE
+//!
+//! Everything zmesh adds on top of the ZRE protocol lives here, as plain state driven by explicit
+//! inputs and an explicit `now`, with no sockets, no clock and no tokio. The async node (crate
+//! `zmesh`) and the deterministic simulator (crate `zmesh-sim`) run this very code.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`envelope`] | the one-frame envelope every layer message travels in, inside WHISPER/SHOUT |
+//! | [`caps`] | which layers a peer speaks, from its HELLO headers |
+//! | [`pattern`] | event names and `*` / `**` patterns |
+//! | [`layer`] | the seam: the [`Layer`](layer::Layer) trait, its inputs and its [`Io`](layer::Io) |
+//! | [`reqrep`] | request/reply and ticks, the first layer |
+//! | [`driver`] | the ZRE engine and the layers composed, with the output contract |
+//!
+//! The wire formats are specified in `docs/protocol.md` in the repository.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod caps;
+pub mod driver;
+pub mod envelope;
+pub mod layer;
+pub mod pattern;
+pub mod reqrep;
