@@ -77,6 +77,7 @@ pub fn event_json(event: &Event) -> Value {
         Event::Stop { uuid, name } => {
             json!({"event": "STOP", "peer": uuid_to_string(uuid), "name": name})
         }
+        other => json!({"event": "OTHER", "debug": format!("{other:?}")}),
     }
 }
 
@@ -113,6 +114,7 @@ pub fn event_line(event: &Event) -> String {
         Event::Evasive { name, .. } => format!("* {name} is evasive"),
         Event::Silent { name, .. } => format!("* {name} is silent"),
         Event::Stop { name, .. } => format!("* {name} (this node) stopped"),
+        other => format!("* {other:?}"),
     }
 }
 

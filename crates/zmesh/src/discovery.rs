@@ -308,6 +308,7 @@ fn endpoint_of(addr: SocketAddrV4) -> Arc<str> {
 }
 
 /// Turns one received datagram into a sighting (pure; unit-tested).
+#[cfg(test)]
 pub fn interpret(
     datagram: &[u8],
     from: SocketAddr,

@@ -1,11 +1,18 @@
-//! Errors returned to the application by the node API.
+//! Errors returned to the application by the node API, with typed conversions from the errors
+//! of the crates below (never `map_err(|_| ..)`: the cause is kept).
 
 use uuid::Uuid;
+use zmesh_core::pattern::NameError;
+use zmesh_core::reqrep::TickError;
+use zmesh_zre::EngineError;
+
+use crate::RequestError;
 
 /// What went wrong with a request the application made. Problems caused by *peers* (bad input,
 /// timeouts) are never returned here: they are counted in [`crate::NodeStats`], logged, and surface as
-/// events (EXIT, EVASIVE, …).
+/// events (EXIT, EVASIVE, …) or as a request's [`RequestError`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A group name, peer name, header key or value does not fit ZRE's 255-byte string limit, or is empty.
     #[error("invalid {what}: {why}")]
@@ -15,16 +22,25 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// An event name or pattern is not valid.
+    #[error("invalid event name or pattern: {0}")]
+    InvalidName(#[from] NameError),
     /// No peer with this UUID is known (it never appeared, or it has left).
     #[error("unknown peer {0}")]
     UnknownPeer(Uuid),
     /// WHISPER/SHOUT content must have at least one frame.
     #[error("message content must have at least one frame")]
     EmptyContent,
+    /// The first content frame starts with the bytes reserved for zmesh envelopes (`FF 5A 4D`).
+    #[error("content starting with FF 5A 4D is reserved for zmesh layer messages")]
+    ReservedPrefix,
     /// The peer's outgoing queue was full (it stopped reading); the peer has been dropped and will be
     /// rediscovered by its next beacon.
     #[error("outgoing queue to peer {0} is full; peer dropped")]
     PeerOverflow(Uuid),
+    /// A tick could not be sent (nobody can receive it, or it is too large).
+    #[error("tick not sent: {0}")]
+    Request(RequestError),
     /// The node has been stopped.
     #[error("node is stopped")]
     Stopped,
@@ -37,4 +53,28 @@ pub enum Error {
     /// The transport refused a request (e.g. an unparsable advertised endpoint).
     #[error("transport: {0}")]
     Transport(#[from] zmesh_zmtp::TransportError),
+}
+
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Error {
+        match e {
+            EngineError::UnknownPeer(p) => Error::UnknownPeer(p),
+            EngineError::EmptyContent => Error::EmptyContent,
+            EngineError::Stopped => Error::Stopped,
+            EngineError::Wire(w) => Error::InvalidArgument {
+                what: "string",
+                why: w.to_string(),
+            },
+            EngineError::InvalidConfig(why) => Error::Config(why.to_owned()),
+        }
+    }
+}
+
+impl From<TickError> for Error {
+    fn from(e: TickError) -> Error {
+        match e {
+            TickError::Name(n) => Error::InvalidName(n),
+            TickError::Request(r) => Error::Request(r),
+        }
+    }
 }

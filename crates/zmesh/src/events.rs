@@ -23,9 +23,11 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use std::task::{Context, Poll};
+
+use crate::event::Event;
+use atomic_waker::AtomicWaker;
 use uuid::Uuid;
-use zmesh_zre::Event;
 
 /// Most events the consumer takes out of the shared queue under one lock (see [`EventQueue::pop_into`]).
 pub(crate) const POP_BATCH: usize = 128;
@@ -75,7 +77,8 @@ pub(crate) type UuidMap<V> = HashMap<Uuid, V, BuildHasherDefault<UuidHasher>>;
 #[derive(Debug)]
 pub(crate) struct EventQueue {
     inner: Mutex<Inner>,
-    notify: Notify,
+    /// The single consumer's waker (one registration per wait, not per event).
+    waker: AtomicWaker,
     capacity: usize,
 }
 
@@ -176,7 +179,7 @@ impl EventQueue {
     pub(crate) fn new(capacity: usize) -> EventQueue {
         EventQueue {
             inner: Mutex::new(Inner::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             capacity: capacity.max(1),
         }
     }
@@ -211,14 +214,14 @@ impl EventQueue {
             }
         }
         drop(inner);
-        self.notify.notify_one();
+        self.waker.wake();
         dropped
     }
 
     /// Ends the stream: the consumer gets what is queued (STOP last), then `None`.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     /// Moves up to `max` ready events (in delivery order) to the back of `out`. `Err(())` means
@@ -253,18 +256,33 @@ impl EventQueue {
         Ok(out.pop_front())
     }
 
+    /// Moves up to `max` ready events to `out` (`Ready(true)`), or registers the consumer's
+    /// waker (`Pending`); `Ready(false)` (nothing moved) once the stream has ended. Single consumer.
+    pub(crate) fn poll_pop_into(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut VecDeque<Event>,
+        max: usize,
+    ) -> Poll<bool> {
+        for attempt in 0..2 {
+            match self.try_pop_into(out, max) {
+                Ok(0) => {}
+                Ok(_) => return Poll::Ready(true),
+                Err(()) => return Poll::Ready(false),
+            }
+            // Register, then look again: a push between the first look and the registration
+            // would otherwise be missed.
+            if attempt == 0 {
+                self.waker.register(cx.waker());
+            }
+        }
+        Poll::Pending
+    }
+
     /// Waits until at least one event is ready and moves up to `max` of them to `out`; returns
     /// false (and moves nothing) once the stream has ended. Single consumer.
     pub(crate) async fn pop_into(&self, out: &mut VecDeque<Event>, max: usize) -> bool {
-        loop {
-            match self.try_pop_into(out, max) {
-                Ok(0) => {}
-                Ok(_) => return true,
-                Err(()) => return false,
-            }
-            // `notify_one` stores a permit when nobody waits, so no wake-up is lost.
-            self.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_pop_into(cx, out, max)).await
     }
 
     /// Waits for the next event; `None` once the stream has ended. Single consumer.

@@ -2,12 +2,13 @@
 //!
 //! A zmesh [`Node`] finds its peers on the local network with zero configuration (UDP beacons),
 //! keeps track of their presence (ENTER, EXIT, EVASIVE, SILENT), and talks to them: WHISPER to one
-//! peer, SHOUT to a group, JOIN and LEAVE groups, headers for service discovery. It speaks the ZRE
-//! protocol byte for byte as the C Zyre implementation does, so zmesh, Zyre, Pyre and zyre.js nodes on
-//! one network form one mesh.
+//! peer, SHOUT to a group, JOIN and LEAVE groups, headers for service discovery, and
+//! **request/reply** with timeouts, cancellation and typed outcomes ([`Node::request`],
+//! [`Node::on_request`]). It speaks the ZRE protocol byte for byte as the C Zyre implementation
+//! does, so zmesh, Zyre, Pyre and zyre.js nodes on one network form one mesh; everything zmesh
+//! adds travels inside ordinary WHISPERs, and only to peers that announced it.
 //!
-//! The crate is the async shell; the protocol itself lives in two I/O-free crates:
-//! [`zmesh_zre`] (wire codec and the sans-IO engine) and [`zmesh_zmtp`] (the ZMTP 3.1 transport).
+//! # Getting started
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), zmesh::Error> {
@@ -18,23 +19,61 @@
 //!     .start()
 //!     .await?;
 //! node.join("CHAT")?;
+//! let mut requests = node.on_request("time.now")?; // answer requests for "time.now"
+//! tokio::spawn(async move {
+//!     while let Some(req) = requests.recv().await {
+//!         req.reply(format!("{:?}", std::time::SystemTime::now()));
+//!     }
+//! });
 //! while let Some(event) = events.recv().await {
 //!     if let Event::Enter { peer, name, .. } = &event {
 //!         node.whisper(*peer, vec![format!("hello {name}").into()])?;
+//!         if let Ok(reply) = node.request(*peer, "time.now", "").await {
+//!             println!("{name}'s clock: {}", String::from_utf8_lossy(&reply));
+//!         }
 //!     }
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Layout
+//!
+//! | crate / module | what |
+//! |---|---|
+//! | `zmesh` [`node`](Node) | the async shell: node task, sockets, timers, the public API |
+//! | `zmesh` `events`, `event` | the application's fair, bounded event queue and [`Event`] |
+//! | `zmesh` `discovery`, `iface` | UDP beacons and interface selection |
+//! | [`zmesh_core`] | sans-IO layers above ZRE: the envelope, the layer seam, request/reply, the driver |
+//! | [`zmesh_zre`] | the ZRE wire codec and the sans-IO protocol engine |
+//! | [`zmesh_zmtp`] | the ZMTP 3.1 transport |
+//!
+//! The wire formats zmesh defines (and the ZRE facts it relies on) are in `docs/` in the
+//! repository.
+#![forbid(unsafe_code)]
 
-pub mod discovery;
-pub mod error;
-pub mod events;
+mod discovery;
+mod error;
+mod event;
+mod events;
 pub mod iface;
-pub mod node;
+mod node;
 
 pub use bytes::Bytes;
 pub use error::Error;
+pub use event::Event;
 pub use iface::{InterfaceSpec, SelectedInterface};
-pub use node::{Events, Node, NodeBuilder, NodeStats, PeerInfo, DEFAULT_BEACON_PORT};
+pub use node::{
+    endpoint_addr, Events, GroupEvents, IncomingRequest, IncomingTick, Node, NodeBuilder,
+    NodeStats, PeerInfo, ReplyFuture, Request, Requests, Ticks, DEFAULT_BEACON_PORT, TICK_QUEUE,
+};
 pub use uuid::Uuid;
-pub use zmesh_zre::{uuid_from_str, uuid_to_string, Event};
+pub use zmesh_core::reqrep::{NoResponders, RequestError};
+pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
+pub use zmesh_zre::{uuid_from_str, uuid_to_string};
+
+/// The counters inside [`NodeStats`], by layer.
+pub mod stats {
+    pub use zmesh_core::driver::Stats as EnvelopeStats;
+    pub use zmesh_core::reqrep::Stats as RequestStats;
+    pub use zmesh_zre::Stats as EngineStats;
+}

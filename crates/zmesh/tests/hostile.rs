@@ -32,7 +32,7 @@ mod loopback;
 use loopback::{builder, is_enter, is_exit, pair, port, wait_for, WAIT};
 
 fn addr_of(node: &Node) -> std::net::SocketAddr {
-    zmesh::node::endpoint_addr(&node.endpoint().unwrap()).unwrap()
+    zmesh::endpoint_addr(&node.endpoint().unwrap()).unwrap()
 }
 
 fn identity(uuid: Uuid) -> Bytes {

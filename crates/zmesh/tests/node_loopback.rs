@@ -272,7 +272,7 @@ async fn garbage_beacons_and_tcp_do_not_hurt() {
     sock.send_to(&[0u8; 200], target).unwrap();
     // Garbage TCP to the inbox.
     let ep = a.endpoint().unwrap();
-    let addr = zmesh::node::endpoint_addr(&ep).unwrap();
+    let addr = zmesh::endpoint_addr(&ep).unwrap();
     for _ in 0..20 {
         use std::io::Write;
         let mut s = std::net::TcpStream::connect(addr).unwrap();

@@ -143,6 +143,9 @@ pub enum RequestError {
     /// This node stopped.
     #[error("node stopped")]
     Stopped,
+    /// The event name is not valid (a caller's mistake: never the outcome of a sent request).
+    #[error("invalid event name: {0}")]
+    InvalidName(crate::pattern::NameError),
 }
 
 /// Why nobody can answer a request.

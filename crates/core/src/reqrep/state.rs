@@ -582,7 +582,6 @@ impl<W> ReqRep<W> {
 
 /// Why a tick could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum TickError {
     /// The event name is invalid.
     #[error(transparent)]

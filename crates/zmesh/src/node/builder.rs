@@ -1,0 +1,316 @@
+//! [`NodeBuilder`]: every setting of a node, its defaults and its validation, in one place.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+use zmesh_core::driver::Driver;
+use zmesh_core::reqrep;
+use zmesh_zmtp::{InboxConfig, OutboxConfig};
+use zmesh_zre::Config as EngineConfig;
+
+use super::shared::{Shared, State, Stats};
+use super::task::NodeTask;
+use super::{HandleInner, Node, DEFAULT_BEACON_PORT};
+use crate::error::Error;
+use crate::events::{EventQueue, UuidMap};
+use crate::iface::InterfaceSpec;
+use crate::Events;
+#[allow(unused_imports)] // doc links
+use crate::RequestError;
+
+/// Configures and starts a [`Node`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), zmesh::Error> {
+/// let (node, mut events) = zmesh::Node::builder()
+///     .name("sensor-1")
+///     .header("X-ROLE", "sensor")
+///     .interface("lo".parse().unwrap())
+///     .start()
+///     .await?;
+/// node.join("CHAT")?;
+/// while let Some(event) = events.recv().await {
+///     println!("{event:?}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    pub(super) name: Option<String>,
+    pub(super) uuid: Option<Uuid>,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) beacon_port: u16,
+    pub(super) beacon_interval: Duration,
+    pub(super) evasive_timeout: Duration,
+    pub(super) expired_timeout: Duration,
+    pub(super) ping_interval: Option<Duration>,
+    pub(super) interface: InterfaceSpec,
+    pub(super) tcp_port: Option<u16>,
+    pub(super) advertised_endpoint: Option<String>,
+    pub(super) event_capacity: usize,
+    pub(super) outbox: OutboxConfig,
+    pub(super) inbox: InboxConfig,
+    pub(super) requests: reqrep::Config,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        NodeBuilder {
+            name: None,
+            uuid: None,
+            headers: Vec::new(),
+            beacon_port: DEFAULT_BEACON_PORT,
+            beacon_interval: Duration::from_secs(1),
+            evasive_timeout: Duration::from_secs(5),
+            expired_timeout: Duration::from_secs(30),
+            ping_interval: None,
+            interface: InterfaceSpec::Auto,
+            tcp_port: None,
+            advertised_endpoint: None,
+            event_capacity: 10_000,
+            outbox: OutboxConfig::default(),
+            inbox: InboxConfig::default(),
+            requests: reqrep::Config::default(),
+        }
+    }
+}
+
+pub(super) fn check_str(what: &'static str, s: &str) -> Result<(), Error> {
+    if s.is_empty() {
+        return Err(Error::InvalidArgument {
+            what,
+            why: "must not be empty".into(),
+        });
+    }
+    if s.len() > 255 {
+        return Err(Error::InvalidArgument {
+            what,
+            why: format!("{} bytes; ZRE strings are at most 255 bytes", s.len()),
+        });
+    }
+    Ok(())
+}
+
+impl NodeBuilder {
+    /// Public name sent in HELLO (default: the first 6 hex digits of the UUID, like Zyre).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Use this UUID instead of a random one (stable identities across restarts; peers then see a
+    /// restart as EXIT + ENTER of the same UUID).
+    pub fn uuid(mut self, uuid: Uuid) -> Self {
+        self.uuid = Some(uuid);
+        self
+    }
+
+    /// Adds a header sent in HELLO and delivered to peers in their ENTER event (service discovery).
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.headers.retain(|(k, _)| *k != key);
+        self.headers.push((key, value.into()));
+        self
+    }
+
+    /// UDP port for beacons (default 5670). Nodes with different ports do not see each other.
+    pub fn beacon_port(mut self, port: u16) -> Self {
+        self.beacon_port = port;
+        self
+    }
+
+    /// Time between beacons (default 1 s).
+    pub fn beacon_interval(mut self, interval: Duration) -> Self {
+        self.beacon_interval = interval;
+        self
+    }
+
+    /// Silence after which a peer is reported EVASIVE (default 5 s).
+    pub fn evasive_timeout(mut self, timeout: Duration) -> Self {
+        self.evasive_timeout = timeout;
+        self
+    }
+
+    /// Silence after which a peer is removed with EXIT (default 30 s).
+    pub fn expired_timeout(mut self, timeout: Duration) -> Self {
+        self.expired_timeout = timeout;
+        self
+    }
+
+    /// How long a peer may be quiet before we PING it proactively (default: chosen by the engine,
+    /// below the evasive timeout, so a healthy idle peer never becomes EVASIVE).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = Some(interval);
+        self
+    }
+
+    /// Which interface to beacon on (default: the first LAN interface). Tests and demos pin `lo`.
+    pub fn interface(mut self, spec: InterfaceSpec) -> Self {
+        self.interface = spec;
+        self
+    }
+
+    /// Fixed TCP port for the inbox (default: an ephemeral port), for firewalls.
+    pub fn tcp_port(mut self, port: u16) -> Self {
+        self.tcp_port = Some(port);
+        self
+    }
+
+    /// Endpoint to advertise in HELLO instead of the bound one (NAT, port forwarding).
+    pub fn advertised_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.advertised_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Capacity of the event queue (default 10,000); see the module docs for what happens when full.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Limits and reconnect policy of the per-peer outboxes.
+    pub fn outbox_config(mut self, config: OutboxConfig) -> Self {
+        self.outbox = config;
+        self
+    }
+
+    /// Limits of the inbox: largest frame, handshake timeout (slow-loris guard), connection cap.
+    pub fn inbox_config(mut self, config: InboxConfig) -> Self {
+        self.inbox = config;
+        self
+    }
+
+    /// How long a request waits for its reply when it names no timeout (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.requests.default_timeout = timeout;
+        self
+    }
+
+    /// Most requests of this node pending at once, and to one peer (defaults 131,072 and
+    /// 65,536); more fail at once with [`RequestError::Overloaded`].
+    pub fn max_requests_in_flight(mut self, per_node: usize, per_peer: usize) -> Self {
+        self.requests.max_in_flight = per_node;
+        self.requests.max_in_flight_per_peer = per_peer;
+        self
+    }
+
+    /// Most requests handed to this node's handlers and not answered yet (default 1,024); more
+    /// are refused with [`RequestError::Overloaded`] without running a handler.
+    pub fn max_running_requests(mut self, n: usize) -> Self {
+        self.requests.max_running = n;
+        self
+    }
+
+    /// Largest request or reply payload sent or accepted (default 16 MiB).
+    pub fn max_request_payload(mut self, bytes: usize) -> Self {
+        self.requests.max_payload = bytes;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Error> {
+        if let Some(n) = &self.name {
+            check_str("name", n)?;
+        }
+        for (k, v) in &self.headers {
+            check_str("header key", k)?;
+            if v.len() > u32::MAX as usize {
+                return Err(Error::InvalidArgument {
+                    what: "header value",
+                    why: "too long".into(),
+                });
+            }
+        }
+        if self.beacon_interval.is_zero() {
+            return Err(Error::Config("beacon interval must be > 0".into()));
+        }
+        if self.evasive_timeout.is_zero() || self.expired_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be > 0".into()));
+        }
+        if self.requests.default_timeout.is_zero() {
+            return Err(Error::Config("request timeout must be > 0".into()));
+        }
+        if self.requests.max_in_flight == 0
+            || self.requests.max_in_flight_per_peer == 0
+            || self.requests.max_running == 0
+        {
+            return Err(Error::Config("request limits must be > 0".into()));
+        }
+        if let Some(ep) = &self.advertised_endpoint {
+            ep.parse::<zmesh_zmtp::Endpoint>()
+                .map_err(|e| Error::Config(format!("advertised endpoint {ep:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the node: it begins beaconing as soon as an interface is usable, and returns the handle
+    /// plus the stream of events. Must be called inside a tokio runtime.
+    pub async fn start(self) -> Result<(Node, Events), Error> {
+        self.validate()?;
+        let uuid = self.uuid.unwrap_or_else(Uuid::new_v4);
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| zmesh_zre::uuid_to_string(&uuid)[..6].to_string());
+        let now = Instant::now();
+        let mut config = EngineConfig::new(uuid, name.clone());
+        config.headers = self.headers.clone();
+        config.evasive_timeout = self.evasive_timeout;
+        config.expired_timeout = self.expired_timeout;
+        // Default: PING a quiet peer after half the evasive timeout (2.5 s of 5 s; the side of a
+        // pair that defers waits 3.75 s), so a healthy peer answers long before it would be
+        // reported EVASIVE, even with short custom timeouts.
+        config.ping_interval = self
+            .ping_interval
+            .unwrap_or_else(|| (self.evasive_timeout / 2).min(config.ping_interval));
+        let requests = reqrep::Config {
+            // Random, so a restart with the same UUID does not reuse ids peers may still hold.
+            first_id: Uuid::new_v4().as_u64_pair().0,
+            ..self.requests.clone()
+        };
+        let driver = Driver::new(config, requests, now)?;
+        let events = Arc::new(EventQueue::new(self.event_capacity));
+        let mut identity = Vec::with_capacity(17);
+        identity.push(1u8);
+        identity.extend_from_slice(uuid.as_bytes());
+
+        let shared = Arc::new(Shared {
+            uuid,
+            name,
+            state: Mutex::new(State {
+                driver,
+                outboxes: UuidMap::default(),
+                events: events.clone(),
+                pending_events: Vec::new(),
+                group_subs: Vec::new(),
+                event_capacity: self.event_capacity,
+                handlers: HashMap::new(),
+                running: HashMap::new(),
+                next_handler: 1,
+                outbox_config: self.outbox.clone(),
+                identity: Bytes::from(identity),
+                endpoint: None,
+                interface: None,
+                stopped: false,
+                armed: None,
+            }),
+            stats: Stats::default(),
+            runtime: tokio::runtime::Handle::current(),
+            wake: Notify::new(),
+        });
+        let (stop_tx, stop_rx) = mpsc::channel(4);
+        let task = NodeTask {
+            shared: shared.clone(),
+            config: self,
+            inbox: None,
+            beacon: None,
+            tcp_port: 0,
+        };
+        tokio::spawn(task.run(stop_rx));
+        let handle = Arc::new(HandleInner { shared, stop_tx });
+        Ok((Node { inner: handle }, Events::new(events)))
+    }
+}

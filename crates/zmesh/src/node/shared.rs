@@ -1,0 +1,307 @@
+//! The state shared by the node task and every [`Node`](super::Node) handle, and the shell's side
+//! of the driver: real outboxes as its [`Transport`], the event queue and request channels as its
+//! [`Sink`]. Everything protocol-shaped happens in [`Driver`]; this module only moves bytes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+use uuid::Uuid;
+use zmesh_core::driver::{Driver, Sink, Transport};
+use zmesh_core::reqrep::{self, HandlerId, InboundKey};
+use zmesh_zmtp::{Outbox, OutboxConfig, SendError};
+
+use super::groups::{fan_out, GroupSub};
+use super::requests::{CancelFlag, HandlerTx, Waiter};
+use crate::error::Error;
+use crate::event::Event;
+use crate::events::{EventQueue, UuidMap};
+use crate::iface::SelectedInterface;
+
+/// Counters of things that went wrong or were dropped; the node keeps running through all of them.
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    pub(super) dropped_events: AtomicU64,
+    pub(super) bad_beacons: AtomicU64,
+    pub(super) handshake_failures: AtomicU64,
+    pub(super) send_failures: AtomicU64,
+    pub(super) dropped_ticks: AtomicU64,
+}
+
+pub(super) struct Shared {
+    pub(super) uuid: Uuid,
+    pub(super) name: String,
+    pub(super) state: Mutex<State>,
+    pub(super) stats: Stats,
+    pub(super) runtime: tokio::runtime::Handle,
+    /// Wakes the node task when a command moved the earliest deadline earlier.
+    pub(super) wake: Notify,
+}
+
+pub(super) struct State {
+    pub(super) driver: Driver<Waiter>,
+    pub(super) outboxes: UuidMap<Outbox>,
+    /// The application's event queue; closed once the node has stopped.
+    pub(super) events: Arc<EventQueue>,
+    /// Events of the current flush, handed to `events` together (one lock, one wake-up).
+    pub(super) pending_events: Vec<Event>,
+    /// Per-group event streams.
+    pub(super) group_subs: Vec<GroupSub>,
+    /// Capacity of the event queue (and of each group stream).
+    pub(super) event_capacity: usize,
+    /// Where each registered handler's requests and ticks go.
+    pub(super) handlers: HashMap<HandlerId, HandlerTx>,
+    /// Requests handed to handlers and not answered: their cancellation flags.
+    pub(super) running: HashMap<InboundKey, Arc<CancelFlag>>,
+    pub(super) next_handler: HandlerId,
+    pub(super) outbox_config: OutboxConfig,
+    pub(super) identity: Bytes,
+    pub(super) endpoint: Option<String>,
+    pub(super) interface: Option<SelectedInterface>,
+    /// Set once the node has stopped or aborted: commands then fail with [`Error::Stopped`].
+    pub(super) stopped: bool,
+    /// The deadline the node task's timer is armed for (`None`: none).
+    pub(super) armed: Option<Instant>,
+}
+
+/// The node's outboxes as the driver's transport. While stopping, `linger` keeps disconnected
+/// outboxes so their last messages (GOODBYEs) drain.
+pub(super) struct Outboxes<'a> {
+    pub(super) map: &'a mut UuidMap<Outbox>,
+    pub(super) config: &'a OutboxConfig,
+    pub(super) identity: &'a Bytes,
+    pub(super) runtime: &'a tokio::runtime::Handle,
+    pub(super) stats: &'a Stats,
+    pub(super) linger: Option<&'a mut Vec<Outbox>>,
+}
+
+impl Transport for Outboxes<'_> {
+    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool {
+        // Outboxes spawn their task on the node's runtime, whatever thread we are on.
+        let _guard = self.runtime.enter();
+        match Outbox::connect(endpoint, self.identity.clone(), self.config.clone()) {
+            Ok(outbox) => {
+                debug!(%peer, endpoint, "connecting to peer");
+                self.map.insert(peer, outbox);
+                true
+            }
+            Err(e) => {
+                debug!(%peer, endpoint, error = %e, "cannot connect to peer");
+                false
+            }
+        }
+    }
+
+    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+        let Some(outbox) = self.map.get(&peer) else {
+            return true;
+        };
+        match outbox.try_send(frames) {
+            Ok(()) => true,
+            Err(e) => {
+                let why = match e {
+                    SendError::Full(_) => "queue full",
+                    SendError::Closed(_) => "closed",
+                };
+                debug!(%peer, why, "message to peer not queued; dropping peer");
+                self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn disconnect(&mut self, peer: Uuid) {
+        if let Some(o) = self.map.remove(&peer) {
+            if let Some(keep) = self.linger.as_mut() {
+                keep.push(o);
+            }
+        }
+    }
+}
+
+/// The application side of the driver: the lossy event queue (ZRE events only) and the
+/// request/reply channels (never lossy: they are bounded by the layer's limits).
+pub(super) struct AppSink<'a> {
+    pub(super) events: &'a mut Vec<Event>,
+    pub(super) group_subs: &'a mut Vec<GroupSub>,
+    pub(super) handlers: &'a HashMap<HandlerId, HandlerTx>,
+    pub(super) running: &'a mut HashMap<InboundKey, Arc<CancelFlag>>,
+    pub(super) shared: &'a Arc<Shared>,
+    /// Requests whose handler's stream is gone: abandoned after the flush.
+    pub(super) abandoned: Vec<InboundKey>,
+}
+
+impl Sink<Waiter> for AppSink<'_> {
+    fn event(&mut self, event: zmesh_zre::Event) {
+        let event: Event = event.into();
+        if !self.group_subs.is_empty() {
+            let dropped = fan_out(self.group_subs, &event);
+            if dropped > 0 {
+                self.shared
+                    .stats
+                    .dropped_events
+                    .fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
+        self.events.push(event);
+    }
+
+    fn reqrep(&mut self, delivery: reqrep::Delivery<Waiter>) {
+        match delivery {
+            reqrep::Delivery::Done { waiter, result, .. } => {
+                // The requester may have stopped waiting (dropped future): nothing to do.
+                let _ = waiter.send(result);
+            }
+            reqrep::Delivery::Request {
+                handler,
+                key,
+                event,
+                payload,
+                deadline,
+            } => {
+                let flag = Arc::new(CancelFlag::default());
+                let handled = self.handlers.get(&handler).is_some_and(|tx| {
+                    tx.request(self.shared, key, event, payload, deadline, flag.clone())
+                });
+                if handled {
+                    self.running.insert(key, flag);
+                } else {
+                    self.abandoned.push(key);
+                }
+            }
+            reqrep::Delivery::Tick {
+                handler,
+                peer,
+                event,
+                payload,
+            } => {
+                if let Some(tx) = self.handlers.get(&handler) {
+                    if !tx.tick(peer, event, payload) {
+                        self.shared
+                            .stats
+                            .dropped_ticks
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            reqrep::Delivery::Ended { key, .. } => {
+                if let Some(flag) = self.running.remove(&key) {
+                    flag.cancel();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in zmesh; keep serving with the data as is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carries every pending output of the driver out: outboxes, events, request channels.
+    /// Returns the peers whose outbox refused a message (the engine has dropped them).
+    pub(super) fn flush(
+        self: &Arc<Self>,
+        state: &mut State,
+        linger: Option<&mut Vec<Outbox>>,
+    ) -> Vec<Uuid> {
+        let now = Instant::now();
+        let State {
+            driver,
+            outboxes,
+            pending_events,
+            group_subs,
+            handlers,
+            running,
+            outbox_config,
+            identity,
+            ..
+        } = state;
+        let mut transport = Outboxes {
+            map: outboxes,
+            config: outbox_config,
+            identity,
+            runtime: &self.runtime,
+            stats: &self.stats,
+            linger,
+        };
+        let mut sink = AppSink {
+            events: pending_events,
+            group_subs,
+            handlers,
+            running,
+            shared: self,
+            abandoned: Vec::new(),
+        };
+        let failed = driver.flush(now, &mut transport, &mut sink);
+        let abandoned = std::mem::take(&mut sink.abandoned);
+        if !abandoned.is_empty() {
+            driver.reqrep(|rr, _| abandoned.into_iter().for_each(|k| rr.abandon(k)));
+        }
+        self.push_events(state);
+        failed
+    }
+
+    fn push_events(&self, state: &mut State) {
+        let dropped = state.events.push_all(&mut state.pending_events) as u64;
+        if dropped > 0 {
+            let before = self
+                .stats
+                .dropped_events
+                .fetch_add(dropped, Ordering::Relaxed);
+            // Warn at 1, 2, 4, 8, … drops in total.
+            if (before + dropped).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                warn!(
+                    dropped = before + dropped,
+                    "event queue full: application is not reading events; dropping"
+                );
+            }
+        }
+    }
+
+    /// Runs an application command on the driver under one lock, then flushes its outputs;
+    /// fails once the node has stopped. The node task is woken only if the command moved the
+    /// earliest deadline earlier than the one its timer is armed for (a request with a short
+    /// timeout); a WHISPER never does, so it costs the node task nothing.
+    pub(super) fn command<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Driver<Waiter>) -> R,
+    ) -> Result<(R, Vec<Uuid>), Error> {
+        let mut state = self.lock();
+        if state.stopped {
+            return Err(Error::Stopped);
+        }
+        let r = f(&mut state.driver);
+        let failed = self.flush(&mut state, None);
+        let due = state.driver.poll_timeout();
+        let wake = match (due, state.armed) {
+            (Some(due), Some(armed)) => due < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok((r, failed))
+    }
+
+    /// Runs network input or a timer tick on the driver and flushes its outputs, for the node
+    /// task itself (it re-reads the deadline on its next turn).
+    pub(super) fn in_task<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Driver<Waiter>, Instant) -> R,
+    ) -> (R, Vec<Uuid>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let r = f(&mut state.driver, now);
+        let failed = self.flush(&mut state, None);
+        (r, failed)
+    }
+}

@@ -1,0 +1,318 @@
+//! The node task: owns the sockets (inbox, beacons), runs the timers, carries inputs into the
+//! driver, and stops the node (politely or as a crash).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
+
+use super::shared::{AppSink, Outboxes, Shared, State};
+use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
+use crate::discovery::{BeaconDropReason, BeaconSocket, Sighting};
+use crate::error::Error;
+use crate::iface;
+
+/// The background task that owns the sockets.
+pub(super) struct NodeTask {
+    pub(super) shared: Arc<Shared>,
+    pub(super) config: NodeBuilder,
+    pub(super) inbox: Option<Inbox>,
+    pub(super) beacon: Option<BeaconSocket>,
+    /// The inbox's TCP port, announced in beacons.
+    pub(super) tcp_port: u16,
+}
+
+async fn recv_opt<T, F: std::future::Future<Output = T>>(f: Option<F>) -> T {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl NodeTask {
+    pub(super) async fn run(mut self, mut stop_rx: mpsc::Receiver<StopRequest>) {
+        let mut beacon_tick = tokio::time::interval(self.config.beacon_interval);
+        beacon_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut warned_no_iface = false;
+        // One timer for the engine's deadline, re-armed only when the deadline moves: a busy node
+        // turns this loop once per inbox batch, and a fresh timer each turn would cost a timer
+        // registration (and removal) each time.
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        let done = loop {
+            let deadline = {
+                let mut state = self.shared.lock();
+                let deadline = state.driver.poll_timeout();
+                state.armed = deadline;
+                deadline
+            };
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(d.into());
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                reply = stop_rx.recv() => break reply,
+                // A command moved the earliest deadline earlier: re-arm.
+                _ = self.shared.wake.notified() => {}
+                event = recv_opt(self.inbox.as_mut().map(|i| i.recv())) => match event {
+                    Some(event) => self.on_inbox(event),
+                    None => {
+                        warn!("inbox closed unexpectedly; rebinding");
+                        self.detach();
+                    }
+                },
+                datagram = recv_opt(self.beacon.as_ref().map(|b| b.recv())) => match datagram {
+                    Ok(Ok(sighting)) => self.on_sighting(sighting),
+                    // Our own beacons loop back to us; that is not bad input.
+                    Ok(Err(BeaconDropReason::Own)) => {}
+                    Ok(Err(reason)) => {
+                        self.shared.stats.bad_beacons.fetch_add(1, Ordering::Relaxed);
+                        debug!(%reason, "beacon dropped");
+                    }
+                    Err(e) => debug!(error = %e, "beacon receive error"),
+                },
+                _ = &mut sleep, if armed.is_some() => {
+                    self.shared.in_task(|d, now| d.handle_timeout(now));
+                    // Fire again only once the engine names a deadline (even the same one).
+                    armed = None;
+                }
+                _ = beacon_tick.tick() => {
+                    if self.beacon.is_none() {
+                        match self.attach().await {
+                            Ok(true) => warned_no_iface = false,
+                            Ok(false) => {
+                                if !warned_no_iface {
+                                    warn!(interface = %self.config.interface, "no usable network interface yet; will retry");
+                                    warned_no_iface = true;
+                                }
+                            }
+                            Err(e) => warn!(error = %e, "cannot attach to interface; will retry"),
+                        }
+                    }
+                    if let Some(beacon) = &self.beacon {
+                        if let Err(e) = beacon.send(self.tcp_port).await {
+                            warn!(error = %e, "beacon send failed; re-creating sockets next interval");
+                            self.detach();
+                        }
+                    }
+                }
+            }
+        };
+        let polite = done.as_ref().map(|r| r.polite).unwrap_or(true);
+        if polite {
+            self.shutdown().await;
+        } else {
+            self.crash();
+        }
+        if let Some(reply) = done {
+            let _ = reply.done.send(());
+        }
+        // Later stop() calls find the channel closed and return at once.
+        stop_rx.close();
+        while let Ok(reply) = stop_rx.try_recv() {
+            let _ = reply.done.send(());
+        }
+    }
+
+    /// Picks the interface, binds the inbox and the beacon socket. Ok(false) = nothing usable yet.
+    async fn attach(&mut self) -> Result<bool, Error> {
+        let addrs = iface::list()?;
+        let Some(chosen) = iface::select(&self.config.interface, &addrs) else {
+            return Ok(false);
+        };
+        if self.inbox.is_none() {
+            let port = self
+                .config
+                .tcp_port
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "*".into());
+            let inbox = Inbox::bind(
+                &format!("tcp://{}:{port}", chosen.ip),
+                self.config.inbox.clone(),
+            )
+            .await?;
+            let bound = inbox.endpoint().to_string();
+            self.tcp_port = bound
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::Config(format!("bound endpoint without port: {bound}")))?;
+            let advertised = self.config.advertised_endpoint.clone().unwrap_or(bound);
+            let mut state = self.shared.lock();
+            state.driver.engine().try_set_endpoint(advertised.clone())?;
+            state.endpoint = Some(advertised);
+            drop(state);
+            self.inbox = Some(inbox);
+        }
+        let beacon =
+            BeaconSocket::bind(self.config.beacon_port, chosen.broadcast, self.shared.uuid)?;
+        info!(
+            node = %self.shared.name,
+            interface = %chosen,
+            endpoint = %self.shared.lock().endpoint.clone().unwrap_or_default(),
+            beacon_port = self.config.beacon_port,
+            "zmesh node attached"
+        );
+        self.beacon = Some(beacon);
+        self.shared.lock().interface = Some(chosen);
+        Ok(true)
+    }
+
+    /// Drops the sockets so the next beacon tick re-attaches (interface went away, send failed).
+    fn detach(&mut self) {
+        self.beacon = None;
+    }
+
+    fn on_inbox(&mut self, first: InboxEvent) {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(event) = next {
+            match event {
+                InboxEvent::Message { identity, frames } => {
+                    state
+                        .driver
+                        .engine()
+                        .handle_message(now, &identity, frames.into_vec());
+                }
+                InboxEvent::Accepted { peer, .. } => debug!(%peer, "peer connected to inbox"),
+                InboxEvent::HandshakeFailed { peer, reason } => {
+                    self.shared
+                        .stats
+                        .handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, %reason, "inbox handshake failed");
+                }
+                InboxEvent::Disconnected { peer, reason, .. } => {
+                    debug!(%peer, %reason, "peer disconnected from inbox")
+                }
+            }
+            handled += 1;
+            next = if handled < INBOX_BATCH {
+                self.inbox.as_mut().and_then(|i| i.try_recv())
+            } else {
+                None
+            };
+        }
+        self.shared.flush(&mut state, None);
+    }
+
+    fn on_sighting(&mut self, sighting: Sighting) {
+        match sighting {
+            Sighting::Seen { uuid, endpoint } => {
+                self.shared
+                    .in_task(|d, now| d.engine().handle_sighting(now, uuid, &endpoint));
+            }
+            Sighting::Left { uuid } => {
+                // The leave beacon (UDP) can overtake the peer's last messages (TCP): deliver what
+                // the inbox already holds before removing the peer.
+                while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
+                    self.on_inbox(event);
+                }
+                self.shared
+                    .in_task(|d, now| d.engine().handle_departure(now, uuid));
+            }
+        }
+    }
+
+    /// Drops everything at once, telling nobody.
+    fn crash(&mut self) {
+        let mut state = self.shared.lock();
+        state.outboxes.clear();
+        state.events.close();
+        state.stopped = true;
+        end_handlers(&mut state);
+        drop(state);
+        if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        self.beacon = None;
+        info!(node = %self.shared.name, "zmesh node aborted");
+    }
+
+    async fn shutdown(&mut self) {
+        let now = Instant::now();
+        let outboxes: Vec<Outbox> = {
+            let mut state = self.shared.lock();
+            state.stopped = true;
+            // The driver ends the layers (pending requests: Stopped), says GOODBYE and
+            // disconnects; disconnected outboxes are kept here so the GOODBYEs drain.
+            let mut keep: Vec<Outbox> = Vec::new();
+            let State {
+                driver,
+                outboxes,
+                pending_events,
+                group_subs,
+                handlers,
+                running,
+                outbox_config,
+                identity,
+                ..
+            } = &mut *state;
+            let mut transport = Outboxes {
+                map: outboxes,
+                config: outbox_config,
+                identity,
+                runtime: &self.shared.runtime,
+                stats: &self.shared.stats,
+                linger: Some(&mut keep),
+            };
+            let mut sink = AppSink {
+                events: pending_events,
+                group_subs,
+                handlers,
+                running,
+                shared: &self.shared,
+                abandoned: Vec::new(),
+            };
+            driver.stop(now, &mut transport, &mut sink);
+            let mut pending = std::mem::take(&mut state.pending_events);
+            state.events.push_all(&mut pending);
+            end_handlers(&mut state);
+            keep.extend(state.outboxes.drain().map(|(_, o)| o));
+            keep
+        };
+        // Linger on every outbox at once, so a stop takes at most STOP_LINGER however many peers.
+        let closes: Vec<_> = outboxes
+            .into_iter()
+            .map(|o| tokio::spawn(o.close(Some(STOP_LINGER))))
+            .collect();
+        for close in closes {
+            let _ = close.await;
+        }
+        if let Some(beacon) = &self.beacon {
+            // Port 0 = "I am leaving": peers see EXIT at once. Sent twice in case one is lost, and
+            // only after the outboxes have drained: the UDP beacon would otherwise overtake the
+            // last messages (and GOODBYEs) still queued on TCP, and peers would drop them as
+            // coming from a peer that already left.
+            for _ in 0..2 {
+                if let Err(e) = beacon.send(0).await {
+                    debug!(error = %e, "leave beacon not sent");
+                }
+            }
+        }
+        if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        self.beacon = None;
+        // The application's event stream ends after the STOP event.
+        self.shared.lock().events.close();
+        info!(node = %self.shared.name, "zmesh node stopped");
+    }
+}
+
+/// Ends every handler stream and tells running handlers their answer goes nowhere.
+fn end_handlers(state: &mut State) {
+    state.handlers.clear();
+    state.group_subs.clear();
+    for (_, flag) in state.running.drain() {
+        flag.cancel();
+    }
+}
