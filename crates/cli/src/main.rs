@@ -5,6 +5,8 @@
 //! * `zmesh chat --name N [--group G]` — interactive chat over SHOUT/WHISPER.
 //! * `zmesh listen [--group G]` — print every event.
 //! * `zmesh peers` — discover for a moment and print a table of peers.
+//! * `zmesh request TARGET EVENT [PAYLOAD]` / `zmesh reply --echo|--exec CMD` — request/reply
+//!   from the shell (exit status per outcome, see `reqrep.rs`).
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
 //!   drive (the same protocol as the pyre and zyre.js agents in `interop/`).
 //!
@@ -13,6 +15,7 @@
 
 mod demo;
 mod output;
+mod reqrep;
 mod tester;
 
 use std::io::Write;
@@ -27,7 +30,7 @@ use output::{event_json, print_json};
 /// zmesh: zero-configuration mesh networking, wire-compatible with ZRE (Zyre, Pyre, zyre.js).
 #[derive(Parser, Debug)]
 #[command(name = "zmesh", version, about)]
-struct Cli {
+pub(crate) struct Cli {
     /// Interface to beacon on: a name (eth0, lo), an address of an interface (10.0.0.5) or a CIDR
     /// (10.0.0.0/8). Default: the first LAN interface (`demo` defaults to lo).
     #[arg(long, global = true)]
@@ -83,11 +86,15 @@ enum Command {
     },
     /// Churn many nodes in one process (loopback) and check the mesh never breaks.
     Tester(tester::TesterArgs),
+    /// Send one request to a peer (by name or UUID) and print its reply.
+    Request(reqrep::RequestArgs),
+    /// Answer requests: with their payload (--echo) or with a command's output (--exec).
+    Reply(reqrep::ReplyArgs),
 }
 
 /// Options shared by the commands that run one node.
 #[derive(Args, Debug, Clone)]
-struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// Public name of the node (default: first 6 hex digits of its UUID).
     #[arg(long)]
     name: Option<String>,
@@ -116,7 +123,7 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 impl Cli {
-    fn builder(&self, args: &NodeArgs) -> NodeBuilder {
+    pub(crate) fn builder(&self, args: &NodeArgs) -> NodeBuilder {
         let mut b = Node::builder()
             .interface(self.iface.clone().unwrap_or_default())
             .beacon_port(self.port.unwrap_or(zmesh::DEFAULT_BEACON_PORT))
@@ -175,6 +182,35 @@ async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Peers { node, wait } => peers(&cli, node, *wait).await,
         Command::Agent { node } => agent(&cli, node).await,
         Command::Tester(args) => tester::run(cli.iface.clone(), cli.port, cli.json, args).await,
+        Command::Request(args) => reqrep::request(&cli, args).await,
+        Command::Reply(args) => reqrep::reply(&cli, args).await,
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM: both mean "stop politely". Created once per command
+/// (not per turn of a `select!` loop, which could miss a signal under load).
+pub(crate) async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -207,15 +243,19 @@ async fn listen(cli: &Cli, args: &NodeArgs, group: Option<&str>) -> Result<i32, 
             node.uuid_string()
         );
     }
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
+            biased;
+            _ = &mut stop => {
+                node.stop().await;
+                break;
+            }
             ev = events.recv() => match ev {
                 Some(ev) => print_event(cli.json, &ev),
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => {
-                node.stop().await;
-            }
         }
     }
     Ok(0)
@@ -245,7 +285,7 @@ async fn peers(cli: &Cli, args: &NodeArgs, wait: f64) -> Result<i32, zmesh::Erro
     Ok(0)
 }
 
-fn resolve_peer(node: &Node, who: &str) -> Option<Uuid> {
+pub(crate) fn resolve_peer(node: &Node, who: &str) -> Option<Uuid> {
     if let Some(u) = zmesh::uuid_from_str(who) {
         return Some(u);
     }

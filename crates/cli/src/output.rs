@@ -166,3 +166,15 @@ pub fn peer_table(rows: &[PeerInfo]) -> String {
     }
     out.join("\n")
 }
+
+/// Puts `bytes` into `o` as `key` (a string) when they are UTF-8, else as `key_hex`: JSON output
+/// keeps binary content faithfully.
+pub fn put_bytes(o: &mut Value, key: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => o[key] = Value::String(s.to_owned()),
+        Err(_) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            o[format!("{key}_hex")] = Value::String(hex);
+        }
+    }
+}
