@@ -465,6 +465,46 @@ async fn agent_command(node: &Node, line: &str) -> Result<(), String> {
             print_json(&serde_json::json!({"event": "PEERS", "peers": peers}));
             Ok(())
         }
+        // {"cmd":"serve","pattern":"echo.**"}: answer matching requests with their payload.
+        "serve" => {
+            let mut requests = node.on_request(&s("pattern")?).map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                while let Some(req) = requests.recv().await {
+                    let p = req.payload().clone();
+                    req.reply(p);
+                }
+            });
+            Ok(())
+        }
+        // {"cmd":"request","peer":UUID,"event":E,"payload":P,"timeout_ms":N,"tag":T}: prints
+        // {"event":"REPLY","tag":T,"outcome":...,"payload":...,"rtt_us":...} when it ends.
+        "request" => {
+            let peer = zmesh::uuid_from_str(&s("peer")?).ok_or("bad peer uuid")?;
+            let event = s("event")?;
+            let payload = s("payload").unwrap_or_default();
+            let timeout = v.get("timeout_ms").and_then(|t| t.as_u64()).unwrap_or(10_000);
+            let tag = v.get("tag").cloned().unwrap_or(serde_json::Value::Null);
+            let fut = node
+                .request(peer, event, payload)
+                .timeout(Duration::from_millis(timeout))
+                .send();
+            let started = tokio::time::Instant::now();
+            tokio::spawn(async move {
+                let r = fut.await;
+                let mut o = serde_json::json!({
+                    "event": "REPLY",
+                    "tag": tag,
+                    "outcome": reqrep::outcome_of(&r),
+                    "rtt_us": started.elapsed().as_micros() as u64,
+                });
+                match &r {
+                    Ok(p) => output::put_bytes(&mut o, "payload", p),
+                    Err(e) => o["error"] = serde_json::json!(e.to_string()),
+                }
+                print_json(&o);
+            });
+            Ok(())
+        }
         "stop" | "quit" => {
             node.stop().await;
             Ok(())

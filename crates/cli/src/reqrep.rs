@@ -153,6 +153,14 @@ pub async fn request(cli: &Cli, args: &RequestArgs) -> Result<i32, zmesh::Error>
     Ok(code)
 }
 
+/// The outcome of a request as one word (`reply`, `timeout`, `no_responders`, ...).
+pub fn outcome_of(r: &Result<Bytes, RequestError>) -> &'static str {
+    match r {
+        Ok(_) => "reply",
+        Err(e) => outcome_name(e),
+    }
+}
+
 fn outcome_name(e: &RequestError) -> &'static str {
     match e {
         RequestError::Timeout => "timeout",

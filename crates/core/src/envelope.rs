@@ -387,6 +387,17 @@ mod tests {
         assert_eq!(Envelope::decode(&b).unwrap(), e);
     }
 
+    /// The example in docs/protocol.md §3.
+    #[test]
+    fn doc_example() {
+        let mut e = Envelope::new(Layer::REQREP, 1, 7);
+        e.ttl_ms = Some(10_000);
+        e.subject = Some("a.b".into());
+        e.payload = Bytes::from_static(b"\x00");
+        let want = "ff5a4d01 02 01 24 0000000000000007 00002710 0003 612e62 00".replace(' ', "");
+        assert_eq!(hex(&e.encode().unwrap()), want);
+    }
+
     #[test]
     fn typed_errors() {
         let d = |b: &[u8]| Envelope::decode(&Bytes::copy_from_slice(b));

@@ -19,7 +19,7 @@
 //!   ENTER of the new one, and the new pair can talk.
 //!
 //! Quirks of pyre-gevent these tests account for (see also
-//! `interop/pyre_agent.py` and `shared/reference/test-peers.md`):
+//! `interop/pyre_agent.py` and `interop/README` notes in this file):
 //!
 //! * Python start-up takes ~2 s, so READY/ENTER timeouts are generous.
 //! * pyre never emits EVASIVE/SILENT, and counts beacons as liveness.
@@ -140,4 +140,13 @@ fn restarted_zmesh_on_same_endpoint_is_exit_then_enter_on_pyre() {
     require_netns();
     // Fixed inbox port below the ephemeral range (no clash with outgoing connections).
     scenario::restarted_zmesh_on_same_endpoint(&PYRE, 5836, "17836");
+}
+
+/// Two zmesh nodes use request/reply beside a plain peer: it keeps working, sees no layer
+/// traffic, and a request to it fails with no responders at once.
+#[test]
+#[ignore = "needs root + interop peers: run scripts/test.sh"]
+fn requests_beside_plain_pyre_peer() {
+    require_netns();
+    scenario::requests_beside_plain_peer(&PYRE, 5837);
 }

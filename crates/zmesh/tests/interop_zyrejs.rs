@@ -166,3 +166,12 @@ fn restarted_zmesh_on_same_endpoint_is_exit_then_enter_on_zyrejs() {
     // Fixed inbox port below the ephemeral range (no clash with outgoing connections).
     scenario::restarted_zmesh_on_same_endpoint(&ZYREJS, 5846, "17846");
 }
+
+/// Two zmesh nodes use request/reply beside a plain peer: it keeps working, sees no layer
+/// traffic, and a request to it fails with no responders at once.
+#[test]
+#[ignore = "needs root + interop peers: run scripts/test.sh"]
+fn requests_beside_plain_zyrejs_peer() {
+    require_netns();
+    scenario::requests_beside_plain_peer(&ZYREJS, 5847);
+}

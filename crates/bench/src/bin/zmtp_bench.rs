@@ -4,7 +4,7 @@
 //!
 //! # Pattern
 //!
-//! Same as the transport spike in `shared/reference/transport.md`: two processes on tcp://127.0.0.1 in
+//! Same as the transport spike described in BENCHMARKS.md: two processes on tcp://127.0.0.1 in
 //! the "Harmony" pattern. Each process binds one inbox and connects one outbox (identity 0x01 + 16 bytes)
 //! to the other process's inbox, so traffic A -> B flows over A's outbox and replies B -> A over B's
 //! outbox. The binary re-executes itself with the hidden `--peer` flag to become process B.

@@ -43,12 +43,14 @@ pub const ZMESH_HEADERS: [(&str, &str); 3] = [
     ("X-Expr", "a=b c=d"),
 ];
 
-/// The headers zmesh actually puts in its HELLO: ours plus `X-ZMESH: 1`, which
-/// the zre engine adds by itself (its capability marker, see `zre::engine`).
-pub const ZMESH_HEADERS_ON_WIRE: [(&str, &str); 4] = [
+/// The headers zmesh actually puts in its HELLO: ours plus `X-ZMESH-CAPS` (the
+/// layers it runs, added by zmesh-core's driver) and `X-ZMESH: 1` (added by the
+/// zre engine: its capability marker, see `zre::engine`).
+pub const ZMESH_HEADERS_ON_WIRE: [(&str, &str); 5] = [
     ("X-Impl", "zmesh"),
     ("X-Greeting", "grüß dich ✓"),
     ("X-Expr", "a=b c=d"),
+    ("X-ZMESH-CAPS", "req"),
     ("X-ZMESH", "1"),
 ];
 
@@ -664,4 +666,65 @@ pub fn restarted_zmesh_on_same_endpoint(peer: &ZrePeer, port: u16, tcp_port: &st
     }
     assert!(zm2.stop().unwrap().success());
     assert!(pa.stop().unwrap().success());
+}
+
+/// Two zmesh nodes using request/reply beside a plain `peer` (Pyre or zyre.js):
+/// requests between the zmesh nodes succeed; a request to the plain peer fails
+/// with *no responders* at once (well under a second, nothing sent to it); the
+/// plain peer never sees layer traffic (no WHISPER it was not explicitly sent)
+/// and keeps both zmesh nodes (no EXIT); WHISPER/SHOUT with it still work.
+pub fn requests_beside_plain_peer(peer: &ZrePeer, port: u16) {
+    let label = peer.label;
+    let (mut zm, mut pa, z, p) = pair(peer, port, &[], &[]);
+    let mut zm2 = Agent::spawn(
+        "zmesh-h3",
+        AgentKind::Zmesh,
+        "zm2",
+        port,
+        &ZMESH_HEADERS,
+        &[],
+    );
+    let z2 = zm2.uuid();
+    zm.wait_event(T, "ENTER", Some(&z2)).unwrap();
+    zm2.wait_event(T, "ENTER", Some(&z)).unwrap();
+    pa.wait_event(T, "ENTER", Some(&z2)).unwrap();
+    zm2.send(json!({"cmd": "serve", "pattern": "echo.**"}));
+    // A burst of requests zm1 -> zm2 (and replies) while the plain peer is in the mesh.
+    for i in 0..20 {
+        zm.send(json!({"cmd": "request", "peer": z2, "event": "echo.x",
+                       "payload": format!("r{i}"), "tag": i}));
+    }
+    for i in 0..20 {
+        let r = zm
+            .wait_for(T, |e| e["event"] == "REPLY" && e["tag"] == i)
+            .unwrap();
+        assert_eq!(r["outcome"], "reply", "{r}");
+        assert_eq!(r["payload"], format!("r{i}"), "{r}");
+    }
+    // A request to the plain peer: no responders, at once.
+    zm.send(json!({"cmd": "request", "peer": p, "event": "echo.x", "payload": "x",
+                   "timeout_ms": 10000, "tag": "plain"}));
+    let r = zm
+        .wait_for(T, |e| e["event"] == "REPLY" && e["tag"] == "plain")
+        .unwrap();
+    assert_eq!(r["outcome"], "no_responders", "{r}");
+    assert!(r["rtt_us"].as_u64().unwrap() < 1_000_000, "{r}");
+    // The plain peer still talks with both zmesh nodes, and got nothing else.
+    zm.whisper(&p, &["after-requests"]);
+    let w = pa.wait_event(T, "WHISPER", Some(&z)).unwrap();
+    assert_eq!(w["frames"][0], "after-requests", "[{label}] {w}");
+    pa.whisper(&z2, &["hello zm2"]);
+    let w = zm2.wait_event(T, "WHISPER", Some(&p)).unwrap();
+    assert_eq!(w["frames"][0], "hello zm2");
+    pa.drain_for(Duration::from_millis(500));
+    let history = pa.history();
+    let whispers = history
+        .iter()
+        .filter(|e| e["event"] == "WHISPER" || e["event"] == "SHOUT")
+        .count();
+    assert_eq!(whispers, 1, "[{label}] saw layer traffic: {history:?}");
+    assert!(
+        !history.iter().any(|e| e["event"] == "EXIT"),
+        "[{label}] dropped a zmesh node: {history:?}"
+    );
 }
