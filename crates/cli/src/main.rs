@@ -482,7 +482,10 @@ async fn agent_command(node: &Node, line: &str) -> Result<(), String> {
             let peer = zmesh::uuid_from_str(&s("peer")?).ok_or("bad peer uuid")?;
             let event = s("event")?;
             let payload = s("payload").unwrap_or_default();
-            let timeout = v.get("timeout_ms").and_then(|t| t.as_u64()).unwrap_or(10_000);
+            let timeout = v
+                .get("timeout_ms")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(10_000);
             let tag = v.get("tag").cloned().unwrap_or(serde_json::Value::Null);
             let fut = node
                 .request(peer, event, payload)

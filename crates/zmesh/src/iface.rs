@@ -13,6 +13,11 @@
 //!   endpoint is always derived from the **same address** the beacon goes out from (Zyre issue #698:
 //!   aliased interfaces caused endless ENTER/EXIT when the two differed).
 //!
+//! Addresses are typed (`IpAddr`): an interface may be chosen by an IPv6 address or network too,
+//! and the node then binds and advertises that address. UDP beacons are IPv4 broadcast today, so
+//! [`SelectedInterface::broadcast`] is `None` on an IPv6 choice and such a node is found through
+//! other discovery sources; the automatic choice stays IPv4, like Zyre's.
+//!
 //! Loopback is supported on purpose (Zyre and Pyre refuse it): on `lo` the node broadcasts to
 //! `127.255.255.255`, which Linux delivers to every socket bound to the beacon port, so any number of
 //! nodes on one host find each other without a network. The automatic choice never picks loopback.
@@ -21,37 +26,30 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// What the user asked for when choosing the beacon interface.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum InterfaceSpec {
     /// The first interface that is up, IPv4, broadcast-capable and not loopback (Zyre's default).
     #[default]
     Auto,
-    /// An interface by name, e.g. `eth0` or `lo`.
+    /// An interface by name, e.g. `eth0` or `lo` (its IPv4 address if it has one).
     Name(String),
-    /// The interface that holds this address, e.g. `10.0.0.5` or `127.0.0.1`.
-    Address(Ipv4Addr),
+    /// The interface that holds this address, e.g. `10.0.0.5`, `127.0.0.1` or `fd00::5`.
+    Address(IpAddr),
     /// The first interface with an address inside this network, e.g. `10.0.0.0/8`.
-    Cidr {
-        /// Network address.
-        network: Ipv4Addr,
-        /// Prefix length, 0..=32.
-        prefix: u8,
-    },
+    Cidr(IpNet),
 }
 
 /// Error for an interface specification the user typed that cannot be understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InterfaceSpecError {
-    /// The CIDR prefix is not a number in 0..=32.
-    #[error("invalid CIDR prefix in {0:?}: expected a number from 0 to 32")]
-    BadPrefix(String),
-    /// The address part of a CIDR is not an IPv4 address.
-    #[error("invalid network address in {0:?}: expected an IPv4 address")]
-    BadNetwork(String),
-    /// IPv6 interfaces are not supported yet for beaconing.
-    #[error("IPv6 beacon interfaces are not supported yet: {0}")]
-    Ipv6(String),
+    /// `a/b` that is not a network (`10.0.0.0/8`, `fd00::/8`).
+    #[error("invalid network {0:?}: expected ADDRESS/PREFIX, e.g. 10.0.0.0/8")]
+    BadCidr(String),
     /// Empty string.
     #[error("empty interface specification")]
     Empty,
@@ -68,20 +66,14 @@ impl FromStr for InterfaceSpec {
         if s.eq_ignore_ascii_case("auto") {
             return Ok(InterfaceSpec::Auto);
         }
-        if let Some((net, prefix)) = s.split_once('/') {
-            let network: Ipv4Addr = net
-                .parse()
-                .map_err(|_| InterfaceSpecError::BadNetwork(s.to_string()))?;
-            let prefix: u8 = prefix
-                .parse()
-                .ok()
-                .filter(|p| *p <= 32)
-                .ok_or_else(|| InterfaceSpecError::BadPrefix(s.to_string()))?;
-            return Ok(InterfaceSpec::Cidr { network, prefix });
+        if s.contains('/') {
+            return s
+                .parse::<IpNet>()
+                .map(InterfaceSpec::Cidr)
+                .map_err(|_| InterfaceSpecError::BadCidr(s.to_string()));
         }
         match s.parse::<IpAddr>() {
-            Ok(IpAddr::V4(a)) => Ok(InterfaceSpec::Address(a)),
-            Ok(IpAddr::V6(_)) => Err(InterfaceSpecError::Ipv6(s.to_string())),
+            Ok(a) => Ok(InterfaceSpec::Address(a)),
             Err(_) => Ok(InterfaceSpec::Name(s.to_string())),
         }
     }
@@ -93,110 +85,105 @@ impl fmt::Display for InterfaceSpec {
             InterfaceSpec::Auto => f.write_str("auto"),
             InterfaceSpec::Name(n) => f.write_str(n),
             InterfaceSpec::Address(a) => write!(f, "{a}"),
-            InterfaceSpec::Cidr { network, prefix } => write!(f, "{network}/{prefix}"),
+            InterfaceSpec::Cidr(net) => write!(f, "{net}"),
         }
     }
 }
 
-/// One IPv4 address of one interface, as the operating system reports it.
+/// One address of one interface, as the operating system reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceAddr {
     /// Interface name (`eth0`, `lo`).
     pub name: String,
-    /// The address.
-    pub ip: Ipv4Addr,
-    /// Its netmask.
-    pub netmask: Ipv4Addr,
-    /// Broadcast address reported by the OS, if the interface is broadcast-capable.
+    /// The address and its network.
+    pub net: IpNet,
+    /// Broadcast address reported by the OS, if the interface is IPv4 and broadcast-capable.
     pub broadcast: Option<Ipv4Addr>,
     /// Whether the interface is administratively up (unknown counts as up).
     pub up: bool,
 }
 
 impl InterfaceAddr {
+    fn ip(&self) -> IpAddr {
+        self.net.addr()
+    }
     fn is_loopback(&self) -> bool {
-        self.ip.is_loopback()
+        self.ip().is_loopback()
     }
 }
 
 /// The interface a node uses: where beacons go and which address it advertises.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SelectedInterface {
     /// Interface name.
     pub name: String,
     /// The address the node binds its inbox to and advertises.
-    pub ip: Ipv4Addr,
-    /// Where beacons are sent: the directed broadcast address of the interface's subnet
-    /// (`127.255.255.255` on loopback).
-    pub broadcast: Ipv4Addr,
+    pub ip: IpAddr,
+    /// Where IPv4 beacons are sent: the directed broadcast address of the interface's subnet
+    /// (`127.255.255.255` on loopback); `None` for an IPv6 address.
+    pub broadcast: Option<Ipv4Addr>,
 }
 
 impl fmt::Display for SelectedInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}, broadcast {})",
-            self.name, self.ip, self.broadcast
-        )
+        match self.broadcast {
+            Some(b) => write!(f, "{} ({}, broadcast {b})", self.name, self.ip),
+            None => write!(f, "{} ({})", self.name, self.ip),
+        }
     }
 }
 
-/// Directed broadcast address of `ip`/`netmask`.
-fn directed_broadcast(ip: Ipv4Addr, netmask: Ipv4Addr) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(ip) | !u32::from(netmask))
-}
-
-fn in_cidr(ip: Ipv4Addr, network: Ipv4Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
-    (u32::from(ip) & mask) == (u32::from(network) & mask)
-}
-
-/// Chooses the interface for `spec` among `addrs` (in the order the OS lists them).
+/// Chooses the interface for `spec` among `addrs` (in the order the OS lists them). By name, an
+/// IPv4 address of that interface is preferred.
 ///
 /// Returns `None` when nothing matches; the node then keeps retrying (an interface may appear later).
 pub fn select(spec: &InterfaceSpec, addrs: &[InterfaceAddr]) -> Option<SelectedInterface> {
+    let up = || addrs.iter().filter(|a| a.up);
     let chosen = match spec {
-        InterfaceSpec::Auto => addrs
-            .iter()
-            .find(|a| a.up && !a.is_loopback() && a.broadcast.is_some()),
-        InterfaceSpec::Name(n) => addrs.iter().find(|a| &a.name == n && a.up),
-        InterfaceSpec::Address(ip) => addrs.iter().find(|a| a.ip == *ip && a.up),
-        InterfaceSpec::Cidr { network, prefix } => addrs
-            .iter()
-            .find(|a| a.up && in_cidr(a.ip, *network, *prefix)),
+        InterfaceSpec::Auto => {
+            up().find(|a| a.ip().is_ipv4() && !a.is_loopback() && a.broadcast.is_some())
+        }
+        InterfaceSpec::Name(n) => up()
+            .filter(|a| &a.name == n)
+            .min_by_key(|a| !a.ip().is_ipv4()),
+        InterfaceSpec::Address(ip) => up().find(|a| a.ip() == *ip),
+        InterfaceSpec::Cidr(net) => up().find(|a| net.contains(&a.ip())),
     }?;
-    let broadcast = if chosen.is_loopback() {
+    let broadcast = match chosen.net {
         // Loopback has no broadcast flag; the subnet's directed broadcast still works on Linux.
-        directed_broadcast(chosen.ip, chosen.netmask)
-    } else {
-        chosen
-            .broadcast
-            .unwrap_or_else(|| directed_broadcast(chosen.ip, chosen.netmask))
+        IpNet::V4(v4) if chosen.is_loopback() => Some(v4.broadcast()),
+        IpNet::V4(v4) => Some(chosen.broadcast.unwrap_or_else(|| v4.broadcast())),
+        IpNet::V6(_) => None,
     };
     Some(SelectedInterface {
         name: chosen.name.clone(),
-        ip: chosen.ip,
+        ip: chosen.ip(),
         broadcast,
     })
 }
 
-/// Lists the IPv4 addresses of this machine's interfaces.
+/// Lists the addresses (IPv4 and IPv6) of this machine's interfaces.
 pub fn list() -> std::io::Result<Vec<InterfaceAddr>> {
     let mut out = Vec::new();
     for i in if_addrs::get_if_addrs()? {
-        if let if_addrs::IfAddr::V4(v4) = &i.addr {
-            out.push(InterfaceAddr {
-                up: is_up(&i.name),
-                name: i.name.clone(),
-                ip: v4.ip,
-                netmask: v4.netmask,
-                broadcast: v4.broadcast,
-            });
-        }
+        let (net, broadcast) = match &i.addr {
+            if_addrs::IfAddr::V4(v4) => (
+                ipnet::Ipv4Net::with_netmask(v4.ip, v4.netmask).map(IpNet::V4),
+                v4.broadcast,
+            ),
+            if_addrs::IfAddr::V6(v6) => (
+                ipnet::Ipv6Net::with_netmask(v6.ip, v6.netmask).map(IpNet::V6),
+                None,
+            ),
+        };
+        let Ok(net) = net else { continue };
+        out.push(InterfaceAddr {
+            up: is_up(&i.name),
+            name: i.name.clone(),
+            net,
+            broadcast,
+        });
     }
     Ok(out)
 }
@@ -215,11 +202,10 @@ fn is_up(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn addr(name: &str, ip: &str, mask: &str, bcast: Option<&str>) -> InterfaceAddr {
+    fn addr(name: &str, net: &str, bcast: Option<&str>) -> InterfaceAddr {
         InterfaceAddr {
             name: name.into(),
-            ip: ip.parse().unwrap(),
-            netmask: mask.parse().unwrap(),
+            net: net.parse().unwrap(),
             broadcast: bcast.map(|b| b.parse().unwrap()),
             up: true,
         }
@@ -227,15 +213,12 @@ mod tests {
 
     fn sample() -> Vec<InterfaceAddr> {
         vec![
-            addr("lo", "127.0.0.1", "255.0.0.0", None),
-            addr("tun0", "10.8.0.2", "255.255.255.255", None),
-            addr(
-                "eth0",
-                "192.168.1.10",
-                "255.255.255.0",
-                Some("192.168.1.255"),
-            ),
-            addr("eth1", "10.77.0.11", "255.255.255.0", Some("10.77.0.255")),
+            addr("lo", "::1/128", None),
+            addr("lo", "127.0.0.1/8", None),
+            addr("tun0", "10.8.0.2/32", None),
+            addr("eth0", "192.168.1.10/24", Some("192.168.1.255")),
+            addr("eth1", "fd00::11/64", None),
+            addr("eth1", "10.77.0.11/24", Some("10.77.0.255")),
         ]
     }
 
@@ -248,56 +231,62 @@ mod tests {
             Ok(InterfaceSpec::Address("10.0.0.5".parse().unwrap()))
         );
         assert_eq!(
+            "::1".parse(),
+            Ok(InterfaceSpec::Address("::1".parse().unwrap()))
+        );
+        assert_eq!(
             "10.0.0.0/8".parse(),
-            Ok(InterfaceSpec::Cidr {
-                network: "10.0.0.0".parse().unwrap(),
-                prefix: 8
-            })
+            Ok(InterfaceSpec::Cidr("10.0.0.0/8".parse().unwrap()))
+        );
+        assert_eq!(
+            "fd00::/8".parse(),
+            Ok(InterfaceSpec::Cidr("fd00::/8".parse().unwrap()))
         );
         assert!(matches!(
             "10.0.0.0/33".parse::<InterfaceSpec>(),
-            Err(InterfaceSpecError::BadPrefix(_))
+            Err(InterfaceSpecError::BadCidr(_))
         ));
         assert!(matches!(
             "10.0.0/8".parse::<InterfaceSpec>(),
-            Err(InterfaceSpecError::BadNetwork(_))
-        ));
-        assert!(matches!(
-            "::1".parse::<InterfaceSpec>(),
-            Err(InterfaceSpecError::Ipv6(_))
+            Err(InterfaceSpecError::BadCidr(_))
         ));
         assert_eq!("".parse::<InterfaceSpec>(), Err(InterfaceSpecError::Empty));
     }
 
     #[test]
-    fn auto_skips_loopback_and_point_to_point() {
+    fn auto_skips_loopback_point_to_point_and_ipv6() {
         let s = select(&InterfaceSpec::Auto, &sample()).unwrap();
         assert_eq!(s.name, "eth0");
-        assert_eq!(s.broadcast, "192.168.1.255".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(s.broadcast, Some("192.168.1.255".parse().unwrap()));
     }
 
     #[test]
     fn auto_skips_down_interfaces() {
         let mut addrs = sample();
-        addrs[2].up = false;
+        addrs[3].up = false;
         assert_eq!(select(&InterfaceSpec::Auto, &addrs).unwrap().name, "eth1");
     }
 
     #[test]
-    fn loopback_by_name_broadcasts_to_127_255_255_255() {
+    fn loopback_by_name_prefers_ipv4_and_broadcasts_to_127_255_255_255() {
         let s = select(&InterfaceSpec::Name("lo".into()), &sample()).unwrap();
-        assert_eq!(s.ip, Ipv4Addr::LOCALHOST);
-        assert_eq!(s.broadcast, Ipv4Addr::new(127, 255, 255, 255));
+        assert_eq!(s.ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(s.broadcast, Some(Ipv4Addr::new(127, 255, 255, 255)));
     }
 
     #[test]
-    fn by_address_and_cidr() {
+    fn by_address_and_cidr_v4_and_v6() {
         let s = select(&"10.77.0.11".parse().unwrap(), &sample()).unwrap();
         assert_eq!(s.name, "eth1");
         let s = select(&"10.77.0.0/16".parse().unwrap(), &sample()).unwrap();
         assert_eq!(s.name, "eth1");
-        assert_eq!(s.broadcast, "10.77.0.255".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(s.broadcast, Some("10.77.0.255".parse().unwrap()));
         let s = select(&"127.0.0.0/8".parse().unwrap(), &sample()).unwrap();
+        assert_eq!(s.name, "lo");
+        let s = select(&"fd00::/16".parse().unwrap(), &sample()).unwrap();
+        assert_eq!((s.name.as_str(), s.broadcast), ("eth1", None));
+        assert_eq!(s.ip, "fd00::11".parse::<IpAddr>().unwrap());
+        let s = select(&"::1".parse().unwrap(), &sample()).unwrap();
         assert_eq!(s.name, "lo");
         assert!(select(&"172.16.0.0/12".parse().unwrap(), &sample()).is_none());
         assert!(select(&"wlan0".parse().unwrap(), &sample()).is_none());
@@ -305,7 +294,7 @@ mod tests {
 
     #[test]
     fn none_when_nothing_usable() {
-        let only_lo = vec![addr("lo", "127.0.0.1", "255.0.0.0", None)];
+        let only_lo = vec![addr("lo", "127.0.0.1/8", None)];
         assert!(select(&InterfaceSpec::Auto, &only_lo).is_none());
     }
 }

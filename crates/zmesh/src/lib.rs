@@ -51,7 +51,7 @@
 //! repository.
 #![forbid(unsafe_code)]
 
-mod discovery;
+pub mod discovery;
 mod error;
 mod event;
 mod events;

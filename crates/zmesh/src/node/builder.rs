@@ -15,6 +15,7 @@ use zmesh_zre::Config as EngineConfig;
 use super::shared::{Shared, State, Stats};
 use super::task::NodeTask;
 use super::{HandleInner, Node, DEFAULT_BEACON_PORT};
+use crate::discovery::Source;
 use crate::error::Error;
 use crate::events::{EventQueue, UuidMap};
 use crate::iface::InterfaceSpec;
@@ -55,6 +56,19 @@ pub struct NodeBuilder {
     pub(super) outbox: OutboxConfig,
     pub(super) inbox: InboxConfig,
     pub(super) requests: reqrep::Config,
+    pub(super) beacons: bool,
+    sources: Vec<SourceSlot>,
+}
+
+/// A discovery source waiting for the node that will run it (the builder is `Clone`; a source
+/// runs in the first node started from it).
+#[derive(Debug, Clone, Default)]
+struct SourceSlot(Arc<Mutex<Option<Box<dyn Source>>>>);
+
+impl SourceSlot {
+    fn take(&self) -> Option<Box<dyn Source>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Default for NodeBuilder {
@@ -75,6 +89,8 @@ impl Default for NodeBuilder {
             outbox: OutboxConfig::default(),
             inbox: InboxConfig::default(),
             requests: reqrep::Config::default(),
+            beacons: true,
+            sources: Vec::new(),
         }
     }
 }
@@ -181,6 +197,20 @@ impl NodeBuilder {
     /// Limits of the inbox: largest frame, handshake timeout (slow-loris guard), connection cap.
     pub fn inbox_config(mut self, config: InboxConfig) -> Self {
         self.inbox = config;
+        self
+    }
+
+    /// Whether to discover peers with UDP beacons (default true). Without them a node is found
+    /// only through the sources added with [`NodeBuilder::discovery_source`].
+    pub fn beacons(mut self, on: bool) -> Self {
+        self.beacons = on;
+        self
+    }
+
+    /// Adds a discovery source (static peers, DNS, gossip, ...) that runs beside the beacons.
+    pub fn discovery_source(mut self, source: impl Source) -> Self {
+        self.sources
+            .push(SourceSlot(Arc::new(Mutex::new(Some(Box::new(source))))));
         self
     }
 
@@ -302,11 +332,15 @@ impl NodeBuilder {
             wake: Notify::new(),
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
+        let sources = self.sources.iter().filter_map(|s| s.take()).collect();
         let task = NodeTask {
             shared: shared.clone(),
             config: self,
             inbox: None,
             beacon: None,
+            sources,
+            attached: false,
+            next_source: 0,
             tcp_port: 0,
         };
         tokio::spawn(task.run(stop_rx));

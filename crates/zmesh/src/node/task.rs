@@ -1,8 +1,11 @@
 //! The node task: owns the sockets (inbox, beacons), runs the timers, carries inputs into the
 //! driver, and stops the node (politely or as a crash).
 
+use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -11,7 +14,8 @@ use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
 
 use super::shared::{AppSink, Outboxes, Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
-use crate::discovery::{BeaconDropReason, BeaconSocket, Sighting};
+use crate::discovery::beacon::BeaconSocket;
+use crate::discovery::{Heard, Sighting, Source};
 use crate::error::Error;
 use crate::iface;
 
@@ -20,9 +24,40 @@ pub(super) struct NodeTask {
     pub(super) shared: Arc<Shared>,
     pub(super) config: NodeBuilder,
     pub(super) inbox: Option<Inbox>,
+    /// The beacon source of the attached interface (re-created on re-attach).
     pub(super) beacon: Option<BeaconSocket>,
+    /// Sources added with `NodeBuilder::discovery_source`, run from the start.
+    pub(super) sources: Vec<Box<dyn Source>>,
+    /// True once an interface is attached (inbox bound, beacon source created if IPv4).
+    pub(super) attached: bool,
+    /// Which source is polled first next time (so a flooded one cannot starve the others).
+    pub(super) next_source: usize,
     /// The inbox's TCP port, announced in beacons.
     pub(super) tcp_port: u16,
+}
+
+/// Polls the beacon source and every added source, starting at a rotating index; returns which
+/// one spoke (`None`: the beacon) and what it heard.
+fn poll_sources(
+    beacon: &mut Option<BeaconSocket>,
+    sources: &mut [Box<dyn Source>],
+    start: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<(Option<usize>, io::Result<Heard>)> {
+    let n = sources.len() + 1;
+    for k in 0..n {
+        let i = (*start + k) % n;
+        let polled = if i == sources.len() {
+            beacon.as_mut().map(|b| (None, b.poll_heard(cx)))
+        } else {
+            Some((Some(i), sources[i].poll_heard(cx)))
+        };
+        if let Some((who, Poll::Ready(r))) = polled {
+            *start = (i + 1) % n;
+            return Poll::Ready((who, r));
+        }
+    }
+    Poll::Pending
 }
 
 async fn recv_opt<T, F: std::future::Future<Output = T>>(f: Option<F>) -> T {
@@ -67,15 +102,26 @@ impl NodeTask {
                         self.detach();
                     }
                 },
-                datagram = recv_opt(self.beacon.as_ref().map(|b| b.recv())) => match datagram {
-                    Ok(Ok(sighting)) => self.on_sighting(sighting),
+                (who, heard) = std::future::poll_fn(|cx| {
+                    poll_sources(&mut self.beacon, &mut self.sources, &mut self.next_source, cx)
+                }) => match heard {
+                    Ok(Heard::Sighting(sighting)) => self.on_sighting(sighting),
                     // Our own beacons loop back to us; that is not bad input.
-                    Ok(Err(BeaconDropReason::Own)) => {}
-                    Ok(Err(reason)) => {
+                    Ok(Heard::Own) => {}
+                    Ok(Heard::Garbage(reason)) => {
                         self.shared.stats.bad_beacons.fetch_add(1, Ordering::Relaxed);
-                        debug!(%reason, "beacon dropped");
+                        debug!(%reason, "discovery input dropped");
                     }
-                    Err(e) => debug!(error = %e, "beacon receive error"),
+                    Err(e) => match who {
+                        None => {
+                            debug!(error = %e, "beacon receive error; re-creating next interval");
+                            self.detach();
+                        }
+                        Some(i) => {
+                            let s = self.sources.remove(i);
+                            warn!(source = s.kind(), error = %e, "discovery source failed; dropped");
+                        }
+                    },
                 },
                 _ = &mut sleep, if armed.is_some() => {
                     self.shared.in_task(|d, now| d.handle_timeout(now));
@@ -83,7 +129,7 @@ impl NodeTask {
                     armed = None;
                 }
                 _ = beacon_tick.tick() => {
-                    if self.beacon.is_none() {
+                    if !self.attached {
                         match self.attach().await {
                             Ok(true) => warned_no_iface = false,
                             Ok(false) => {
@@ -95,12 +141,7 @@ impl NodeTask {
                             Err(e) => warn!(error = %e, "cannot attach to interface; will retry"),
                         }
                     }
-                    if let Some(beacon) = &self.beacon {
-                        if let Err(e) = beacon.send(self.tcp_port).await {
-                            warn!(error = %e, "beacon send failed; re-creating sockets next interval");
-                            self.detach();
-                        }
-                    }
+                    self.announce();
                 }
             }
         };
@@ -132,11 +173,12 @@ impl NodeTask {
                 .tcp_port
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "*".into());
-            let inbox = Inbox::bind(
-                &format!("tcp://{}:{port}", chosen.ip),
-                self.config.inbox.clone(),
-            )
-            .await?;
+            let host = match chosen.ip {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            let inbox =
+                Inbox::bind(&format!("tcp://{host}:{port}"), self.config.inbox.clone()).await?;
             let bound = inbox.endpoint().to_string();
             self.tcp_port = bound
                 .rsplit(':')
@@ -150,23 +192,54 @@ impl NodeTask {
             drop(state);
             self.inbox = Some(inbox);
         }
-        let beacon =
-            BeaconSocket::bind(self.config.beacon_port, chosen.broadcast, self.shared.uuid)?;
+        self.beacon = match (self.config.beacons, chosen.broadcast) {
+            (true, Some(broadcast)) => Some(BeaconSocket::bind(
+                self.config.beacon_port,
+                broadcast,
+                self.shared.uuid,
+            )?),
+            (true, None) => {
+                warn!(interface = %chosen, "UDP beacons are IPv4 only; this node is found through its other discovery sources");
+                None
+            }
+            (false, _) => None,
+        };
         info!(
             node = %self.shared.name,
             interface = %chosen,
             endpoint = %self.shared.lock().endpoint.clone().unwrap_or_default(),
             beacon_port = self.config.beacon_port,
+            sources = self.sources.len() + usize::from(self.beacon.is_some()),
             "zmesh node attached"
         );
-        self.beacon = Some(beacon);
+        self.attached = true;
         self.shared.lock().interface = Some(chosen);
         Ok(true)
     }
 
-    /// Drops the sockets so the next beacon tick re-attaches (interface went away, send failed).
+    /// Drops the beacon source so the next beacon tick re-attaches (interface went away, a send
+    /// or receive failed).
     fn detach(&mut self) {
         self.beacon = None;
+        self.attached = false;
+    }
+
+    /// Announces our TCP port through every source (once the inbox is bound).
+    fn announce(&mut self) {
+        if self.tcp_port == 0 {
+            return;
+        }
+        if let Some(beacon) = &mut self.beacon {
+            if let Err(e) = beacon.announce(self.tcp_port) {
+                warn!(error = %e, "beacon send failed; re-creating sockets next interval");
+                self.detach();
+            }
+        }
+        for s in &mut self.sources {
+            if let Err(e) = s.announce(self.tcp_port) {
+                debug!(source = s.kind(), error = %e, "announce failed");
+            }
+        }
     }
 
     fn on_inbox(&mut self, first: InboxEvent) {
@@ -206,7 +279,7 @@ impl NodeTask {
 
     fn on_sighting(&mut self, sighting: Sighting) {
         match sighting {
-            Sighting::Seen { uuid, endpoint } => {
+            Sighting::Seen { uuid, endpoint, .. } => {
                 self.shared
                     .in_task(|d, now| d.engine().handle_sighting(now, uuid, &endpoint));
             }
@@ -287,16 +360,19 @@ impl NodeTask {
         for close in closes {
             let _ = close.await;
         }
-        if let Some(beacon) = &self.beacon {
+        if let Some(beacon) = &mut self.beacon {
             // Port 0 = "I am leaving": peers see EXIT at once. Sent twice in case one is lost, and
             // only after the outboxes have drained: the UDP beacon would otherwise overtake the
             // last messages (and GOODBYEs) still queued on TCP, and peers would drop them as
             // coming from a peer that already left.
             for _ in 0..2 {
-                if let Err(e) = beacon.send(0).await {
+                if let Err(e) = beacon.announce(0) {
                     debug!(error = %e, "leave beacon not sent");
                 }
             }
+        }
+        for s in &mut self.sources {
+            let _ = s.announce(0);
         }
         if let Some(inbox) = self.inbox.take() {
             inbox.close();

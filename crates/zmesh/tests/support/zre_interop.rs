@@ -702,8 +702,10 @@ pub fn requests_beside_plain_peer(peer: &ZrePeer, port: u16) {
         assert_eq!(r["payload"], format!("r{i}"), "{r}");
     }
     // A request to the plain peer: no responders, at once.
-    zm.send(json!({"cmd": "request", "peer": p, "event": "echo.x", "payload": "x",
-                   "timeout_ms": 10000, "tag": "plain"}));
+    zm.send(
+        json!({"cmd": "request", "peer": p, "event": "echo.x", "payload": "x",
+                   "timeout_ms": 10000, "tag": "plain"}),
+    );
     let r = zm
         .wait_for(T, |e| e["event"] == "REPLY" && e["tag"] == "plain")
         .unwrap();

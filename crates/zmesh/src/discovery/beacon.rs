@@ -1,4 +1,4 @@
-//! Discovery: where a node learns that peers exist.
+//! The UDP beacon source: Zyre's discovery.
 //!
 //! The protocol engine does not care *how* a peer was found; it only consumes [`Sighting`]s — "a node
 //! with this UUID accepts ZRE connections at this endpoint" or "this node is leaving". This module
@@ -30,11 +30,11 @@
 //! queue is full (it is not reading) loses beacons, as it would with a full socket buffer.
 
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -43,23 +43,7 @@ use tracing::debug;
 use uuid::Uuid;
 use zmesh_zre::Beacon;
 
-/// One observation of a peer by a discovery source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sighting {
-    /// A node with this UUID accepts ZRE connections at `endpoint` (`tcp://ip:port`).
-    Seen {
-        /// The peer's UUID.
-        uuid: Uuid,
-        /// Where to connect, built from the beacon's source address and advertised port
-        /// (shared: the same sender always yields the same allocation).
-        endpoint: Arc<str>,
-    },
-    /// The node announced it is leaving (a port-0 beacon).
-    Left {
-        /// The peer's UUID.
-        uuid: Uuid,
-    },
-}
+use super::{endpoint_of, Heard, Sighting, Source};
 
 /// Why a received datagram was not a usable beacon. Counted and logged by the node, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +57,6 @@ pub enum BeaconDropReason {
     /// Our own beacon, looped back.
     #[error("own beacon")]
     Own,
-    /// Sent from an IPv6 address (not supported yet).
-    #[error("beacon from an IPv6 address")]
-    Ipv6Source,
 }
 
 /// Largest datagram kept whole. ZRE beacons are at most 54 bytes; a larger buffer lets the
@@ -98,8 +79,9 @@ struct Datagram {
     bytes: [u8; DATAGRAM_MAX],
     len: usize,
     from: SocketAddr,
-    /// `tcp://ip:port` if the datagram decoded as a beacon with a port from an IPv4 sender.
-    endpoint: Option<Arc<str>>,
+    /// The endpoint string of (sender ip, advertised port), if the datagram decoded as a
+    /// beacon with a port.
+    endpoint: Option<(SocketAddr, Arc<str>)>,
 }
 
 /// The receive socket and thread shared by every [`BeaconSocket`] of one port in this process.
@@ -175,7 +157,7 @@ impl Hub {
     /// The receive loop: one `recvfrom`, one decode and one endpoint lookup per datagram, then a
     /// copy into every node's queue.
     fn run(self: Arc<Hub>) {
-        let mut endpoints: HashMap<SocketAddrV4, Arc<str>> = HashMap::new();
+        let mut endpoints: HashMap<SocketAddr, Arc<str>> = HashMap::new();
         let mut buf = [0u8; DATAGRAM_MAX];
         while !self.stop.load(Ordering::Relaxed) {
             let (len, from) = match self.socket.recv_from(&mut buf) {
@@ -196,9 +178,9 @@ impl Hub {
                     continue;
                 }
             };
-            let endpoint = match (Beacon::decode(&buf[..len]), sender_v4(from)) {
-                (Ok(b), Some(ip)) if b.port != 0 => {
-                    let addr = SocketAddrV4::new(ip, b.port);
+            let endpoint = match Beacon::decode(&buf[..len]) {
+                Ok(b) if b.port != 0 => {
+                    let addr = SocketAddr::new(sender_ip(from), b.port);
                     let e = endpoints.get(&addr).cloned().unwrap_or_else(|| {
                         if endpoints.len() >= ENDPOINT_CACHE_MAX {
                             endpoints.clear();
@@ -207,7 +189,7 @@ impl Hub {
                         endpoints.insert(addr, e.clone());
                         e
                     });
-                    Some(e)
+                    Some((addr, e))
                 }
                 _ => None,
             };
@@ -232,7 +214,7 @@ impl Hub {
 pub struct BeaconSocket {
     hub: Arc<HubHandle>,
     id: u64,
-    queue: Mutex<mpsc::Receiver<Datagram>>,
+    queue: mpsc::Receiver<Datagram>,
     target: SocketAddrV4,
     own_uuid: Uuid,
 }
@@ -259,14 +241,14 @@ impl BeaconSocket {
         Ok(BeaconSocket {
             hub,
             id,
-            queue: Mutex::new(rx),
+            queue: rx,
             target: SocketAddrV4::new(broadcast, port),
             own_uuid,
         })
     }
 
     /// Sends one version-1 beacon announcing `tcp_port` (0 = leaving).
-    pub async fn send(&self, tcp_port: u16) -> io::Result<()> {
+    pub fn send(&self, tcp_port: u16) -> io::Result<()> {
         let beacon = Beacon {
             version: 1,
             uuid: self.own_uuid,
@@ -277,34 +259,62 @@ impl BeaconSocket {
         Ok(())
     }
 
-    /// Waits for the next datagram and interprets it. Cancel-safe.
-    pub async fn recv(&self) -> io::Result<Result<Sighting, BeaconDropReason>> {
-        let d = poll_fn(|cx| {
-            self.queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .poll_recv(cx)
-        })
-        .await
-        .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "beacon hub stopped"))?;
-        Ok(interpret_with(
+    /// The next datagram, interpreted. Cancel-safe.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Result<Sighting, BeaconDropReason>>> {
+        let Some(d) = std::task::ready!(self.queue.poll_recv(cx)) else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "beacon hub stopped",
+            )));
+        };
+        Poll::Ready(Ok(interpret_with(
             &d.bytes[..d.len],
             d.from,
             self.own_uuid,
-            |addr| d.endpoint.clone().unwrap_or_else(|| endpoint_of(addr)),
-        ))
+            |addr| match &d.endpoint {
+                Some((a, e)) if *a == addr => e.clone(),
+                _ => endpoint_of(addr),
+            },
+        )))
+    }
+
+    /// Waits for the next datagram and interprets it. Cancel-safe.
+    #[cfg(test)]
+    pub async fn recv(&mut self) -> io::Result<Result<Sighting, BeaconDropReason>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
 
-fn sender_v4(from: SocketAddr) -> Option<Ipv4Addr> {
+impl Source for BeaconSocket {
+    fn kind(&self) -> &'static str {
+        "beacon"
+    }
+
+    fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Heard>> {
+        self.poll_recv(cx).map_ok(|r| match r {
+            Ok(s) => Heard::Sighting(s),
+            Err(BeaconDropReason::Own) => Heard::Own,
+            Err(e) => Heard::Garbage(e.to_string()),
+        })
+    }
+
+    fn announce(&mut self, tcp_port: u16) -> io::Result<()> {
+        self.send(tcp_port)
+    }
+}
+
+/// The sender's address, with an IPv4-mapped IPv6 address unmapped.
+fn sender_ip(from: SocketAddr) -> std::net::IpAddr {
     match from {
-        SocketAddr::V4(a) => Some(*a.ip()),
-        SocketAddr::V6(a) => a.ip().to_ipv4_mapped(),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => (*a.ip()).into(),
+        },
+        SocketAddr::V4(a) => (*a.ip()).into(),
     }
-}
-
-fn endpoint_of(addr: SocketAddrV4) -> Arc<str> {
-    format!("tcp://{}:{}", addr.ip(), addr.port()).into()
 }
 
 /// Turns one received datagram into a sighting (pure; unit-tested).
@@ -323,7 +333,7 @@ fn interpret_with(
     datagram: &[u8],
     from: SocketAddr,
     own_uuid: Uuid,
-    endpoint: impl FnOnce(SocketAddrV4) -> Arc<str>,
+    endpoint: impl FnOnce(SocketAddr) -> Arc<str>,
 ) -> Result<Sighting, BeaconDropReason> {
     let beacon = Beacon::decode(datagram)?;
     if beacon.version != 1 {
@@ -332,21 +342,16 @@ fn interpret_with(
     if beacon.uuid == own_uuid {
         return Err(BeaconDropReason::Own);
     }
-    let ip = match from {
-        SocketAddr::V4(a) => *a.ip(),
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => v4,
-            None => return Err(BeaconDropReason::Ipv6Source),
-        },
-    };
     if beacon.port == 0 {
-        Ok(Sighting::Left { uuid: beacon.uuid })
-    } else {
-        Ok(Sighting::Seen {
-            uuid: beacon.uuid,
-            endpoint: endpoint(SocketAddrV4::new(ip, beacon.port)),
-        })
+        return Ok(Sighting::Left { uuid: beacon.uuid });
     }
+    let addr = SocketAddr::new(sender_ip(from), beacon.port);
+    Ok(Sighting::Seen {
+        uuid: beacon.uuid,
+        addr,
+        endpoint: endpoint(addr),
+        public_key: beacon.public_key,
+    })
 }
 
 #[cfg(test)]
@@ -369,7 +374,9 @@ mod tests {
             s,
             Sighting::Seen {
                 uuid,
-                endpoint: "tcp://10.77.0.12:49152".into()
+                addr: "10.77.0.12:49152".parse().unwrap(),
+                endpoint: "tcp://10.77.0.12:49152".into(),
+                public_key: None,
             }
         );
         assert!(matches!(
@@ -385,17 +392,17 @@ mod tests {
         let bcast = Ipv4Addr::new(127, 255, 255, 255);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let tx = BeaconSocket::bind(port, bcast, a).unwrap();
-        let rx = BeaconSocket::bind(port, bcast, b).unwrap();
+        let mut rx = BeaconSocket::bind(port, bcast, b).unwrap();
         let mut seen = Vec::new();
         for _ in 0..2 {
-            tx.send(4242).await.unwrap();
+            tx.send(4242).unwrap();
             let deadline = std::time::Duration::from_secs(5);
             loop {
                 let s = tokio::time::timeout(deadline, rx.recv())
                     .await
                     .unwrap()
                     .unwrap();
-                if let Ok(Sighting::Seen { uuid, endpoint }) = s {
+                if let Ok(Sighting::Seen { uuid, endpoint, .. }) = s {
                     assert_eq!(uuid, a);
                     assert_eq!(&*endpoint, "tcp://127.0.0.1:4242");
                     seen.push(endpoint);
@@ -459,11 +466,11 @@ mod tests {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let rx = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+                    let mut rx = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
                     let tx = BeaconSocket::bind(port, bcast, sender).unwrap();
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                     loop {
-                        tx.send(4243).await.unwrap();
+                        tx.send(4243).unwrap();
                         let got = tokio::time::timeout_at(deadline, rx.recv()).await;
                         match got.expect("no beacon within 5 s").unwrap() {
                             Ok(Sighting::Seen { uuid, .. }) if uuid == sender => return,
