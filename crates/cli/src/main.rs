@@ -465,9 +465,12 @@ async fn agent_command(node: &Node, line: &str) -> Result<(), String> {
             print_json(&serde_json::json!({"event": "PEERS", "peers": peers}));
             Ok(())
         }
-        // {"cmd":"serve","pattern":"echo.**"}: answer matching requests with their payload.
+        // {"cmd":"serve","pattern":"echo.**"}: answer matching requests with their payload;
+        // prints {"event":"SERVING","pattern":...} once the handler is registered.
         "serve" => {
-            let mut requests = node.on_request(&s("pattern")?).map_err(|e| e.to_string())?;
+            let pattern = s("pattern")?;
+            let mut requests = node.on_request(&pattern).map_err(|e| e.to_string())?;
+            print_json(&serde_json::json!({"event": "SERVING", "pattern": pattern}));
             tokio::spawn(async move {
                 while let Some(req) = requests.recv().await {
                     let p = req.payload().clone();

@@ -689,6 +689,7 @@ pub fn requests_beside_plain_peer(peer: &ZrePeer, port: u16) {
     zm2.wait_event(T, "ENTER", Some(&z)).unwrap();
     pa.wait_event(T, "ENTER", Some(&z2)).unwrap();
     zm2.send(json!({"cmd": "serve", "pattern": "echo.**"}));
+    zm2.wait_for(T, |e| e["event"] == "SERVING").unwrap();
     // A burst of requests zm1 -> zm2 (and replies) while the plain peer is in the mesh.
     for i in 0..20 {
         zm.send(json!({"cmd": "request", "peer": z2, "event": "echo.x",
