@@ -12,6 +12,7 @@
 //!
 //! Global flags pick the interface (`--iface`), the beacon port (`--port`), headers (`--header K=V`)
 //! and `--json` output (one JSON object per event; UUIDs as 32 upper-case hex digits, like Zyre).
+#![forbid(unsafe_code)]
 
 mod demo;
 mod output;

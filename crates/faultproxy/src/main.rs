@@ -20,6 +20,7 @@
 //!
 //! The proxy prints one JSON line on stdout when it listens (`{"event":"LISTENING","addr":…}`), so a
 //! test harness can wait for it, and logs connection ends to stderr.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

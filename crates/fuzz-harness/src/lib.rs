@@ -18,6 +18,7 @@
 //!
 //! [`TARGETS`] lists the harnesses by fuzz-target name; the replay test iterates over it.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod codecs;
 pub mod engine;

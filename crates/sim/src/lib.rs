@@ -95,6 +95,7 @@
 //! * A real kernel's ordering between two connections of the same pair: an old, closed
 //!   connection's last messages may be delivered after a new connection's first ones.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};

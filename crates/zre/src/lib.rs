@@ -12,6 +12,7 @@
 //! The codecs are pure functions over byte slices with typed errors; no input can make them (or
 //! the engine) panic. The engine never depends on tokio, sockets or the system clock.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod beacon;
 pub mod engine;
