@@ -159,6 +159,19 @@ impl<W> Driver<W> {
         transport: &mut impl Transport,
         sink: &mut impl Sink<W>,
     ) -> Vec<Uuid> {
+        self.flush_with(&mut || now, transport, sink)
+    }
+
+    /// [`Driver::flush`] with the clock read only if something needs the time (an event for a
+    /// layer, a refused send): a WHISPER's flush then reads no clock at all.
+    pub fn flush_with(
+        &mut self,
+        clock: &mut dyn FnMut() -> Instant,
+        transport: &mut impl Transport,
+        sink: &mut impl Sink<W>,
+    ) -> Vec<Uuid> {
+        let mut cached = None;
+        let mut now = || *cached.get_or_insert_with(&mut *clock);
         let mut failed = Vec::new();
         loop {
             let mut new_failures = Vec::new();
@@ -175,7 +188,7 @@ impl<W> Driver<W> {
                         }
                     }
                     Output::Disconnect { peer } => transport.disconnect(peer),
-                    Output::Event(event) => self.route(now, event, sink),
+                    Output::Event(event) => self.route(&mut now, event, sink),
                 }
             }
             for d in self.out.delivered.drain(..) {
@@ -197,7 +210,7 @@ impl<W> Driver<W> {
                 self.stats.layer_sends_dropped += 1;
             }
             for peer in &new_failures {
-                self.engine.handle_send_failed(now, *peer);
+                self.engine.handle_send_failed(now(), *peer);
             }
             failed.extend(new_failures);
         }
@@ -216,8 +229,15 @@ impl<W> Driver<W> {
         self.flush(now, transport, sink);
     }
 
-    fn route(&mut self, now: Instant, event: Event, sink: &mut impl Sink<W>) {
+    fn route(&mut self, now: &mut impl FnMut() -> Instant, event: Event, sink: &mut impl Sink<W>) {
         match &event {
+            // The hot path: application data touches no layer and reads no clock.
+            Event::Whisper { content, .. } | Event::Shout { content, .. }
+                if !(content.len() == 1 && envelope::is_envelope(&content[0])) =>
+            {
+                sink.event(event);
+                return;
+            }
             Event::Enter {
                 peer,
                 name,
@@ -234,20 +254,21 @@ impl<W> Driver<W> {
                     headers,
                     caps,
                 };
-                self.reqrep.handle(Input::PeerUp(view), now, &mut self.out);
+                self.reqrep
+                    .handle(Input::PeerUp(view), now(), &mut self.out);
             }
             Event::Exit { peer, .. } => {
                 self.caps.remove(peer);
                 self.reqrep
-                    .handle(Input::PeerDown { peer: *peer }, now, &mut self.out);
+                    .handle(Input::PeerDown { peer: *peer }, now(), &mut self.out);
             }
             Event::Join { peer, group, .. } => {
                 let input = Input::Joined { peer: *peer, group };
-                self.reqrep.handle(input, now, &mut self.out);
+                self.reqrep.handle(input, now(), &mut self.out);
             }
             Event::Leave { peer, group, .. } => {
                 let input = Input::Left { peer: *peer, group };
-                self.reqrep.handle(input, now, &mut self.out);
+                self.reqrep.handle(input, now(), &mut self.out);
             }
             Event::Whisper { peer, content, .. } | Event::Shout { peer, content, .. }
                 if content.len() == 1
@@ -258,7 +279,7 @@ impl<W> Driver<W> {
                     Event::Shout { group, .. } => Some(group.as_str()),
                     _ => None,
                 };
-                self.envelope(now, *peer, group, &content[0]);
+                self.envelope(now(), *peer, group, &content[0]);
                 return;
             }
             _ => {}

@@ -18,6 +18,8 @@
 //!    expiry timeout).
 //! 6. Idle cost of 100 nodes (baseline: 100 bare beacon sockets doing only the UDP part).
 //! 7. pyre-gevent and zyre.js next to zmesh inside the interop network namespaces (root only).
+//! 8. Request/reply between the two nodes of scenarios 1-2: round trip against the same round's
+//!    WHISPER round trip, and pipelined requests/s (64 in flight).
 //!
 //! Every node is pinned to interface `lo` (scenarios 1–6) or to `eth0` inside the private namespaces
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
@@ -319,7 +321,7 @@ fn main() {
     if let Some(kind) = args.peer.clone() {
         rt.block_on(async {
             match kind.as_str() {
-                "node" => link::serve(link::node_peer(&args).await, &args).await,
+                "node" => link::serve_node(link::node_peer(&args).await, &args).await,
                 "zmtp" => link::serve(link::zmtp_peer(&args).await, &args).await,
                 "tcp" => link::serve(link::tcp_peer(&args).await, &args).await,
                 "fan-node" => fanout::node_receivers(&args).await,
@@ -352,7 +354,7 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    if args.wants(1) || args.wants(2) {
+    if args.wants(1) || args.wants(2) || args.wants(8) {
         rows.extend(rt.block_on(scenarios_1_2(&args, next_port())));
     }
     if args.wants(3) {
@@ -388,7 +390,7 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     for round in 0..args.rounds {
         if runs("node") {
             let (l, c) = link::node_driver(args, port).await;
-            let r = link::drive(l, args).await;
+            let r = link::drive_node(l, args, args.wants(8)).await;
             reap(c);
             report_round(round, "node", &r);
             node.push(r);
@@ -512,6 +514,56 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
             ));
         }
     }
+    if args.wants(8) {
+        let req_lat = median(
+            node.iter()
+                .filter_map(|r| r.req_rtt.map(|p| p.p50))
+                .collect(),
+        );
+        let whisper_lat = lat(&node, |p| p.p50);
+        let ratio = median(
+            node.iter()
+                .filter_map(|r| r.req_rtt.map(|q| q.p50 / r.rtt.p50))
+                .collect(),
+        );
+        rows.push(
+            Row::new(
+                8,
+                "request/reply round trip median us (64 B)",
+                req_lat,
+                "node WHISPER round trip",
+                Some(whisper_lat),
+            )
+            .target("<= 1.2x WHISPER round trip (per-round ratio)", ratio <= 1.2),
+        );
+        rows.push(Row::new(
+            8,
+            "request/WHISPER round trip ratio of each round, median",
+            ratio,
+            "-",
+            None,
+        ));
+        let p99 = median(
+            node.iter()
+                .filter_map(|r| r.req_rtt.map(|p| p.p99))
+                .collect(),
+        );
+        rows.push(Row::new(
+            8,
+            "request/reply round trip p99 us (64 B)",
+            p99,
+            "node WHISPER round trip p99",
+            Some(lat(&node, |p| p.p99)),
+        ));
+        let rate = median(node.iter().filter_map(|r| r.req_per_s).collect());
+        rows.push(Row::new(
+            8,
+            format!("pipelined requests/s ({} in flight, 64 B)", link::PIPELINE),
+            rate,
+            "node WHISPER 64 B msg/s (one way)",
+            Some(median(node.iter().map(|r| r.msgs_per_s[0]).collect())),
+        ));
+    }
     rows
 }
 
@@ -526,4 +578,14 @@ fn report_round(round: usize, which: &str, r: &link::LinkResult) {
         r.rtt.p99,
         r.rtt.p999
     );
+    if let (Some(q), Some(rate)) = (r.req_rtt, r.req_per_s) {
+        eprintln!(
+            "  [8]   round {} {:>4}: request rtt p50 {:.1} p99 {:.1} us | pipelined {:>9} req/s",
+            round + 1,
+            which,
+            q.p50,
+            q.p99,
+            fmt_num(rate)
+        );
+    }
 }

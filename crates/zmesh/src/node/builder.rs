@@ -341,6 +341,7 @@ impl NodeBuilder {
             sources,
             attached: false,
             next_source: 0,
+            departures: Vec::new(),
             tcp_port: 0,
         };
         tokio::spawn(task.run(stop_rx));

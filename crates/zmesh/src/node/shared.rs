@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 use uuid::Uuid;
 use zmesh_core::driver::{Driver, Sink, Transport};
+use zmesh_core::layer::Layer;
 use zmesh_core::reqrep::{self, HandlerId, InboundKey};
 use zmesh_zmtp::{Outbox, OutboxConfig, SendError};
 
@@ -211,7 +212,6 @@ impl Shared {
         state: &mut State,
         linger: Option<&mut Vec<Outbox>>,
     ) -> Vec<Uuid> {
-        let now = Instant::now();
         let State {
             driver,
             outboxes,
@@ -239,7 +239,7 @@ impl Shared {
             shared: self,
             abandoned: Vec::new(),
         };
-        let failed = driver.flush(now, &mut transport, &mut sink);
+        let failed = driver.flush_with(&mut Instant::now, &mut transport, &mut sink);
         let abandoned = std::mem::take(&mut sink.abandoned);
         if !abandoned.is_empty() {
             driver.reqrep(|rr, _| abandoned.into_iter().for_each(|k| rr.abandon(k)));
@@ -279,7 +279,9 @@ impl Shared {
         }
         let r = f(&mut state.driver);
         let failed = self.flush(&mut state, None);
-        let due = state.driver.poll_timeout();
+        // Only a layer's deadline can move earlier through a command (the engine's only ever
+        // move later on a send), and it is cheap to read; a WHISPER finds none.
+        let due = state.driver.reqrep_ref().poll_timeout();
         let wake = match (due, state.armed) {
             (Some(due), Some(armed)) => due < armed,
             (Some(_), None) => true,

@@ -32,9 +32,15 @@ pub(super) struct NodeTask {
     pub(super) attached: bool,
     /// Which source is polled first next time (so a flooded one cannot starve the others).
     pub(super) next_source: usize,
+    /// Leave beacons heard, applied at the instant given (see [`DEPARTURE_GRACE`]).
+    pub(super) departures: Vec<(uuid::Uuid, Instant)>,
     /// The inbox's TCP port, announced in beacons.
     pub(super) tcp_port: u16,
 }
+
+/// How long after a leave beacon the peer is removed: enough for the runtime to see the inbox
+/// ready with the peer's last messages, which left before the beacon but may be read after it.
+const DEPARTURE_GRACE: Duration = Duration::from_millis(20);
 
 /// Polls the beacon source and every added source, starting at a rotating index; returns which
 /// one spoke (`None`: the beacon) and what it heard.
@@ -123,6 +129,9 @@ impl NodeTask {
                         }
                     },
                 },
+                _ = recv_opt(
+                    self.departures.iter().map(|(_, at)| *at).min().map(|at| tokio::time::sleep_until(at.into()))
+                ) => self.apply_departures(),
                 _ = &mut sleep, if armed.is_some() => {
                     self.shared.in_task(|d, now| d.handle_timeout(now));
                     // Fire again only once the engine names a deadline (even the same one).
@@ -284,14 +293,33 @@ impl NodeTask {
                     .in_task(|d, now| d.engine().handle_sighting(now, uuid, &endpoint));
             }
             Sighting::Left { uuid } => {
-                // The leave beacon (UDP) can overtake the peer's last messages (TCP): deliver what
-                // the inbox already holds before removing the peer.
-                while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
-                    self.on_inbox(event);
+                // The leave beacon (UDP) can overtake the peer's last messages (TCP): they are in
+                // our socket already (the peer sends its beacon only after its outbox drained),
+                // but the runtime may not have seen the socket ready yet. So the departure is
+                // applied a moment later, after the inbox has been read.
+                if !self.departures.iter().any(|(u, _)| *u == uuid) {
+                    self.departures
+                        .push((uuid, Instant::now() + DEPARTURE_GRACE));
                 }
-                self.shared
-                    .in_task(|d, now| d.engine().handle_departure(now, uuid));
             }
+        }
+    }
+
+    /// Applies the departures whose grace has passed, after delivering what the inbox holds.
+    fn apply_departures(&mut self) {
+        let now = Instant::now();
+        if !self.departures.iter().any(|(_, at)| *at <= now) {
+            return;
+        }
+        while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
+            self.on_inbox(event);
+        }
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.departures.drain(..).partition(|(_, at)| *at <= now);
+        self.departures = later;
+        for (uuid, _) in due {
+            self.shared
+                .in_task(|d, now| d.engine().handle_departure(now, uuid));
         }
     }
 

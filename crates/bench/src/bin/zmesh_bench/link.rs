@@ -149,6 +149,14 @@ pub async fn node_peer(args: &Args) -> NodeLink {
         .start()
         .await
         .expect("start node B");
+    // Scenario 8's responder: echo every request, from a task of its own.
+    let mut requests = node.on_request(ECHO_EVENT).expect("register bench handler");
+    tokio::spawn(async move {
+        while let Some(req) = requests.recv().await {
+            let p = req.payload().clone();
+            req.reply(p);
+        }
+    });
     println!("READY {}", node.uuid_string());
     wait_enter(&mut events, peer).await;
     NodeLink { node, events, peer }
@@ -220,29 +228,110 @@ pub struct LinkResult {
     pub msgs_per_s: Vec<f64>,
     /// Round-trip percentiles in microseconds.
     pub rtt: Percentiles,
+    /// Scenario 8 (node only): request/reply round trips.
+    pub req_rtt: Option<Percentiles>,
+    /// Scenario 8 (node only): requests/s with [`PIPELINE`] in flight.
+    pub req_per_s: Option<f64>,
+}
+
+/// Requests in flight in the pipelined request run.
+pub const PIPELINE: usize = 64;
+
+/// The event the bench's peer node answers (echo).
+const ECHO_EVENT: &str = "bench.echo";
+
+/// Process A, node only: throughput, WHISPER round trips, then (scenario 8) request round trips
+/// and pipelined requests against the same peer node; tells the peer when it is done.
+pub async fn drive_node(mut link: NodeLink, args: &Args, requests: bool) -> LinkResult {
+    let mut r = drive_phases(&mut link, args).await;
+    if requests {
+        let fut = request_phases(&link, args);
+        let (rtt, rate) = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+            .await
+            .expect("requests timed out");
+        r.req_rtt = Some(rtt);
+        r.req_per_s = Some(rate);
+    }
+    link.send(Bytes::from_static(b"done")).await;
+    link.shutdown().await;
+    r
+}
+
+/// Sequential request round trips, then pipelined requests with [`PIPELINE`] in flight.
+async fn request_phases(link: &NodeLink, args: &Args) -> (Percentiles, f64) {
+    let payload = Bytes::from(vec![0x5a; 64]);
+    let mut rtts = Vec::with_capacity(args.rtt_count);
+    for i in 0..RTT_WARMUP + args.rtt_count {
+        let t0 = Instant::now();
+        let reply = link
+            .node
+            .request(link.peer, ECHO_EVENT, payload.clone())
+            .await
+            .expect("bench request failed");
+        let dt = t0.elapsed();
+        assert_eq!(reply.len(), 64);
+        if i >= RTT_WARMUP {
+            rtts.push(dt.as_nanos() as u64);
+        }
+    }
+    let n = args.count64 / 4;
+    let mut in_flight = std::collections::VecDeque::with_capacity(PIPELINE);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        if in_flight.len() == PIPELINE {
+            let f: zmesh::ReplyFuture = in_flight.pop_front().unwrap();
+            f.await.expect("pipelined request failed");
+        }
+        in_flight.push_back(
+            link.node
+                .request(link.peer, ECHO_EVENT, payload.clone())
+                .send(),
+        );
+    }
+    for f in in_flight {
+        f.await.expect("pipelined request failed");
+    }
+    (
+        Percentiles::of_nanos(rtts),
+        n as f64 / t0.elapsed().as_secs_f64(),
+    )
+}
+
+/// Process B, node only: mirror of [`drive_node`] (its handler answers requests meanwhile).
+pub async fn serve_node(mut link: NodeLink, args: &Args) {
+    serve_phases(&mut link, args).await;
+    let done = link.recv().await;
+    assert_eq!(&done[..], b"done");
+    link.shutdown().await;
 }
 
 /// Process A: throughput runs, then round trips.
 pub async fn drive<L: Link>(mut link: L, args: &Args) -> LinkResult {
-    hello_driver(&mut link).await;
+    let r = drive_phases(&mut link, args).await;
+    link.shutdown().await;
+    r
+}
+
+async fn drive_phases<L: Link>(link: &mut L, args: &Args) -> LinkResult {
+    hello_driver(&mut *link).await;
 
     let mut msgs_per_s = Vec::new();
     for w in windows(args) {
-        let fut = throughput(&mut link, w);
+        let fut = throughput(&mut *link, w);
         let rate = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
             .await
             .expect("throughput timed out");
         msgs_per_s.push(rate);
     }
 
-    let fut = round_trips(&mut link, 64, RTT_WARMUP, args.rtt_count);
+    let fut = round_trips(&mut *link, 64, RTT_WARMUP, args.rtt_count);
     let rtts = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
         .await
         .expect("round trips timed out");
-    link.shutdown().await;
     LinkResult {
         msgs_per_s,
         rtt: Percentiles::of_nanos(rtts),
+        ..LinkResult::default()
     }
 }
 
@@ -265,7 +354,12 @@ async fn throughput<L: Link>(link: &mut L, w: Window) -> f64 {
 
 /// Process B: mirror of [`drive`].
 pub async fn serve<L: Link>(mut link: L, args: &Args) {
-    hello_peer(&mut link).await;
+    serve_phases(&mut link, args).await;
+    link.shutdown().await;
+}
+
+async fn serve_phases<L: Link>(link: &mut L, args: &Args) {
+    hello_peer(&mut *link).await;
     for w in windows(args) {
         let mut bytes = 0usize;
         for n in 1..=w.count {
@@ -278,6 +372,5 @@ pub async fn serve<L: Link>(mut link: L, args: &Args) {
         }
         assert_eq!(bytes, w.count * w.size, "received a different byte count");
     }
-    echo(&mut link, RTT_WARMUP + args.rtt_count).await;
-    link.shutdown().await;
+    echo(&mut *link, RTT_WARMUP + args.rtt_count).await;
 }
