@@ -312,3 +312,7 @@ impl<W> Driver<W> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -12,6 +12,7 @@
 //! | [`layer`] | the seam: the [`Layer`](layer::Layer) trait, its inputs and its [`Io`](layer::Io) |
 //! | [`reqrep`] | request/reply and ticks, the first layer |
 //! | [`driver`] | the ZRE engine and the layers composed, with the output contract |
+//! | `testing` | (feature `testing`) the output contract, checked: shared by tests, fuzzers, simulator |
 //!
 //! The wire formats are specified in `docs/protocol.md` in the repository.
 #![warn(missing_docs)]
@@ -23,3 +24,5 @@ pub mod envelope;
 pub mod layer;
 pub mod pattern;
 pub mod reqrep;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -9,6 +9,9 @@
 //!   status bookkeeping, liveness — driven by explicit inputs and an explicit `Instant`, producing
 //!   [`Output`]s for the async shell (crate `zmesh`) to carry out.
 //!
+//! * `testing` (feature `testing`): the engine's output contract, checked — one model shared by
+//!   the engine tests, the fuzz harness and the simulator.
+//!
 //! The codecs are pure functions over byte slices with typed errors; no input can make them (or
 //! the engine) panic. The engine never depends on tokio, sockets or the system clock.
 #![warn(missing_docs)]
@@ -19,6 +22,8 @@ pub mod engine;
 mod group;
 pub mod msg;
 pub mod peer;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use beacon::{
     Beacon, BeaconError, BEACON_PREFIX, BEACON_V1_LEN, BEACON_V3_LEN, BEACON_VERSION_V1,
