@@ -100,13 +100,13 @@ pub(crate) struct NodeArgs {
     #[arg(long)]
     name: Option<String>,
     /// Beacon interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = zmesh::DEFAULT_BEACON_INTERVAL.as_millis() as u64)]
     interval: u64,
     /// Evasive timeout in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = zmesh::DEFAULT_EVASIVE_TIMEOUT.as_millis() as u64)]
     evasive: u64,
     /// Expired timeout in milliseconds.
-    #[arg(long, default_value_t = 30000)]
+    #[arg(long, default_value_t = zmesh::DEFAULT_EXPIRED_TIMEOUT.as_millis() as u64)]
     expired: u64,
     /// Fixed TCP port for the inbox (default: ephemeral).
     #[arg(long)]

@@ -64,12 +64,16 @@ pub use event::Event;
 pub use iface::{InterfaceSpec, SelectedInterface};
 pub use node::{
     endpoint_addr, Events, GroupEvents, IncomingRequest, IncomingTick, Node, NodeBuilder,
-    NodeStats, PeerInfo, ReplyFuture, Request, Requests, Ticks, DEFAULT_BEACON_PORT, TICK_QUEUE,
+    NodeStats, PeerInfo, ReplyFuture, Request, Requests, Ticks, DEFAULT_BEACON_INTERVAL,
+    DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY, TICK_QUEUE,
 };
 pub use uuid::Uuid;
+pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
 pub use zmesh_core::reqrep::{NoResponders, RequestError};
 pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
-pub use zmesh_zre::{uuid_from_str, uuid_to_string};
+pub use zmesh_zre::{
+    uuid_from_str, uuid_to_string, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
+};
 
 /// The counters inside [`NodeStats`], by layer.
 pub mod stats {

@@ -60,6 +60,12 @@ pub struct NodeBuilder {
     sources: Vec<SourceSlot>,
 }
 
+/// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
+pub const DEFAULT_BEACON_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Capacity of the application's event queue.
+pub const DEFAULT_EVENT_CAPACITY: usize = 10_000;
+
 /// A discovery source waiting for the node that will run it (the builder is `Clone`; a source
 /// runs in the first node started from it).
 #[derive(Debug, Clone, Default)]
@@ -78,14 +84,14 @@ impl Default for NodeBuilder {
             uuid: None,
             headers: Vec::new(),
             beacon_port: DEFAULT_BEACON_PORT,
-            beacon_interval: Duration::from_secs(1),
-            evasive_timeout: Duration::from_secs(5),
-            expired_timeout: Duration::from_secs(30),
+            beacon_interval: DEFAULT_BEACON_INTERVAL,
+            evasive_timeout: zmesh_zre::DEFAULT_EVASIVE_TIMEOUT,
+            expired_timeout: zmesh_zre::DEFAULT_EXPIRED_TIMEOUT,
             ping_interval: None,
             interface: InterfaceSpec::Auto,
             tcp_port: None,
             advertised_endpoint: None,
-            event_capacity: 10_000,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             outbox: OutboxConfig::default(),
             inbox: InboxConfig::default(),
             requests: reqrep::Config::default(),

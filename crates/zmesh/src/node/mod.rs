@@ -74,7 +74,7 @@ mod shared;
 mod task;
 
 use builder::check_str;
-pub use builder::NodeBuilder;
+pub use builder::{NodeBuilder, DEFAULT_BEACON_INTERVAL, DEFAULT_EVENT_CAPACITY};
 pub use groups::GroupEvents;
 pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
