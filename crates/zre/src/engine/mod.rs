@@ -347,6 +347,7 @@ impl Engine {
     }
 
     // ------------------------------------------------------------------ internals
+
     fn check_command(&self) -> Result<(), EngineError> {
         if self.stopped {
             Err(EngineError::Stopped)
