@@ -1,0 +1,472 @@
+//! The sans-IO ZRE protocol engine.
+//!
+//! [`Engine`] owns the whole protocol state of one node — peer table, groups, sequence numbers,
+//! status counter, liveness timers — and nothing else. It never touches a socket or a clock:
+//!
+//! * the shell feeds **inputs**: discovery sightings ([`Engine::handle_sighting`],
+//!   [`Engine::handle_departure`]), inbox messages ([`Engine::handle_message`]), send failures
+//!   ([`Engine::handle_send_failed`]), timer expiries ([`Engine::handle_timeout`]) and application
+//!   commands ([`Engine::join`], [`Engine::whisper`], ...), each with the current `Instant`;
+//! * after every call the shell drains **outputs** with [`Engine::poll_output`]: create an outbox
+//!   ([`Output::Connect`]), queue frames on it ([`Output::Send`]), drop it ([`Output::Disconnect`]),
+//!   or deliver an application [`Event`];
+//! * the shell sleeps until [`Engine::poll_timeout`] (or the next input).
+//!
+//! Every rule of zre-spec §5–§7 is applied here, so the engine is tested by feeding encoded
+//! messages as a remote peer would and asserting on the outputs.
+//!
+//! The rules live beside the code that applies them: the receiver rules (zre-spec §5.2) in
+//! `receive.rs`, the liveness policy and the timer grid in `liveness.rs`, the configuration, the
+//! timer defaults, the validation rules and the routing id in `config.rs`; the sender rules, the
+//! extensions capability rule and `stop()` are below, with the commands.
+//!
+//! # Sender rules (zre-spec §6)
+//!
+//! Every peer object numbers its messages from 1 (HELLO). A sequence number is consumed only when
+//! the frames are actually produced, so an encoding error never creates a gap. Our `u8` status
+//! is incremented before each JOIN/LEAVE and only on a real change; JOIN/LEAVE go to every
+//! connected peer (ready or not, like C — they have our HELLO already). SHOUT goes once to every
+//! ready peer known to be in the group (we need not be in it ourselves); never to ourselves.
+//!
+//! # Extensions capability rule
+//!
+//! ELECT (8), LEADER (9) and GOODBYE (10) are unknown to Zyre ≤ 2.0.0, which treats them as
+//! malformed and then drops us on the next sequence number. We therefore send them **only to peers
+//! whose HELLO headers contain `X-ZMESH`** ([`ZMESH_HEADER`]). The engine adds
+//! `X-ZMESH: 1` to its own HELLO headers unless the config already has that header.
+//!
+//! # stop()
+//!
+//! [`Engine::stop`] sends GOODBYE to every ready peer that accepts it, then a Disconnect for every
+//! connected peer, then [`Event::Stop`]. No EXIT events are emitted for the peers (as in C, where
+//! `zyre_stop` does not emit EXITs either). The shell should let queued GOODBYEs drain before it
+//! closes the outboxes (and sends the port-0 beacon, which is its business). After `stop` the engine
+//! ignores all inputs, commands return [`EngineError::Stopped`], and `poll_timeout` is `None`.
+//!
+//! # Other differences from C Zyre
+//!
+//! * [`Engine::peers`] lists ready peers only (C lists every peer object, including ones that
+//!   never sent HELLO).
+//! * [`Engine::handle_send_failed`] removes the peer at once (EXIT + Disconnect). In C the
+//!   equivalent path is dead code and the lost message shows up as a gap on the other side.
+//! * Bad user input (names/groups longer than 255 bytes, empty content) is an error, never
+//!   silently truncated.
+
+mod config;
+mod error;
+pub(crate) mod liveness;
+mod output;
+mod receive;
+mod stats;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, trace, warn};
+use uuid::Uuid;
+
+use crate::group::{OwnGroups, PeerGroups};
+use crate::msg::ZreMessage;
+use crate::peer::{Peer, PeerInfo, PeerState, PeerTable, ZMESH_HEADER, ZMESH_HEADER_VALUE};
+
+pub use config::{
+    routing_id, Config, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL,
+    IDENTITY_LEN, MAX_REAP_INTERVAL,
+};
+pub use error::EngineError;
+pub use output::{Event, Output};
+pub use stats::Stats;
+
+use config::{check_endpoint, check_group};
+use liveness::Timing;
+
+/// The sans-IO ZRE node. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    uuid: Uuid,
+    name: String,
+    headers: Vec<(String, String)>,
+    endpoint: String,
+    timing: Timing,
+    /// Origin of the timer grid (the creation time).
+    epoch: Instant,
+    /// A lower bound of the earliest peer deadline (see [`Engine::poll_timeout`]); `None` when
+    /// there are no peers.
+    next_wake: Option<Instant>,
+    peers: PeerTable,
+    peer_groups: PeerGroups,
+    own: OwnGroups,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+    stopped: bool,
+}
+
+impl Engine {
+    /// Creates an engine.
+    ///
+    /// # Panics
+    ///
+    /// If [`Config::validate`] fails (a name, endpoint or header key over 255 bytes, or a zero
+    /// timeout). Use [`Engine::try_new`] to get the error instead.
+    pub fn new(config: Config, now: Instant) -> Engine {
+        match Engine::try_new(config, now) {
+            Ok(e) => e,
+            Err(e) => panic!("invalid zmesh-zre config: {e}"),
+        }
+    }
+
+    /// Creates an engine, or reports why the configuration is unusable.
+    pub fn try_new(config: Config, now: Instant) -> Result<Engine, EngineError> {
+        config.validate()?;
+        let timing = Timing::new(&config);
+        let mut headers = config.headers;
+        if !headers.iter().any(|(k, _)| k == ZMESH_HEADER) {
+            headers.push((ZMESH_HEADER.to_owned(), ZMESH_HEADER_VALUE.to_owned()));
+        }
+        Ok(Engine {
+            uuid: config.uuid,
+            name: config.name,
+            headers,
+            endpoint: config.endpoint,
+            timing,
+            epoch: now,
+            next_wake: None,
+            peers: PeerTable::default(),
+            peer_groups: PeerGroups::default(),
+            own: OwnGroups::default(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            stopped: false,
+        })
+    }
+
+    /// Sets our advertised endpoint (used in every HELLO sent from now on).
+    ///
+    /// # Panics
+    ///
+    /// If `endpoint` is longer than 255 bytes; see [`Engine::try_set_endpoint`].
+    pub fn set_endpoint(&mut self, endpoint: String) {
+        if let Err(e) = self.try_set_endpoint(endpoint) {
+            panic!("invalid endpoint: {e}");
+        }
+    }
+
+    /// Sets our advertised endpoint, or reports that it does not fit in a HELLO.
+    pub fn try_set_endpoint(&mut self, endpoint: String) -> Result<(), EngineError> {
+        check_endpoint(&endpoint)?;
+        self.endpoint = endpoint;
+        Ok(())
+    }
+
+    /// Our UUID.
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+
+    /// Our public name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Our advertised endpoint ("" until set).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The headers we send in HELLO (configured ones plus `X-ZMESH`).
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Our current status counter.
+    pub fn status(&self) -> u8 {
+        self.own.status()
+    }
+
+    /// True after [`Engine::stop`].
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    // ------------------------------------------------------------------ application commands
+
+    /// Joins `group`: returns false if already joined (or if the name is invalid — see
+    /// [`Engine::try_join`]). On a real change our status is incremented and JOIN is sent to every
+    /// connected peer. No local event.
+    pub fn join(&mut self, group: &str) -> bool {
+        self.try_join(group).unwrap_or(false)
+    }
+
+    /// Like [`Engine::join`], but reports an invalid group name or a stopped engine.
+    pub fn try_join(&mut self, group: &str) -> Result<bool, EngineError> {
+        self.check_command()?;
+        check_group(group)?;
+        let Some(status) = self.own.join(group) else {
+            return Ok(false);
+        };
+        let msg = ZreMessage::Join {
+            group: group.to_owned(),
+            status,
+        };
+        self.send_to_all_connected(&msg);
+        Ok(true)
+    }
+
+    /// Leaves `group`: returns false if not joined. On a real change our status is incremented and
+    /// LEAVE is sent to every connected peer.
+    pub fn leave(&mut self, group: &str) -> bool {
+        self.try_leave(group).unwrap_or(false)
+    }
+
+    /// Like [`Engine::leave`], but reports a stopped engine.
+    pub fn try_leave(&mut self, group: &str) -> Result<bool, EngineError> {
+        self.check_command()?;
+        let Some(status) = self.own.leave(group) else {
+            return Ok(false);
+        };
+        let msg = ZreMessage::Leave {
+            group: group.to_owned(),
+            status,
+        };
+        self.send_to_all_connected(&msg);
+        Ok(true)
+    }
+
+    /// Sends `content` to one peer. The peer must be known and connected (a not-yet-ready peer is
+    /// allowed, as in C: it already has our HELLO).
+    pub fn whisper(&mut self, peer: Uuid, content: Vec<Bytes>) -> Result<(), EngineError> {
+        self.check_command()?;
+        if content.is_empty() {
+            return Err(EngineError::EmptyContent);
+        }
+        match self.peers.get(&peer) {
+            Some(p) if p.is_connected() => {}
+            _ => return Err(EngineError::UnknownPeer(peer)),
+        }
+        self.send_to(peer, &ZreMessage::Whisper { content });
+        Ok(())
+    }
+
+    /// Sends `content` to every ready peer known to be in `group` (we need not be in it). Returns
+    /// how many peers it was sent to (0 if nobody is in the group).
+    pub fn shout(&mut self, group: &str, content: Vec<Bytes>) -> Result<usize, EngineError> {
+        self.check_command()?;
+        if content.is_empty() {
+            return Err(EngineError::EmptyContent);
+        }
+        check_group(group)?;
+        let targets: Vec<Uuid> = self
+            .peer_groups
+            .members(group)
+            .iter()
+            .copied()
+            .filter(|u| self.peers.get(u).is_some_and(|p| p.is_ready()))
+            .collect();
+        let msg = ZreMessage::Shout {
+            group: group.to_owned(),
+            content,
+        };
+        let mut sent = 0;
+        for uuid in targets {
+            if self.send_to(uuid, &msg) {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Polite stop (module documentation): GOODBYE to ready peers that accept it, Disconnect for
+    /// every connected peer, then [`Event::Stop`]. Idempotent.
+    pub fn stop(&mut self, _now: Instant) {
+        if self.stopped {
+            return;
+        }
+        let uuids = self.peers.uuids(|_| true);
+        for uuid in uuids {
+            let Some(peer) = self.peers.get(&uuid) else {
+                continue;
+            };
+            if !peer.is_connected() {
+                continue;
+            }
+            if peer.is_ready() && peer.accepts_extensions() {
+                self.send_to(uuid, &ZreMessage::Goodbye);
+            }
+            self.outputs.push_back(Output::Disconnect { peer: uuid });
+        }
+        self.peers.clear();
+        self.peer_groups.clear();
+        self.stopped = true;
+        self.event(Event::Stop {
+            uuid: self.uuid,
+            name: self.name.clone(),
+        });
+    }
+
+    // ------------------------------------------------------------------ outputs and queries
+
+    /// The next thing the shell must do, in order. Drain after every call into the engine.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Ready peers (HELLO accepted, ENTER emitted, no EXIT yet), sorted by UUID.
+    pub fn peers(&self) -> Vec<Uuid> {
+        self.peers.uuids(|p| p.is_ready())
+    }
+
+    /// Ready peers known to be in `group`, in the order they joined it.
+    pub fn peers_by_group(&self, group: &str) -> Vec<Uuid> {
+        self.peer_groups
+            .members(group)
+            .iter()
+            .copied()
+            .filter(|u| self.peers.get(u).is_some_and(|p| p.is_ready()))
+            .collect()
+    }
+
+    /// Groups we are in, in join order.
+    pub fn own_groups(&self) -> Vec<String> {
+        self.own.list().to_vec()
+    }
+
+    /// Groups that at least one known peer is in, sorted.
+    pub fn peer_groups(&self) -> Vec<String> {
+        self.peer_groups.names()
+    }
+
+    /// What we know about one peer (any state), or `None`.
+    pub fn peer(&self, uuid: Uuid) -> Option<PeerInfo> {
+        self.peers.get(&uuid).map(Peer::info)
+    }
+
+    /// Problem and traffic counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    fn check_command(&self) -> Result<(), EngineError> {
+        if self.stopped {
+            Err(EngineError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn hello(&self) -> ZreMessage {
+        ZreMessage::Hello {
+            endpoint: self.endpoint.clone(),
+            groups: self.own.list().to_vec(),
+            status: self.own.status(),
+            name: self.name.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+
+    /// Encodes `msg` with the peer's next sequence number and queues it. The sequence number is
+    /// consumed only if encoding succeeds. Returns false if nothing was sent.
+    fn send_to(&mut self, uuid: Uuid, msg: &ZreMessage) -> bool {
+        let Some(peer) = self.peers.get_mut(&uuid) else {
+            return false;
+        };
+        if !peer.is_connected() {
+            return false;
+        }
+        let sequence = peer.sent_sequence.wrapping_add(1);
+        match msg.encode(sequence) {
+            Ok(frames) => {
+                peer.sent_sequence = sequence;
+                self.stats.messages_sent += 1;
+                trace!(peer = %uuid, msg = msg.name(), sequence, "send");
+                self.outputs.push_back(Output::Send { peer: uuid, frames });
+                true
+            }
+            Err(e) => {
+                // Only reachable for values we validate up front; never consume a sequence.
+                warn!(peer = %uuid, error = %e, msg = msg.name(), "cannot encode; not sent");
+                false
+            }
+        }
+    }
+
+    fn send_to_all_connected(&mut self, msg: &ZreMessage) {
+        let targets = self.peers.uuids(|p| p.is_connected());
+        for uuid in targets {
+            self.send_to(uuid, msg);
+        }
+    }
+
+    /// `require_peer` for an unknown UUID (zre-spec §5.1): purge others at the same endpoint,
+    /// create the peer, Connect, HELLO.
+    fn create_peer(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
+        let others = self
+            .peers
+            .uuids(|p| p.is_connected() && p.endpoint == endpoint && p.uuid != uuid);
+        for other in others {
+            self.purge_peer(other);
+        }
+        let mut peer = Peer::new(uuid, endpoint, now);
+        // Only one side of each pair needs to ping an idle link: the smaller UUID pings at
+        // `ping_interval`, the other waits longer and is normally refreshed by that PING first.
+        peer.defers_ping = self.uuid > uuid;
+        self.lower_wake(peer.next_deadline(&self.timing));
+        self.peers.insert(uuid, peer);
+        self.outputs.push_back(Output::Connect {
+            peer: uuid,
+            endpoint: endpoint.to_owned(),
+        });
+        let hello = self.hello();
+        self.send_to(uuid, &hello);
+        debug!(peer = %uuid, endpoint, "new peer");
+    }
+
+    /// Disconnects a peer whose endpoint was taken over; it stays (ignored) until it expires.
+    fn purge_peer(&mut self, uuid: Uuid) {
+        let Some(peer) = self.peers.get_mut(&uuid) else {
+            return;
+        };
+        self.stats.purged += 1;
+        debug!(peer = %uuid, endpoint = %peer.endpoint, "purging peer at reused endpoint");
+        let was_ready = peer.is_ready();
+        let name = peer.name.clone();
+        let groups = std::mem::take(&mut peer.groups);
+        peer.state = PeerState::Disconnected;
+        // Its beacons no longer count, so its expiry may move earlier.
+        let due = peer.next_deadline(&self.timing);
+        self.lower_wake(due);
+        self.peer_groups.remove_peer(uuid, &groups);
+        if was_ready {
+            self.event(Event::Exit { peer: uuid, name });
+        }
+        self.outputs.push_back(Output::Disconnect { peer: uuid });
+    }
+
+    /// Removes a peer entirely: EXIT (if it had entered), silent removal from its groups,
+    /// Disconnect (if it was connected).
+    fn remove_peer(&mut self, uuid: Uuid) {
+        let Some(peer) = self.peers.remove(&uuid) else {
+            return;
+        };
+        self.peer_groups.remove_peer(uuid, &peer.groups);
+        let connected = peer.is_connected();
+        if peer.is_ready() {
+            self.event(Event::Exit {
+                peer: uuid,
+                name: peer.name,
+            });
+        }
+        if connected {
+            self.outputs.push_back(Output::Disconnect { peer: uuid });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
