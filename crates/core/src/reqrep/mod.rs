@@ -97,6 +97,19 @@ pub struct Config {
     pub first_id: u64,
 }
 
+impl Config {
+    /// Checks the limits: every one must be above zero.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.default_timeout.is_zero() {
+            return Err("request timeout must be > 0");
+        }
+        if self.max_in_flight == 0 || self.max_in_flight_per_peer == 0 || self.max_running == 0 {
+            return Err("request limits must be > 0");
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {

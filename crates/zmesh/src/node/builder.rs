@@ -101,6 +101,8 @@ impl Default for NodeBuilder {
     }
 }
 
+/// A name, group or header key: not empty (zmesh's rule), and within ZRE's string limit (the
+/// engine's rule, applied by the engine's own check).
 pub(super) fn check_str(what: &'static str, s: &str) -> Result<(), Error> {
     if s.is_empty() {
         return Err(Error::InvalidArgument {
@@ -108,13 +110,10 @@ pub(super) fn check_str(what: &'static str, s: &str) -> Result<(), Error> {
             why: "must not be empty".into(),
         });
     }
-    if s.len() > 255 {
-        return Err(Error::InvalidArgument {
-            what,
-            why: format!("{} bytes; ZRE strings are at most 255 bytes", s.len()),
-        });
-    }
-    Ok(())
+    zmesh_zre::msg::check_string(what, s).map_err(|e| Error::InvalidArgument {
+        what,
+        why: e.to_string(),
+    })
 }
 
 impl NodeBuilder {
@@ -263,18 +262,10 @@ impl NodeBuilder {
         if self.beacon_interval.is_zero() {
             return Err(Error::Config("beacon interval must be > 0".into()));
         }
-        if self.evasive_timeout.is_zero() || self.expired_timeout.is_zero() {
-            return Err(Error::Config("timeouts must be > 0".into()));
-        }
-        if self.requests.default_timeout.is_zero() {
-            return Err(Error::Config("request timeout must be > 0".into()));
-        }
-        if self.requests.max_in_flight == 0
-            || self.requests.max_in_flight_per_peer == 0
-            || self.requests.max_running == 0
-        {
-            return Err(Error::Config("request limits must be > 0".into()));
-        }
+        // The timeouts are the engine's to validate (when it is created in `start`).
+        self.requests
+            .validate()
+            .map_err(|why| Error::Config(why.into()))?;
         if let Some(ep) = &self.advertised_endpoint {
             ep.parse::<zmesh_zmtp::Endpoint>()
                 .map_err(|e| Error::Config(format!("advertised endpoint {ep:?}: {e}")))?;
