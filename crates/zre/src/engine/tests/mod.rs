@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::msg::{uuid_to_string, WireError};
 use crate::peer::PeerState;
+use crate::testing::{Contract, OwnFacts};
 
 const OWN_ENDPOINT: &str = "tcp://127.0.0.1:5000";
 
@@ -18,7 +19,15 @@ fn engine(t0: Instant) -> Engine {
     let mut c = Config::new(own_uuid(), "me");
     c.endpoint = OWN_ENDPOINT.into();
     c.headers = vec![("X-APP".into(), "test".into())];
-    Engine::new(c, t0)
+    let e = Engine::new(c, t0);
+    CONTRACT.with(|k| *k.borrow_mut() = Some(Contract::new(OwnFacts::of(&e))));
+    e
+}
+
+thread_local! {
+    /// The output contract of the engine made by [`engine`] in this test (each test runs on a
+    /// thread of its own): every [`drain`] checks what it drains against it.
+    static CONTRACT: std::cell::RefCell<Option<Contract>> = const { std::cell::RefCell::new(None) };
 }
 
 /// A simulated remote node: its UUID, its endpoint and its outgoing sequence counter to us.
@@ -84,7 +93,24 @@ impl Remote {
 }
 
 fn drain(e: &mut Engine) -> Vec<Output> {
-    std::iter::from_fn(|| e.poll_output()).collect()
+    let outs: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    CONTRACT.with(|k| {
+        if let Some(c) = k.borrow_mut().as_mut().filter(|_| e.uuid() == own_uuid()) {
+            c.sync(e);
+            if e.is_stopped() {
+                c.stopping();
+            }
+            for o in &outs {
+                if let Err(v) = c.output(o) {
+                    panic!("output contract violated: {v}\noutputs: {outs:?}");
+                }
+            }
+            if let Err(v) = c.check_queries(e) {
+                panic!("queries disagree with the events: {v}");
+            }
+        }
+    });
+    outs
 }
 
 fn events(outs: &[Output]) -> Vec<Event> {
