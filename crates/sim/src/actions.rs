@@ -32,10 +32,14 @@ impl Sim {
             Action::Deliver(c) => self.deliver(c),
             Action::Timer(id) => {
                 let now = self.instant(self.now);
-                self.insts.get_mut(&id).unwrap().engine.handle_timeout(now);
+                self.insts
+                    .get_mut(&id)
+                    .unwrap()
+                    .driver_mut()
+                    .handle_timeout(now);
                 self.drain(id, None)?;
                 let inst = &self.insts[&id];
-                if let Some(t) = inst.engine.poll_timeout() {
+                if let Some(t) = inst.driver_ref().poll_timeout() {
                     if t <= now {
                         return Err(format!(
                             "{}: handle_timeout made no progress (poll_timeout still <= now)",
@@ -81,7 +85,9 @@ impl Sim {
         config.evasive_timeout = self.cfg.evasive_timeout;
         config.expired_timeout = self.cfg.expired_timeout;
         config.ping_interval = self.cfg.ping_interval;
-        let engine = Engine::new(config, self.instant(self.now));
+        let rr = self.reqrep_config();
+        let driver = Driver::new(config, rr, self.instant(self.now))
+            .map_err(|e| format!("{name}: Driver::new failed: {e}"))?;
         let id = self.next_inst;
         self.next_inst += 1;
         let next_beacon = self.now
@@ -105,7 +111,7 @@ impl Sim {
                 name,
                 uuid,
                 endpoint,
-                engine,
+                driver: Some(driver),
                 conns: BTreeMap::new(),
                 view: BTreeMap::new(),
                 next_beacon,
@@ -145,7 +151,8 @@ impl Sim {
             self.insts
                 .get_mut(&o)
                 .unwrap()
-                .engine
+                .driver_mut()
+                .engine()
                 .handle_sighting(now, uuid, &endpoint);
             self.drain(o, None)?;
         }
@@ -172,11 +179,11 @@ impl Sim {
         let name = self.insts[&id].name.clone();
         if roll < 32 && !self.churn_over {
             let inst = self.insts.get_mut(&id).unwrap();
-            let joined = inst.engine.own_groups().iter().any(|g| g == group);
+            let joined = inst.engine().own_groups().iter().any(|g| g == group);
             let changed = if roll < 20 {
-                inst.engine.join(group)
+                inst.driver_mut().engine().join(group)
             } else {
-                inst.engine.leave(group)
+                inst.driver_mut().engine().leave(group)
             };
             let what = if roll < 20 { "join" } else { "leave" };
             if changed != ((roll < 20) != joined) {
@@ -184,10 +191,10 @@ impl Sim {
             }
             self.log(format!(
                 "{name} {what} {group} -> {changed} (status {})",
-                self.insts[&id].engine.status()
+                self.insts[&id].engine().status()
             ));
         } else if roll < 66 {
-            let peers = self.insts[&id].engine.peers();
+            let peers = self.insts[&id].engine().peers();
             let (target, known) = if peers.is_empty() || self.rng.gen_bool(0.05) {
                 (Uuid::from_bytes(self.rng.gen()), false)
             } else {
@@ -200,7 +207,8 @@ impl Sim {
                 .insts
                 .get_mut(&id)
                 .unwrap()
-                .engine
+                .driver_mut()
+                .engine()
                 .whisper(target, content);
             if r.is_ok() != known {
                 return Err(format!(
@@ -214,8 +222,8 @@ impl Sim {
             let from = self.insts[&id].uuid;
             self.shouts.insert(cid, (from, group.to_owned()));
             let inst = self.insts.get_mut(&id).unwrap();
-            let expected = inst.engine.peers_by_group(group).len();
-            let r = inst.engine.shout(group, content);
+            let expected = inst.engine().peers_by_group(group).len();
+            let r = inst.driver_mut().engine().shout(group, content);
             if r != Ok(expected) {
                 return Err(format!(
                     "{name}: shout to {group} returned {r:?}, expected Ok({expected})"
@@ -321,10 +329,8 @@ impl Sim {
         if graceful {
             self.log(format!("stop {name}"));
             let now = self.instant(self.now);
-            let inst = self.insts.get_mut(&id).unwrap();
-            inst.stopping = true;
-            inst.engine.stop(now);
-            self.drain(id, None)?;
+            self.insts.get_mut(&id).unwrap().stopping = true;
+            self.stop_driver(id)?;
             if !self.insts[&id].conns.is_empty() {
                 return Err(format!("{name}: stop() left open outboxes"));
             }
@@ -337,7 +343,8 @@ impl Sim {
                 self.insts
                     .get_mut(&o)
                     .unwrap()
-                    .engine
+                    .driver_mut()
+                    .engine()
                     .handle_departure(now, uuid);
                 self.drain(o, None)?;
             }
@@ -454,7 +461,7 @@ impl Sim {
         if self.stale_delivery {
             self.report.stale_deliveries += 1;
         }
-        let before: Stats = self.insts[&to].engine.stats().clone();
+        let before: Stats = self.insts[&to].engine().stats().clone();
         let to_name = self.insts[&to].name.clone();
         if self.cfg.verbose {
             let from_name = self
@@ -469,11 +476,12 @@ impl Sim {
             ));
         }
         let now = self.instant(self.now);
-        self.insts.get_mut(&to).unwrap().engine.handle_message(
-            now,
-            &routing_id(&from_uuid),
-            msg.frames,
-        );
+        self.insts
+            .get_mut(&to)
+            .unwrap()
+            .driver_mut()
+            .engine()
+            .handle_message(now, &routing_id(&from_uuid), msg.frames);
         let d = self.drain(to, Some(cid));
         self.stale_delivery = false;
         let d = d?;
@@ -481,7 +489,7 @@ impl Sim {
         let Some(inst) = self.insts.get(&to) else {
             return Ok(());
         };
-        let after = inst.engine.stats();
+        let after = inst.engine().stats();
         if after.malformed != 0 || after.bad_identity != 0 {
             return Err(format!(
                 "{to_name}: malformed/bad identity counted: {after:?}"

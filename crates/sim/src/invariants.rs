@@ -35,7 +35,7 @@ impl Sim {
                 if *u == inst.uuid {
                     continue;
                 }
-                let info = inst.engine.peer(*u);
+                let info = inst.engine().peer(*u);
                 let connected = info
                     .as_ref()
                     .is_some_and(|p| p.state != PeerState::Disconnected);
@@ -71,7 +71,7 @@ impl Sim {
     /// The instance's query API agrees with its event stream.
     pub(crate) fn check_view(&self, id: InstId) -> Result<(), String> {
         let inst = &self.insts[&id];
-        let e = &inst.engine;
+        let e = inst.engine();
         let peers: BTreeSet<Uuid> = e.peers().into_iter().collect();
         let view: BTreeSet<Uuid> = inst.view.keys().copied().collect();
         if peers != view {
@@ -140,23 +140,23 @@ impl Sim {
             return Ok(());
         };
         self.report.status_checked += 1;
-        let Some(info) = obs.engine.peer(peer) else {
+        let Some(info) = obs.engine().peer(peer) else {
             return Err(format!(
                 "{}: no record of ready peer {}",
                 obs.name,
                 short(&peer)
             ));
         };
-        let want: BTreeSet<String> = sender.engine.own_groups().into_iter().collect();
+        let want: BTreeSet<String> = sender.engine().own_groups().into_iter().collect();
         let got: BTreeSet<String> = info.groups.iter().cloned().collect();
-        if info.status != sender.engine.status() || got != want {
+        if info.status != sender.engine().status() || got != want {
             return Err(format!(
                 "{}: record of {} says status {} groups {got:?}, truth is status {} groups {want:?} \
                  (conn {cid} clean and idle)",
                 obs.name,
                 sender.name,
                 info.status,
-                sender.engine.status()
+                sender.engine().status()
             ));
         }
         Ok(())
@@ -165,7 +165,7 @@ impl Sim {
     pub(crate) fn converged(&self) -> Result<(), String> {
         let live: BTreeMap<Uuid, InstId> = self.insts.iter().map(|(&id, i)| (i.uuid, id)).collect();
         for inst in self.insts.values() {
-            let e = &inst.engine;
+            let e = inst.engine();
             let peers: BTreeSet<Uuid> = e.peers().into_iter().collect();
             let want: BTreeSet<Uuid> = live.keys().copied().filter(|u| *u != inst.uuid).collect();
             if peers != want {
@@ -181,7 +181,9 @@ impl Sim {
                 let want: BTreeSet<Uuid> = self
                     .insts
                     .values()
-                    .filter(|o| o.uuid != inst.uuid && o.engine.own_groups().iter().any(|x| x == g))
+                    .filter(|o| {
+                        o.uuid != inst.uuid && o.engine().own_groups().iter().any(|x| x == g)
+                    })
                     .map(|o| o.uuid)
                     .collect();
                 if got != want {
@@ -193,7 +195,7 @@ impl Sim {
                     continue;
                 }
                 let info = e.peer(*u).ok_or("missing record")?;
-                let other = &self.insts[&oid].engine;
+                let other = &self.insts[&oid].engine();
                 if info.status != other.status() {
                     return Err(format!(
                         "{}: status of {} is {} but truth is {}",

@@ -101,6 +101,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 mod actions;
 mod config;
 mod invariants;
+mod reqrep;
 mod transport;
 
 pub use config::{SimConfig, SimReport};
@@ -111,6 +112,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
+use zmesh_core::driver::Driver;
 use zmesh_zre::{routing_id, Config, Engine, Event, Output, PeerState, Stats, ZreMessage};
 
 /// The groups the simulated applications join, leave and shout to.
@@ -118,6 +120,8 @@ pub const GROUPS: [&str; 3] = ["RED", "GREEN", "BLUE"];
 
 type InstId = usize;
 type ConnId = usize;
+/// What a request's `Delivery::Done` carries back: the simulator's id for the request.
+type Waiter = u64;
 
 /// What the checks need to know about a queued message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +130,8 @@ enum Kind {
     Whisper(u64),
     Shout(u64),
     Goodbye,
+    /// A WHISPER whose single frame is a layer envelope.
+    Layer,
     Other(&'static str),
 }
 
@@ -165,7 +171,8 @@ struct Inst {
     name: String,
     uuid: Uuid,
     endpoint: String,
-    engine: Engine,
+    /// The node: ZRE engine and layers (taken out only while [`Driver::flush`] runs).
+    driver: Option<Driver<Waiter>>,
     /// Open outboxes by peer UUID.
     conns: BTreeMap<Uuid, ConnId>,
     /// What the event stream says: entered peers and their groups.
@@ -175,6 +182,20 @@ struct Inst {
     stopping: bool,
     /// `engine.poll_timeout()` as of the last call into the engine (refreshed by `drain`).
     deadline: Option<Duration>,
+}
+
+impl Inst {
+    fn driver_ref(&self) -> &Driver<Waiter> {
+        self.driver.as_ref().expect("driver is being flushed")
+    }
+
+    fn driver_mut(&mut self) -> &mut Driver<Waiter> {
+        self.driver.as_mut().expect("driver is being flushed")
+    }
+
+    fn engine(&self) -> &Engine {
+        self.driver_ref().engine_ref()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -362,7 +383,7 @@ impl Sim {
         r.sequence_gaps += self
             .insts
             .values()
-            .map(|i| i.engine.stats().sequence_gaps)
+            .map(|i| i.engine().stats().sequence_gaps)
             .sum::<u64>();
         r
     }

@@ -1,48 +1,154 @@
 //! Carrying an instance's outputs out: the simulated shell.
 
+use zmesh_core::driver::{Driver, Sink, Transport};
+use zmesh_core::envelope::{self, Envelope};
+use zmesh_core::reqrep::Delivery;
+
 use super::*;
 
-impl Sim {
-    /// Drains and checks every output of instance `id`. `via` is the connection whose message is
-    /// being processed (ENTER is only legal then).
-    pub(crate) fn drain(&mut self, id: InstId, via: Option<ConnId>) -> Result<Drained, String> {
-        let mut d = Drained::default();
-        loop {
-            let mut failed = Vec::new();
-            while let Some(out) = self.insts.get_mut(&id).unwrap().engine.poll_output() {
-                if !matches!(out, Output::Send { .. }) {
-                    self.touched.insert(id);
-                }
-                self.output(id, via, out, &mut d, &mut failed)?;
-            }
-            if failed.is_empty() {
-                let inst = self.insts.get_mut(&id).unwrap();
-                inst.deadline = inst
-                    .engine
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(self.base));
-                return Ok(d);
-            }
-            d.send_failed = true;
-            let now = self.instant(self.now);
-            for peer in failed {
-                self.insts
-                    .get_mut(&id)
-                    .unwrap()
-                    .engine
-                    .handle_send_failed(now, peer);
+/// What the transport checks a Send against: the node's state when the flush began (a flush
+/// only whispers layer frames, so status, groups and endpoint cannot change during it).
+#[derive(Debug)]
+pub(crate) struct Snap {
+    pub(crate) status: u8,
+    pub(crate) own_groups: Vec<String>,
+}
+
+/// The simulated shell of one instance during one [`Driver::flush`]: its `Transport` is the
+/// simulator's connections (every output is checked as it is applied, see `Sim::output`).
+struct Shell<'a> {
+    sim: &'a mut Sim,
+    id: InstId,
+    snap: Snap,
+    /// The first invariant violation (the rest of the flush is then ignored).
+    err: Option<String>,
+}
+
+impl Shell<'_> {
+    fn apply(&mut self, out: Output) -> bool {
+        if self.err.is_some() {
+            return true;
+        }
+        if !matches!(out, Output::Send { .. }) {
+            self.sim.touched.insert(self.id);
+        }
+        match self.sim.output(self.id, out, &self.snap) {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                self.err = Some(e);
+                true
             }
         }
     }
+}
 
-    pub(crate) fn output(
+impl Transport for Shell<'_> {
+    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool {
+        self.apply(Output::Connect {
+            peer,
+            endpoint: endpoint.to_owned(),
+        })
+    }
+    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+        self.apply(Output::Send { peer, frames })
+    }
+    fn disconnect(&mut self, peer: Uuid) {
+        self.apply(Output::Disconnect { peer });
+    }
+}
+
+/// What the driver hands to the application during one flush, in order; checked after it.
+#[derive(Debug)]
+pub(crate) enum Handed {
+    /// A ZRE event.
+    Event(Event),
+    /// A request/reply delivery.
+    ReqRep(Delivery<Waiter>),
+}
+
+#[derive(Default)]
+struct Recorder(Vec<Handed>);
+
+impl Sink<Waiter> for Recorder {
+    fn event(&mut self, event: Event) {
+        self.0.push(Handed::Event(event));
+    }
+    fn reqrep(&mut self, delivery: Delivery<Waiter>) {
+        self.0.push(Handed::ReqRep(delivery));
+    }
+}
+
+impl Sim {
+    /// Carries every pending output of instance `id` out with [`Driver::flush`] and checks it.
+    /// `via` is the connection whose message is being processed (ENTER is only legal then).
+    pub(crate) fn drain(&mut self, id: InstId, via: Option<ConnId>) -> Result<Drained, String> {
+        self.with_driver(id, via, |driver, now, shell, sink| {
+            driver.flush(now, shell, sink)
+        })
+    }
+
+    /// Stops instance `id` politely with [`Driver::stop`] and checks what it carries out.
+    pub(crate) fn stop_driver(&mut self, id: InstId) -> Result<Drained, String> {
+        self.with_driver(id, None, |driver, now, shell, sink| {
+            driver.stop(now, shell, sink);
+            Vec::new()
+        })
+    }
+
+    fn with_driver(
         &mut self,
         id: InstId,
         via: Option<ConnId>,
-        out: Output,
-        d: &mut Drained,
-        failed: &mut Vec<Uuid>,
-    ) -> Result<(), String> {
+        f: impl FnOnce(&mut Driver<Waiter>, Instant, &mut Shell<'_>, &mut Recorder) -> Vec<Uuid>,
+    ) -> Result<Drained, String> {
+        let now = self.instant(self.now);
+        let mut driver = self
+            .insts
+            .get_mut(&id)
+            .unwrap()
+            .driver
+            .take()
+            .expect("driver taken twice");
+        let snap = Snap {
+            status: driver.engine_ref().status(),
+            own_groups: driver.engine_ref().own_groups(),
+        };
+        let mut shell = Shell {
+            sim: self,
+            id,
+            snap,
+            err: None,
+        };
+        let mut sink = Recorder::default();
+        let failed = f(&mut driver, now, &mut shell, &mut sink);
+        let err = shell.err.take();
+        let inst = self.insts.get_mut(&id).unwrap();
+        inst.deadline = driver
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(self.base));
+        inst.driver = Some(driver);
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut d = Drained {
+            send_failed: !failed.is_empty(),
+            ..Drained::default()
+        };
+        for handed in sink.0 {
+            match handed {
+                Handed::Event(ev) => {
+                    self.touched.insert(id);
+                    self.event(id, via, ev, &mut d)?;
+                }
+                Handed::ReqRep(delivery) => self.delivery(id, delivery)?,
+            }
+        }
+        Ok(d)
+    }
+
+    /// Applies and checks one engine output (Connect, Send, Disconnect) of instance `id`;
+    /// `false`: the send was refused (an injected failure).
+    pub(crate) fn output(&mut self, id: InstId, out: Output, snap: &Snap) -> Result<bool, String> {
         let inst = &self.insts[&id];
         let name = inst.name.clone();
         match out {
@@ -90,8 +196,8 @@ impl Sim {
                 };
                 let (seq, msg) = ZreMessage::decode(&frames)
                     .map_err(|e| format!("{name}: Send frames do not decode: {e}"))?;
-                let status = inst.engine.status();
-                let own_groups = inst.engine.own_groups();
+                let status = snap.status;
+                let own_groups = snap.own_groups.clone();
                 let stopping = inst.stopping;
                 let own_endpoint = inst.endpoint.clone();
                 let own_uuid = inst.uuid;
@@ -148,6 +254,14 @@ impl Sim {
                         c.status = *s;
                         Kind::Other(msg.name())
                     }
+                    ZreMessage::Whisper { content }
+                        if content.len() == 1 && envelope::is_envelope(&content[0]) =>
+                    {
+                        // A layer frame (the driver whispered it): it must be a whole envelope.
+                        Envelope::decode(&content[0])
+                            .map_err(|e| format!("{name}: layer frame does not decode: {e}"))?;
+                        Kind::Layer
+                    }
                     ZreMessage::Whisper { content } => {
                         let w = content_id(content)
                             .ok_or_else(|| format!("{name}: whisper without id"))?;
@@ -181,13 +295,13 @@ impl Sim {
                 if !self.churn_over && !stopping && self.rng.gen_bool(self.cfg.send_fail_prob) {
                     let c = self.conns.get_mut(&cid).unwrap();
                     c.tainted = true;
-                    failed.push(peer);
+
                     self.report.send_failures += 1;
                     self.report.dropped += 1;
                     self.log(format!(
                         "{name}: send of {kind:?} seq {seq} on conn {cid} fails"
                     ));
-                    return Ok(());
+                    return Ok(false);
                 }
                 let delay = self.rng.gen_range(Duration::ZERO..=self.cfg.max_delay);
                 let c = self.conns.get_mut(&cid).unwrap();
@@ -211,9 +325,13 @@ impl Sim {
                 let graceful = self.insts[&id].stopping;
                 self.close(cid, graceful);
             }
-            Output::Event(ev) => self.event(id, via, ev, d)?,
+            Output::Event(_) => {
+                return Err(format!(
+                    "{name}: simulator bug: an event reached the transport"
+                ))
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     pub(crate) fn event(
