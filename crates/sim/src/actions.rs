@@ -51,6 +51,8 @@ impl Sim {
             }
             Action::Beacon(id) => self.beacon(id),
             Action::App(id) => self.app(id),
+            Action::Request(id) => self.reqrep_act(id),
+            Action::Answer(id) => self.answer_due(id),
             Action::Fault => {
                 self.fault()?;
                 self.next_fault = self.now + self.gap(self.cfg.fault_gap);
@@ -116,6 +118,7 @@ impl Sim {
                 view: BTreeMap::new(),
                 next_beacon,
                 next_app,
+                next_req: Duration::MAX,
                 stopping: false,
                 deadline: None,
             },
@@ -128,8 +131,11 @@ impl Sim {
             return Err(format!("simulator bug: uuid {uuid} started twice"));
         }
         life.alive = true;
+        life.slot = slot;
         self.report.instances += 1;
         self.touched.insert(id);
+        let next_req = self.reqrep_start(id);
+        self.insts.get_mut(&id).unwrap().next_req = next_req;
         Ok(())
     }
 
@@ -334,6 +340,7 @@ impl Sim {
             if !self.insts[&id].conns.is_empty() {
                 return Err(format!("{name}: stop() left open outboxes"));
             }
+            self.reqrep_stopped(id)?;
             let others: Vec<InstId> = self.insts.keys().copied().filter(|&o| o != id).collect();
             for o in others {
                 if self.cut(slot, Some(self.insts[&o].slot)) || self.rng.gen_bool(self.beacon_loss)
@@ -350,6 +357,7 @@ impl Sim {
             }
         } else {
             self.log(format!("crash {name}"));
+            self.reqrep_crashed(id);
             let outs: Vec<ConnId> = self.insts[&id].conns.values().copied().collect();
             for cid in outs {
                 self.close(cid, false);
@@ -493,6 +501,13 @@ impl Sim {
         if after.malformed != 0 || after.bad_identity != 0 {
             return Err(format!(
                 "{to_name}: malformed/bad identity counted: {after:?}"
+            ));
+        }
+        let layer = inst.driver_ref().stats();
+        let rr = inst.driver_ref().reqrep_ref().stats();
+        if layer.bad_envelopes != 0 || layer.unknown_layer != 0 || rr.malformed != 0 {
+            return Err(format!(
+                "{to_name}: bad envelope counted (the simulator sends none): {layer:?} {rr:?}"
             ));
         }
         if clean {

@@ -41,6 +41,9 @@ pub struct SimConfig {
     pub expired_timeout: Duration,
     /// Engine proactive ping interval.
     pub ping_interval: Duration,
+    /// Run the request/reply applications (see the `reqrep` module). Off: the ZRE-level scenario
+    /// of each seed is exactly the one it was before request/reply existed.
+    pub requests: bool,
     /// Print every trace line to stderr as it happens.
     pub verbose: bool,
     /// How many recent trace lines a failure report shows.
@@ -70,6 +73,7 @@ impl Default for SimConfig {
             evasive_timeout: zmesh_zre::DEFAULT_EVASIVE_TIMEOUT,
             expired_timeout: expired,
             ping_interval: zmesh_zre::DEFAULT_PING_INTERVAL,
+            requests: true,
             verbose: false,
             trace_len: 80,
         }
@@ -134,4 +138,33 @@ pub struct SimReport {
     /// Whispers delivered to a node other than the one they were addressed to, through such a
     /// stale connection.
     pub misdelivered_whispers: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Requests that ended with the reply.
+    pub replies: u64,
+    /// ... with a handler error.
+    pub handler_errors: u64,
+    /// ... with `Timeout`.
+    pub timeouts: u64,
+    /// ... with `PeerLeft`.
+    pub peer_left: u64,
+    /// ... with `Cancelled`.
+    pub cancelled: u64,
+    /// ... with `NoResponders` (unknown peer or no handler).
+    pub no_responders: u64,
+    /// ... with `Overloaded` (ours or the responder's).
+    pub overloaded: u64,
+    /// ... with `Stopped`.
+    pub stopped: u64,
+    /// Requests whose requester crashed before they ended (no outcome is owed).
+    pub lost_with_requester: u64,
+    /// Requests handed to a handler.
+    pub requests_handled: u64,
+    /// Requests handed to a handler that ended unanswered (`Ended`).
+    pub handler_ends: u64,
+    /// Ticks delivered to handlers.
+    pub ticks_delivered: u64,
+    /// Requests delivered, through a stale connection, to the node that took over the endpoint
+    /// of the one they were sent to.
+    pub misdelivered_requests: u64,
 }

@@ -179,6 +179,8 @@ struct Inst {
     view: BTreeMap<Uuid, BTreeSet<String>>,
     next_beacon: Duration,
     next_app: Duration,
+    /// Its next request/reply action.
+    next_req: Duration,
     stopping: bool,
     /// `engine.poll_timeout()` as of the last call into the engine (refreshed by `drain`).
     deadline: Option<Duration>,
@@ -209,6 +211,8 @@ struct Slot {
 #[derive(Debug, Default, Clone, Copy)]
 struct Life {
     alive: bool,
+    /// The slot it runs (ran) in.
+    slot: usize,
     last_death: Option<Duration>,
 }
 
@@ -227,6 +231,8 @@ enum Action {
     Timer(InstId),
     Beacon(InstId),
     App(InstId),
+    Request(InstId),
+    Answer(InstId),
     Fault,
 }
 
@@ -277,6 +283,7 @@ pub struct Sim {
     report: SimReport,
     touched: BTreeSet<InstId>,
     touched_conns: BTreeSet<ConnId>,
+    rr: reqrep::ReqModel,
 }
 
 fn secs(d: Duration) -> String {
@@ -349,6 +356,7 @@ impl Sim {
             report: SimReport::default(),
             touched: BTreeSet::new(),
             touched_conns: BTreeSet::new(),
+            rr: reqrep::ReqModel::new(seed, n, cfg.requests),
             cfg,
         };
         sim.log(format!(
@@ -378,6 +386,9 @@ impl Sim {
     /// Runs the whole scenario, then the final convergence check. Returns the counters.
     pub fn run(&mut self) -> SimReport {
         self.run_until(self.end);
+        if let Err(e) = self.check_requests_drained() {
+            self.fail(format!("end of the quiet phase: {e}"));
+        }
         self.check_converged();
         let mut r = self.report.clone();
         r.sequence_gaps += self
@@ -415,7 +426,7 @@ impl Sim {
         if let Err(e) = self.execute(action) {
             self.fail(e);
         }
-        if let Err(e) = self.check_step() {
+        if let Err(e) = self.check_step().and_then(|()| self.check_requests()) {
             self.fail(e);
         }
         if self.now >= self.next_full_check {
@@ -477,6 +488,10 @@ impl Sim {
             }
             consider(inst.next_beacon, Action::Beacon(id));
             consider(inst.next_app, Action::App(id));
+            consider(inst.next_req, Action::Request(id));
+        }
+        if let Some((t, id)) = self.rr.next_answer() {
+            consider(t, Action::Answer(id));
         }
         best
     }

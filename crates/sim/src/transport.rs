@@ -392,6 +392,7 @@ impl Sim {
                     ));
                 }
                 self.ready_via.remove(&(id, *peer));
+                self.rr.exit_seen(id, *peer);
                 self.interfered.remove(&(id, *peer));
                 self.report.exits += 1;
                 format!("{name} EVENT EXIT {}", short(peer))
