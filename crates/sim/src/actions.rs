@@ -356,6 +356,7 @@ impl Sim {
                 self.drain(o, None)?;
             }
         } else {
+            self.reqrep_before_crash(id)?;
             self.log(format!("crash {name}"));
             self.reqrep_crashed(id);
             let outs: Vec<ConnId> = self.insts[&id].conns.values().copied().collect();

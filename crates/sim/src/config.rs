@@ -150,8 +150,10 @@ pub struct SimReport {
     pub peer_left: u64,
     /// ... with `Cancelled`.
     pub cancelled: u64,
-    /// ... with `NoResponders` (unknown peer or no handler).
-    pub no_responders: u64,
+    /// ... with `NoResponders(UnknownPeer)`.
+    pub unknown_peer: u64,
+    /// ... with `NoResponders(NoHandler)`.
+    pub no_handler: u64,
     /// ... with `Overloaded` (ours or the responder's).
     pub overloaded: u64,
     /// ... with `Stopped`.

@@ -30,9 +30,12 @@ use zmesh_core::reqrep::{
 
 use super::*;
 
-/// Event names the applications request and tick.
-const EVENTS: [&str; 6] = [
+/// Event names the applications request and tick (repeats weigh the draw).
+const EVENTS: [&str; 9] = [
     "svc.echo",
+    "svc.echo",
+    "svc.echo",
+    "svc.slow.read",
     "svc.slow.read",
     "misc.ping",
     "other",
@@ -128,7 +131,11 @@ impl ReqModel {
         let handlers = (0..slots)
             .map(|_| {
                 let mut hs = Vec::new();
-                let n = rng.gen_range(0..=3);
+                let n = if rng.gen_bool(0.15) {
+                    0
+                } else {
+                    rng.gen_range(1..=3)
+                };
                 for h in 0..n {
                     let p = PATTERNS.choose(&mut rng).unwrap();
                     hs.push((h + 1, Pattern::parse(p).unwrap(), HandlerKind::Request));
@@ -238,7 +245,7 @@ impl Sim {
                 .gen_range(Duration::from_millis(50)..=Duration::from_secs(1));
         self.insts.get_mut(&id).unwrap().next_req = if next < stop { next } else { Duration::MAX };
         let roll = self.rr.rng.gen_range(0..100);
-        if roll < 60 {
+        if roll < 64 {
             let to = self.pick_target(id);
             self.request(id, to)?;
         } else if roll < 70 {
@@ -260,9 +267,9 @@ impl Sim {
     fn pick_target(&mut self, id: InstId) -> Uuid {
         let roll = self.rr.rng.gen_range(0..100);
         let peers = self.insts[&id].engine().peers();
-        if roll < 8 {
+        if roll < 4 {
             Uuid::from_bytes(self.rr.rng.gen())
-        } else if roll < 20 || peers.is_empty() {
+        } else if roll < 12 || peers.is_empty() {
             let all: Vec<Uuid> = self.lives.keys().copied().collect();
             *all.choose(&mut self.rr.rng).unwrap()
         } else {
@@ -693,7 +700,8 @@ impl Sim {
             Err(RequestError::Timeout) => r.timeouts += 1,
             Err(RequestError::PeerLeft) => r.peer_left += 1,
             Err(RequestError::Cancelled) => r.cancelled += 1,
-            Err(RequestError::NoResponders(_)) => r.no_responders += 1,
+            Err(RequestError::NoResponders(NoResponders::UnknownPeer)) => r.unknown_peer += 1,
+            Err(RequestError::NoResponders(_)) => r.no_handler += 1,
             Err(RequestError::Overloaded(_)) => r.overloaded += 1,
             Err(_) => r.stopped += 1,
         }
@@ -703,6 +711,45 @@ impl Sim {
         ));
         self.rr.open.remove(&(deadline, waiter));
         self.rr.tracks.get_mut(&waiter).unwrap().end = Some(outcome);
+        Ok(())
+    }
+
+    /// Instance `victim` is about to crash: sometimes a peer of it sends it requests first, so
+    /// that some are in flight or running when it dies.
+    pub(crate) fn reqrep_before_crash(&mut self, victim: InstId) -> Result<(), String> {
+        let target = self.insts[&victim].uuid;
+        let askers: Vec<InstId> = self
+            .insts
+            .iter()
+            .filter(|(_, i)| i.view.contains_key(&target))
+            .map(|(&i, _)| i)
+            .collect();
+        if !self.rr.enabled || !self.rr.rng.gen_bool(0.7) {
+            return Ok(());
+        }
+        let Some(&asker) = askers.choose(&mut self.rr.rng) else {
+            return Ok(());
+        };
+        for _ in 0..self.rr.rng.gen_range(1..=3) {
+            self.request(asker, target)?;
+        }
+        self.touched.insert(asker);
+        self.drain(asker, None)?;
+        // Some of them reach the victim's handlers before it dies.
+        let queued: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.from_inst == asker && c.peer == target && c.open)
+            .map(|(&c, _)| c)
+            .collect();
+        for cid in queued {
+            while self.rr.rng.gen_bool(0.5) && self.conn_due(&self.conns[&cid]).is_some() {
+                self.deliver(cid)?;
+                if !self.conns.contains_key(&cid) {
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 

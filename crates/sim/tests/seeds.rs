@@ -3,7 +3,8 @@
 //! * default: 1,000 seeds (0..1000), split over four test functions so that the test harness
 //!   runs them in parallel;
 //! * `ZMESH_SIM_SEEDS=N`: run N seeds instead (`ZMESH_SIM_FIRST=F` to start at seed F);
-//! * `ZMESH_SIM_SEED=S`: replay only seed S, printing the whole trace (use `--nocapture`).
+//! * `ZMESH_SIM_SEED=S`: replay only seed S, printing the whole trace (use `--nocapture`);
+//! * `ZMESH_SIM_REQUESTS=0`: without the request/reply applications (the ZRE-level scenario alone).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -23,6 +24,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run_seed(seed: u64, verbose: bool) {
     let cfg = SimConfig {
         verbose,
+        requests: env_u64("ZMESH_SIM_REQUESTS") != Some(0),
         ..SimConfig::default()
     };
     let result = catch_unwind(AssertUnwindSafe(|| Sim::new(seed, cfg).run()));
