@@ -311,6 +311,15 @@ fn layer_scripts() -> Vec<(&'static str, Vec<LayerStep>)> {
             ],
         ),
         (
+            "huge-timeout",
+            vec![
+                hello(0),
+                req(0, Some(u16::MAX)),
+                Deadline,
+                reply_to(0, b"ok"),
+            ],
+        ),
+        (
             "peer-left",
             vec![
                 hello(0),

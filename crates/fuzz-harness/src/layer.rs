@@ -495,7 +495,11 @@ impl Player {
     }
 
     fn request(&mut self, to: Uuid, ev: &str, len: u8, timeout_ms: Option<u16>) {
-        let timeout = timeout_ms.map(|t| Duration::from_millis(u64::from(t)));
+        // 65535 stands for `Duration::MAX` ("no timeout"): the layer caps it at what `ttl_ms` carries.
+        let timeout = timeout_ms.map(|t| match t {
+            u16::MAX => Duration::MAX,
+            t => Duration::from_millis(u64::from(t)),
+        });
         let payload = Bytes::from(vec![b'p'; usize::from(len)]);
         let waiter = self.next_waiter;
         self.next_waiter += 1;
@@ -532,7 +536,10 @@ impl Player {
         let mut s = self.shell.0.borrow_mut();
         let m = Mine {
             peer: to,
-            deadline: now + timeout.unwrap_or(DEFAULT_TIMEOUT),
+            deadline: now
+                + timeout
+                    .unwrap_or(DEFAULT_TIMEOUT)
+                    .min(Duration::from_millis(u32::MAX.into())),
             exits_at_send: s.exits(to),
             immediate,
             step: s.step,

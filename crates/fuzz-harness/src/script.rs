@@ -491,7 +491,7 @@ pub enum LayerStep {
         event: u8,
         /// Payload length (over 32 is too large).
         len: u8,
-        /// Timeout in ms (`None`: the default).
+        /// Timeout in ms (`None`: the default; 65535: `Duration::MAX`).
         timeout_ms: Option<u16>,
     },
     /// Application: tick.

@@ -1,7 +1,13 @@
-//! # zmesh-sim: a seeded, deterministic simulator for the ZRE engine
+//! # zmesh-sim: a seeded, deterministic simulator for the zmesh node
 //!
-//! This crate drives many sans-IO [`zmesh_zre::Engine`]s on a **virtual clock** and a **virtual,
-//! faulty network**, and checks protocol invariants after **every step**. A run is a pure function
+//! This crate drives many sans-IO nodes — each a [`zmesh_core::driver::Driver`], the ZRE
+//! [`zmesh_zre::Engine`] plus the layers above it, exactly what the production node runs — on a
+//! **virtual clock** and a **virtual, faulty network**, and checks protocol invariants after
+//! **every step**. The simulator does not re-model how a node applies its outputs: every call
+//! into a node is followed by [`Driver::flush`] (or [`Driver::stop`]), whose `Transport` is the
+//! simulator's connections (module `transport`, where each Connect/Send/Disconnect is checked as
+//! it is applied) and whose `Sink` records the events and request/reply deliveries, checked in
+//! order right after. A run is a pure function
 //! of its seed: all randomness comes from one `ChaCha8Rng` (stable across platforms and Rust
 //! versions), all collections are ordered (`BTreeMap`), and time is a virtual `Duration` added to
 //! one base `Instant`. A failing seed therefore replays exactly, step by step
@@ -39,11 +45,19 @@
 //!   dropped (the connection is reset); after the heal the connection carries on.
 //! * **Application.** Random joins/leaves of three groups, whispers to ready peers (sometimes to
 //!   unknown UUIDs), shouts. Every content carries a unique 8-byte id.
-//! * **Timers.** `handle_timeout(now)` whenever `now >= poll_timeout()`.
+//! * **Request/reply** (module `reqrep`, [`SimConfig::requests`]): per slot a fixed set of request
+//!   and tick handlers (some matching the events, some not, some slots none); every instance
+//!   sends requests (to ready peers, to UUIDs it does not know, to peers about to crash, in bursts
+//!   past the per-peer limit; random or default timeouts), cancels some, sends ticks; handlers
+//!   answer after a random virtual delay with a payload or an error, abandon, answer after the
+//!   deadline or never. Its randomness has its own RNG, so `requests: false` replays a seed's
+//!   original ZRE-level scenario bit for bit.
+//! * **Timers.** `Driver::handle_timeout(now)` whenever `now >= Driver::poll_timeout()` (engine
+//!   and layers).
 //! * **Scenario.** A *churn* phase with random faults, then a *quiet* phase (no faults, no
 //!   partition, no joins/leaves; whispers and shouts continue almost to the end) long enough
 //!   for every stale state to expire (default `2 × expired_timeout + 15 s`, see
-//!   [`SimConfig::quiet`]), then a convergence check.
+//!   [`SimConfig::quiet`]; requests stop 10 s before the end), then a convergence check.
 //!
 //! ## Invariants
 //!
@@ -82,6 +96,29 @@
 //! * convergence at the end: every running instance sees every other running instance as ready
 //!   exactly once, its group views equal the truth, its status records equal the truth, and it
 //!   has no record of any UUID that is not running.
+//!
+//! Request/reply (after every delivery and every step):
+//!
+//! * every request ends **exactly once** (`Done` for a known, pending waiter, on the instance that
+//!   made it, with its id), unless its requester crashed; at a polite stop all end `Stopped`;
+//! * the outcome is what happened: a reply payload / handler error equals what the handler of that
+//!   request on that responder produced; `UnknownPeer` exactly when the target was not an entered
+//!   peer, and at once; our `Overloaded` only at the per-peer limit, at once; `NoHandler` only if
+//!   the responder's slot has no matching handler, the responder's `Overloaded` only if it has
+//!   one; `PeerLeft` only after the requester saw that peer's EXIT; `Timeout` never before the
+//!   deadline; `Cancelled` only if cancelled; `Stopped` only while stopping; never `NotCapable` or
+//!   `PayloadTooLarge`;
+//! * responder side: a request is handed to the slot's first matching request handler, once, from
+//!   an entered peer, with the event and payload its requester sent and a deadline not before the
+//!   requester's (or, through a stale DEALER to the node that took over the endpoint, counted in
+//!   [`SimReport::misdelivered_requests`]); `Ended` only for a running request and a true reason;
+//!   ticks only to matching tick handlers; an answer is counted as after-the-end exactly when the
+//!   request is no longer running;
+//! * **no pending state outlives its peer or its deadline**: each instance's `in_flight()` and
+//!   `running()` equal the simulator's count, `pending_peers()`/`inbound_peers()` are entered
+//!   peers, `poll_timeout()` is not before now and `latest_deadline()` not after now + the longest
+//!   timeout; no envelope is ever malformed, for an unknown layer or undecodable;
+//! * at the end of the quiet phase nothing is pending or running anywhere.
 //!
 //! ## What is NOT modelled
 //!
