@@ -103,10 +103,10 @@
 //!   made it, with its id), unless its requester crashed; at a polite stop all end `Stopped`;
 //! * the outcome is what happened: a reply payload / handler error equals what the handler of that
 //!   request on that responder produced; `UnknownPeer` exactly when the target was not an entered
-//!   peer, and at once; our `Overloaded` only at the per-peer limit, at once; `NoHandler` only if
+//!   peer, and at once; our `Overloaded` exactly at the per-peer limit, at once; `NoHandler` only if
 //!   the responder's slot has no matching handler, the responder's `Overloaded` only if it has
-//!   one; `PeerLeft` only after the requester saw that peer's EXIT; `Timeout` never before the
-//!   deadline; `Cancelled` only if cancelled; `Stopped` only while stopping; never `NotCapable` or
+//!   one; `PeerLeft` only after the requester saw that peer's EXIT; `Timeout` exactly at the
+//!   deadline (never before, never late); `Cancelled` only if cancelled; `Stopped` only while stopping; never `NotCapable` or
 //!   `PayloadTooLarge`;
 //! * responder side: a request is handed to the slot's first matching request handler, once, from
 //!   an entered peer, with the event and payload its requester sent and a deadline not before the

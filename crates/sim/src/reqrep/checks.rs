@@ -43,7 +43,7 @@ impl Sim {
                 let ok = run.handler == handler
                     && match reason {
                         EndReason::PeerLeft => self.rr.exits(id, key.peer) > run.exits_at_start,
-                        EndReason::Expired => self.now >= run.deadline,
+                        EndReason::Expired => self.now == run.deadline,
                         EndReason::Cancelled => self
                             .rr
                             .by_id
@@ -215,6 +215,10 @@ impl Sim {
                     result == Err(RequestError::NoResponders(NoResponders::UnknownPeer))
                         && immediate
                 }
+                _ if t.at_limit => {
+                    result == Err(RequestError::Overloaded("requests in flight to this peer"))
+                        && immediate
+                }
                 Ok(p) => {
                     self.rr.answers.get(&(
                         t.to,
@@ -235,9 +239,10 @@ impl Sim {
                 }
                 Err(RequestError::NoResponders(NoResponders::NoHandler)) => !has_handler,
                 Err(RequestError::Overloaded(why)) if *why == "responder's handlers" => has_handler,
-                Err(RequestError::Overloaded(_)) => t.at_limit && immediate,
+
                 Err(RequestError::PeerLeft) => self.rr.exits(id, t.to) > t.exits_at_send,
-                Err(RequestError::Timeout) => self.now >= t.deadline,
+                // Never before the deadline, and not late either: the timer fires at it.
+                Err(RequestError::Timeout) => self.now == t.deadline,
                 Err(RequestError::Cancelled) => t.cancelled,
                 Err(RequestError::Stopped) => self.insts[&id].stopping,
                 Err(_) => false,
