@@ -142,6 +142,11 @@ impl ReqModel {
                     let p = PATTERNS.choose(&mut rng).unwrap();
                     hs.push((h + 1, Pattern::parse(p).unwrap(), HandlerKind::Request));
                 }
+                // Half the slots with handlers end with a catch-all (registered last, so the
+                // specific ones still win): most requests to them are handled.
+                if n > 0 && rng.gen_bool(0.5) {
+                    hs.push((9, Pattern::parse("**").unwrap(), HandlerKind::Request));
+                }
                 if rng.gen_bool(0.6) {
                     let p = if rng.gen_bool(0.5) { "tick.*" } else { "**" };
                     hs.push((100, Pattern::parse(p).unwrap(), HandlerKind::Tick));
