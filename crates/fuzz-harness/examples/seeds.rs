@@ -11,6 +11,9 @@ use std::fs;
 use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
+use zmesh_core::envelope::{Envelope, Layer};
+use zmesh_core::reqrep::wire::{self, ErrorBody, ErrorClass};
+use zmesh_fuzz_harness::script::{encode, CapsChoice, Corr, EnvSpec, LayerStep};
 use zmesh_zmtp::{encode_frame, Command, Greeting, Metadata};
 use zmesh_zre::{Beacon, Uuid, ZreMessage};
 
@@ -159,4 +162,383 @@ fn main() {
         "zmtp30-curve",
         &g30,
     );
+    layer_seeds(dir);
+}
+
+fn layer_seeds(dir: &Path) {
+    // envelope_decode: every request/reply kind, every optional field.
+    let mut req = Envelope::new(Layer::REQREP, wire::REQUEST, 42);
+    req.subject = Some("svc.echo".into());
+    req.ttl_ms = Some(10_000);
+    req.payload = Bytes::from_static(b"ping");
+    let mut reply = Envelope::new(Layer::REQREP, wire::REPLY, 43);
+    reply.corr = Some(42);
+    reply.payload = Bytes::from_static(b"pong");
+    let mut error = Envelope::new(Layer::REQREP, wire::ERROR, 44);
+    error.corr = Some(42);
+    error.payload = ErrorBody {
+        class: ErrorClass::Handler,
+        code: 500,
+        message: "boom".into(),
+    }
+    .encode();
+    let mut cancel = Envelope::new(Layer::REQREP, wire::CANCEL, 45);
+    cancel.corr = Some(42);
+    let mut tick = Envelope::new(Layer::REQREP, wire::TICK, 46);
+    tick.subject = Some("tick.a".into());
+    let mut full = Envelope::new(Layer::SERVICES, 9, u64::MAX);
+    full.corr = Some(1);
+    full.attempt = Some(3);
+    full.ttl_ms = Some(u32::MAX);
+    full.origin = Some(Uuid::from_u128(1));
+    full.dest = Some(Uuid::from_u128(2));
+    full.subject = Some("grüße".into());
+    full.possible_duplicate = true;
+    full.payload = Bytes::from_static(b"\xff\x00payload");
+    for (name, env) in [
+        ("request", req),
+        ("reply", reply),
+        ("error", error),
+        ("cancel", cancel),
+        ("tick", tick),
+        ("all-fields", full),
+    ] {
+        write(
+            dir,
+            "envelope_decode",
+            name,
+            &env.encode().expect("encodable"),
+        );
+    }
+
+    for (name, steps) in layer_scripts() {
+        write(
+            dir,
+            "layer_envelopes",
+            name,
+            &encode(0xFFFF_FFFF_FFFF_FFFE, &steps),
+        );
+    }
+}
+
+/// `layer_envelopes`: one script per outcome and responder path.
+fn layer_scripts() -> Vec<(&'static str, Vec<LayerStep>)> {
+    use CapsChoice::*;
+    use LayerStep::*;
+    let hello = |p| Hello(p, Req);
+    let req = |peer, timeout_ms| Request {
+        peer,
+        event: 0,
+        len: 3,
+        timeout_ms,
+    };
+    let reply_to = |i, payload: &[u8]| {
+        Envelope(
+            0,
+            EnvSpec::Reply {
+                corr: Corr::Ours(i),
+                payload: payload.to_vec(),
+            },
+        )
+    };
+    let error_to = |i, class| {
+        Envelope(
+            0,
+            EnvSpec::Error {
+                corr: Corr::Ours(i),
+                class,
+                code: 7,
+                message: "boom".into(),
+            },
+        )
+    };
+    let inbound = |peer, id, ttl| {
+        Envelope(
+            peer,
+            EnvSpec::Request {
+                id,
+                event: 0,
+                ttl_ms: Some(ttl),
+                len: 2,
+            },
+        )
+    };
+    let register = |id, pattern, tick| Register {
+        id,
+        pattern,
+        tick,
+        via_handle: id % 2 == 0,
+    };
+    let answer = |which, error| Reply {
+        which,
+        error,
+        len: 4,
+        via_handle: error,
+    };
+    vec![
+        (
+            "reply",
+            vec![
+                hello(0),
+                req(0, Some(1000)),
+                reply_to(0, b"ok"),
+                Advance(10),
+            ],
+        ),
+        (
+            "error-classes",
+            vec![
+                hello(0),
+                req(0, Some(1000)),
+                req(0, Some(1000)),
+                req(0, Some(1000)),
+                error_to(0, 0),
+                error_to(1, 1),
+                error_to(2, 2),
+                req(0, None),
+                error_to(3, 3),
+                error_to(3, 4),
+            ],
+        ),
+        (
+            "timeout-then-late-reply",
+            vec![
+                hello(0),
+                req(0, None),
+                Advance(499),
+                Advance(1),
+                reply_to(0, b"late"),
+            ],
+        ),
+        (
+            "huge-timeout",
+            vec![
+                hello(0),
+                req(0, Some(u16::MAX)),
+                Deadline,
+                reply_to(0, b"ok"),
+            ],
+        ),
+        (
+            "peer-left",
+            vec![
+                hello(0),
+                req(0, Some(5000)),
+                Goodbye(0),
+                hello(1),
+                req(1, None),
+                Departure(1),
+            ],
+        ),
+        (
+            "cancel",
+            vec![
+                hello(0),
+                req(0, Some(5000)),
+                Cancel(0, false),
+                reply_to(0, b"x"),
+                Cancel(0, true),
+            ],
+        ),
+        (
+            "restart-same-uuid",
+            vec![
+                hello(0),
+                req(0, Some(5000)),
+                hello(0),
+                reply_to(0, b"stale"),
+            ],
+        ),
+        (
+            "refused-send",
+            vec![
+                hello(0),
+                req(0, Some(5000)),
+                Refuse,
+                req(0, Some(5000)),
+                Deadline,
+            ],
+        ),
+        (
+            "own-limits",
+            vec![
+                hello(0),
+                hello(1),
+                req(0, Some(900)),
+                req(0, Some(900)),
+                req(0, Some(900)),
+                req(0, Some(900)),
+                req(1, Some(900)),
+                req(1, Some(900)),
+                req(1, Some(900)),
+                req(1, Some(900)),
+                Request {
+                    peer: 0,
+                    event: 1,
+                    len: 200,
+                    timeout_ms: None,
+                },
+                Request {
+                    peer: 4,
+                    event: 5,
+                    len: 1,
+                    timeout_ms: None,
+                },
+                Deadline,
+            ],
+        ),
+        (
+            "responder",
+            vec![
+                hello(1),
+                register(1, 0, false),
+                register(2, 2, false),
+                inbound(1, 5, 1000),
+                answer(0, false),
+                inbound(1, 6, 1000),
+                answer(0, true),
+                inbound(1, 7, 1000),
+                Abandon(0),
+                inbound(1, 8, 1000),
+                Envelope(1, EnvSpec::Cancel(Corr::Theirs(3))),
+                inbound(1, 9, 50),
+                Advance(60),
+                answer(250, false),
+                inbound(1, 10, 1000),
+                inbound(1, 10, 1000),
+                Goodbye(1),
+                answer(0, false),
+            ],
+        ),
+        (
+            "responder-limits",
+            vec![
+                hello(1),
+                hello(2),
+                register(1, 2, false),
+                inbound(1, 1, 1000),
+                inbound(1, 2, 1000),
+                inbound(2, 3, 1000),
+                inbound(2, 4, 1000),
+                Envelope(
+                    1,
+                    EnvSpec::Request {
+                        id: 9,
+                        event: 3,
+                        ttl_ms: Some(100),
+                        len: 100,
+                    },
+                ),
+                Unregister(1),
+                inbound(1, 20, 1000),
+                Envelope(
+                    1,
+                    EnvSpec::Request {
+                        id: 21,
+                        event: 0,
+                        ttl_ms: None,
+                        len: 0,
+                    },
+                ),
+                Deadline,
+            ],
+        ),
+        (
+            "capabilities",
+            vec![
+                Hello(2, Plain),
+                Hello(3, Other),
+                Hello(1, Empty),
+                req(2, None),
+                req(3, None),
+                req(1, None),
+                register(1, 2, false),
+                inbound(2, 1, 1000),
+                inbound(3, 2, 1000),
+                answer(0, false),
+                Tick(2, 0, false),
+                Tick(3, 0, true),
+            ],
+        ),
+        (
+            "ticks",
+            vec![
+                hello(0),
+                register(3, 2, true),
+                register(1, 0, true),
+                Envelope(0, EnvSpec::Tick { event: 0, len: 1 }),
+                Envelope(0, EnvSpec::Tick { event: 2, len: 99 }),
+                Tick(0, 0, false),
+                Tick(0, 5, true),
+                Tick(4, 0, false),
+            ],
+        ),
+        (
+            "stop",
+            vec![
+                hello(0),
+                hello(1),
+                register(1, 2, false),
+                req(0, Some(5000)),
+                inbound(1, 1, 5000),
+                Stop,
+                req(0, None),
+                inbound(1, 2, 5000),
+                reply_to(0, b"after stop"),
+                Deadline,
+            ],
+        ),
+        (
+            "damaged-and-foreign",
+            vec![
+                hello(0),
+                hello(1),
+                req(0, Some(3000)),
+                Damaged {
+                    peer: 0,
+                    env: EnvSpec::Reply {
+                        corr: Corr::Ours(0),
+                        payload: b"xyz".to_vec(),
+                    },
+                    cut: 20,
+                    flip: (6, 0x80),
+                },
+                Raw(0, true, vec![2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 9]),
+                Raw(0, false, b"plain data".to_vec()),
+                Envelope(
+                    0,
+                    EnvSpec::Other {
+                        layer: 4,
+                        kind: 1,
+                        corr: Some(1),
+                    },
+                ),
+                Envelope(
+                    0,
+                    EnvSpec::Other {
+                        layer: 2,
+                        kind: 99,
+                        corr: None,
+                    },
+                ),
+                Envelope(
+                    1,
+                    EnvSpec::Reply {
+                        corr: Corr::Ours(0),
+                        payload: b"foreign".to_vec(),
+                    },
+                ),
+                Envelope(
+                    0,
+                    EnvSpec::Error {
+                        corr: Corr::Ours(0),
+                        class: 9,
+                        code: 0,
+                        message: "bad body".into(),
+                    },
+                ),
+                SendFailed(0),
+            ],
+        ),
+    ]
 }

@@ -1,7 +1,8 @@
 //! # zmesh-fuzz-harness: one function per fuzz target
 //!
 //! Everything that reads bytes from the network in zmesh — discovery beacons, ZRE messages, ZMTP
-//! frames, greetings and commands, and the protocol engine that consumes them — must survive any
+//! frames, greetings and commands, the protocol engine that consumes them, the zmesh envelope and
+//! the driver with its request/reply layer above the engine — must survive any
 //! input without panicking. This crate holds the *harness* for each of those entry points as a
 //! plain `fn(&[u8])`:
 //!
@@ -22,11 +23,16 @@
 
 pub mod codecs;
 pub mod engine;
+pub mod envelope;
+pub mod layer;
+pub mod script;
 
 pub use codecs::{
     beacon_decode, zmtp_frame_decode, zmtp_greeting_and_command_decode, zre_message_decode,
 };
 pub use engine::engine_messages;
+pub use envelope::envelope_decode;
+pub use layer::layer_envelopes;
 
 /// A harness: takes arbitrary bytes, panics only on a bug in the code under test.
 pub type Harness = fn(&[u8]);
@@ -42,4 +48,6 @@ pub const TARGETS: &[(&str, Harness)] = &[
         zmtp_greeting_and_command_decode,
     ),
     ("engine_messages", engine_messages),
+    ("envelope_decode", envelope_decode),
+    ("layer_envelopes", layer_envelopes),
 ];

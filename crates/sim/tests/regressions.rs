@@ -8,7 +8,15 @@ use std::time::Duration;
 
 use zmesh_sim::{Sim, SimConfig};
 
+/// Runs the seed's original ZRE-level scenario (request/reply off: exactly the scenario that
+/// failed), then the same seed with the request/reply applications on.
 fn run(seed: u64, cfg: SimConfig) {
+    let plain = SimConfig {
+        requests: false,
+        ..cfg.clone()
+    };
+    let report = Sim::new(seed, plain).run();
+    assert_eq!(report.requests, 0);
     Sim::new(seed, cfg).run();
 }
 

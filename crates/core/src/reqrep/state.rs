@@ -157,7 +157,11 @@ impl<W> ReqRep<W> {
             }
             Some(_) => None,
         };
-        let timeout = timeout.unwrap_or(self.config.default_timeout);
+        // At most what `ttl_ms` can tell the responder (~49.7 days): `Duration::MAX` ("no timeout")
+        // must not overflow `now + timeout`.
+        let timeout = timeout
+            .unwrap_or(self.config.default_timeout)
+            .min(Duration::from_millis(u32::MAX.into()));
         let mut env = Envelope::new(envelope::Layer::REQREP, wire::REQUEST, id);
         env.subject = Some(event);
         env.ttl_ms = Some(ttl_ms(timeout));

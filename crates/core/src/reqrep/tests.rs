@@ -202,6 +202,17 @@ fn no_responders_at_once() {
 }
 
 #[test]
+fn a_huge_timeout_is_capped_not_a_panic() {
+    let mut p = Pair::new(Config::default());
+    p.request(1, "echo.a", Some(Duration::MAX));
+    p.pump();
+    let cap = Duration::from_millis(u32::MAX.into());
+    assert_eq!(p.a.latest_deadline(), Some(p.now + cap));
+    p.advance(cap);
+    assert_eq!(p.done(), vec![(1, Err(RequestError::Timeout))]);
+}
+
+#[test]
 fn timeout_then_late_reply_is_counted() {
     let mut p = Pair::new(Config::default());
     p.request(1, "echo.a", Some(Duration::from_millis(300)));
