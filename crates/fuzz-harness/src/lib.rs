@@ -20,11 +20,13 @@
 #![warn(missing_docs)]
 
 pub mod codecs;
+pub mod curve;
 pub mod engine;
 
 pub use codecs::{
     beacon_decode, zmtp_frame_decode, zmtp_greeting_and_command_decode, zre_message_decode,
 };
+pub use curve::curve_handshake_and_message;
 pub use engine::engine_messages;
 
 /// A harness: takes arbitrary bytes, panics only on a bug in the code under test.
@@ -41,4 +43,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
         zmtp_greeting_and_command_decode,
     ),
     ("engine_messages", engine_messages),
+    ("curve_handshake_and_message", curve_handshake_and_message),
 ];
