@@ -29,6 +29,11 @@
 //! `zmesh`) per round, against the goals of issue 13 (64 B >= 0.6x, round trip <= 1.2x,
 //! 4 KiB >= 0.8x).
 //!
+//! With `--libzmq`, every round also runs Debian's libzmq (C, `interop/libzmq/curve_bench.c`) with
+//! NULL and with CURVE, and a third table compares zmesh with it mechanism for mechanism. libzmq's
+//! pattern there is one DEALER -> ROUTER connection whose ROUTER echoes the round trips (libzmq's
+//! own I/O threads do the work), so it is a reference point, not the Harmony pattern.
+//!
 //! Rounds alternate the implementations (interleaved, so machine noise hits all alike); the table
 //! shows medians over rounds. Next to throughput it shows the CPU time each process spent per 64 B
 //! message (sender, receiver): steadier than throughput on a noisy machine, and it shows which side
@@ -68,6 +73,11 @@ struct Args {
     /// Use tokio's multi-thread runtime (2 workers) instead of current_thread, for both sides.
     #[arg(long)]
     multi_thread: bool,
+    /// Also run libzmq (Debian's libzmq, NULL and CURVE) in every round, through the small C program
+    /// `interop/libzmq/curve_bench.c` (compiled with `cc ... -lzmq` on first use; needs
+    /// libzmq3-dev, which `scripts/install-test-deps.sh` installs).
+    #[arg(long)]
+    libzmq: bool,
     /// Run only this implementation (zmesh or tcp); default both.
     #[arg(long)]
     only: Option<String>,
@@ -190,7 +200,7 @@ fn spawn_peer(args: &Args, which: &str, ours: &str) -> (std::process::Child, Str
 // ------------------------------------------------------------------------------------------------
 // Scenarios.
 
-/// Results of one implementation in one round.
+/// Results of one implementation in one round (NaN where an implementation does not measure it).
 #[derive(Debug, Clone, Copy, Default)]
 struct RoundResult {
     msgs64: f64,
@@ -349,7 +359,27 @@ fn main() {
     );
     let mut results: Vec<(String, Vec<RoundResult>)> =
         impls.iter().map(|s| (s.to_string(), Vec::new())).collect();
+    let libzmq_exe = args.libzmq.then(libzmq_bench_exe);
+    let mut libzmq: Vec<(String, Vec<RoundResult>)> = ["libzmq", "libzmq-curve"]
+        .iter()
+        .map(|s| (s.to_string(), Vec::new()))
+        .collect();
     for round in 0..args.rounds {
+        if let Some(exe) = &libzmq_exe {
+            for (name, res) in libzmq.iter_mut() {
+                let mech = if name == "libzmq" { "null" } else { "curve" };
+                let r = libzmq_round(exe, mech, &args);
+                eprintln!(
+                    "round {} {:>10}: 64B {:>10.0} msg/s | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us",
+                    round + 1,
+                    name,
+                    r.msgs64,
+                    r.msgs4k,
+                    r.rtt_median_us
+                );
+                res.push(r);
+            }
+        }
         for (which, res) in results.iter_mut() {
             let r = rt.block_on(async {
                 let (r, mut child) = match which.as_str() {
@@ -399,6 +429,9 @@ fn main() {
         ("64 B one-way, receiver CPU ns/msg", 5, "ns"),
     ];
     curve_vs_null(&results);
+    if libzmq_exe.is_some() {
+        against_libzmq(&results, &libzmq);
+    }
     let baseline = results.iter().find(|(n, _)| n == "tcp");
     println!();
     println!(
@@ -499,6 +532,93 @@ fn curve_codec_cost(size: usize, count: usize) -> (f64, f64) {
     }
     let n = (count.div_ceil(1024) * 1024) as f64;
     (seal_ns as f64 / n, open_ns as f64 / n)
+}
+
+/// Builds `interop/libzmq/curve_bench.c` next to this executable (once) and returns its path.
+fn libzmq_bench_exe() -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/libzmq/curve_bench.c");
+    let exe = std::env::current_exe()
+        .expect("current_exe")
+        .with_file_name("libzmq-curve-bench");
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(["-lzmq", "-lpthread"])
+        .status()
+        .expect("run cc (install build-essential and libzmq3-dev)");
+    assert!(status.success(), "compiling {} failed", src.display());
+    exe
+}
+
+/// One libzmq round (`mech`: `null` or `curve`): 64 B msg/s, 4 KiB msg/s, median round trip (us).
+fn libzmq_round(exe: &std::path::Path, mech: &str, args: &Args) -> RoundResult {
+    let out = Command::new(exe)
+        .arg(mech)
+        .arg(args.count64.to_string())
+        .arg(args.count4k.to_string())
+        .arg(args.rtt_count.to_string())
+        .output()
+        .expect("run the libzmq bench");
+    assert!(
+        out.status.success(),
+        "libzmq bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    RoundResult {
+        msgs64: v[0],
+        msgs4k: v[1],
+        rtt_median_us: v[2],
+        cpu_send64: f64::NAN,
+        cpu_recv64: f64::NAN,
+        rtt_p99_us: f64::NAN,
+    }
+}
+
+/// zmesh against libzmq, same run: NULL against NULL, CURVE against CURVE (per-round ratios).
+fn against_libzmq(results: &[(String, Vec<RoundResult>)], libzmq: &[(String, Vec<RoundResult>)]) {
+    let get = |set: &[(String, Vec<RoundResult>)], n: &str| {
+        set.iter().find(|(x, _)| x == n).map(|(_, r)| r.clone())
+    };
+    println!();
+    println!("zmesh vs libzmq (Debian libzmq, C, same machine, same run; ratio = median of per-round zmesh / libzmq)");
+    println!("| scenario | mechanism | zmesh | libzmq | ratio |");
+    println!("|---|---|---|---|---|");
+    for (ours, theirs, mech) in [
+        ("zmesh", "libzmq", "NULL"),
+        ("zmesh-curve", "libzmq-curve", "CURVE"),
+    ] {
+        let (Some(a), Some(b)) = (get(results, ours), get(libzmq, theirs)) else {
+            continue;
+        };
+        type Field = (&'static str, fn(&RoundResult) -> f64, bool);
+        let rows: [Field; 3] = [
+            ("64 B one-way, msg/s", |r| r.msgs64, true),
+            ("4 KiB one-way, msg/s", |r| r.msgs4k, true),
+            ("64 B round trip median, us", |r| r.rtt_median_us, false),
+        ];
+        for (label, f, rate) in rows {
+            let fmt = |v: f64| {
+                if rate {
+                    format_rate(v)
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let ratio = median(a.iter().zip(&b).map(|(x, y)| f(x) / f(y)).collect());
+            println!(
+                "| {label} | {mech} | {} | {} | {ratio:.2}x |",
+                fmt(median(a.iter().map(f).collect())),
+                fmt(median(b.iter().map(f).collect()))
+            );
+        }
+    }
 }
 
 /// CURVE against NULL, measured in the same run: per-round ratios `zmesh-curve` / `zmesh` (the two
