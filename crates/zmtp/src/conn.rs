@@ -561,8 +561,16 @@ pub(crate) async fn handshake(
         Err(e) => {
             if !matches!(e, HandshakeError::Io(_) | HandshakeError::PeerError(_)) {
                 tracing::debug!(peer = p.peer, reason = %e, "refusing ZMTP peer, sending ERROR");
+                // A key the authenticator refused gets ZAP's status "400", as libzmq sends it: a
+                // libzmq client then reports an authentication failure (HANDSHAKE_FAILED_AUTH).
+                let reason = match &e {
+                    HandshakeError::Curve(crate::curve::CurveError::Unauthorized(_)) => {
+                        "400".to_string()
+                    }
+                    _ => e.to_string(),
+                };
                 let mut err_out = OutBuf::default();
-                err_out.push_command(&Command::Error(e.to_string()).encode());
+                err_out.push_command(&Command::Error(reason).encode());
                 let _ =
                     tokio::time::timeout(Duration::from_millis(200), err_out.write_all(&mut wr))
                         .await;

@@ -95,6 +95,9 @@ pub enum CurveError {
     /// The authenticator refused the client's key.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// A handshake command after the handshake completed.
+    #[error("handshake command after the handshake completed")]
+    HandshakeOver,
     /// The configuration cannot work (e.g. a client without the server's key).
     #[error("configuration: {0}")]
     Config(&'static str),
@@ -431,6 +434,9 @@ impl Mechanism for CurveMechanism {
     fn on_command(&mut self, body: Bytes) -> Result<MechanismStep, HandshakeError> {
         if body.starts_with(b"\x05ERROR") {
             let reason = match Command::decode(&body) {
+                Ok(Command::Error(r)) if is_zap_status(&r) => {
+                    format!("{r} (ZAP status: the server refused our key)")
+                }
                 Ok(Command::Error(r)) => r,
                 _ => "malformed ERROR".into(),
             };
@@ -445,7 +451,7 @@ impl Mechanism for CurveMechanism {
                 client_short,
                 hello_nonce,
             } => self.server_initiate(&cookie_key, &client_short, hello_nonce, &body),
-            State::Start | State::Done => Err(CurveError::UnexpectedCommand("no more")),
+            State::Start | State::Done => Err(CurveError::HandshakeOver),
         };
         r.map_err(|e| self.fail(e))
     }
@@ -514,6 +520,13 @@ impl std::fmt::Debug for CurveMechanism {
             .field("peer_key", &self.peer_key)
             .finish_non_exhaustive()
     }
+}
+
+/// An ERROR reason that is a ZAP status code (`300`, `400`, `500`), as libzmq sends when its ZAP
+/// handler refuses a client (and as zmesh sends for a refused key).
+fn is_zap_status(r: &str) -> bool {
+    let b = r.as_bytes();
+    b.len() == 3 && (b'3'..=b'5').contains(&b[0]) && &b[1..] == b"00"
 }
 
 /// Append one ZMTP frame header plus body (helper of the default `encode_frame_into`).
