@@ -9,6 +9,10 @@ Sockets are declared with repeated ``--sock`` options, each a comma-separated li
     name=r,type=ROUTER,bind=tcp://127.0.0.1:*          a bound ROUTER called "r"
     name=d,type=DEALER,connect=tcp://127.0.0.1:5555,identity=01ab..   a DEALER with a routing id (hex)
     mech=plain-server | plain-client | curve-server | curve-client     security mechanism (default NULL)
+    curve_secret=<hex>,curve_serverkey=<hex>                           CURVE keys (default: random)
+    zap_dir=<dir>                                                      libzmq's ZAP allow-list: start
+                                                                       pyzmq's ThreadAuthenticator with
+                                                                       the public certificates in <dir>
     hb_ivl=100,hb_ttl=1000,hb_timeout=500                              ZMQ_HEARTBEAT_* in milliseconds
 
 ``--echo r=d`` forwards every message received on socket r (a ROUTER: the identity frame is stripped) out
@@ -29,6 +33,11 @@ Input: one JSON command per line on stdin:
     {"cmd": "quit"}
 
 End of stdin also quits.
+
+Certificate helpers (print one JSON line and exit):
+
+    --create-cert DIR,NAME    zmq.auth.create_certificates(DIR, NAME) -> {"public", "secret", "public_file", "secret_file"}
+    --show-cert PATH          zmq.auth.load_certificate(PATH) -> {"public", "secret"} (Z85, secret may be null)
 """
 
 import argparse
@@ -37,6 +46,8 @@ import os
 import sys
 
 import zmq
+import zmq.auth
+from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 SOCKET_TYPES = {
@@ -106,11 +117,18 @@ def make_socket(ctx, spec):
         sock.setsockopt(zmq.PLAIN_PASSWORD, b"secret")
     elif mech == "curve-server":
         _public, secret = zmq.curve_keypair()
+        if "curve_secret" in spec:
+            secret = z85.encode(bytes.fromhex(spec["curve_secret"]))
         sock.setsockopt(zmq.CURVE_SERVER, 1)
         sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
     elif mech == "curve-client":
         server_public, _ = zmq.curve_keypair()
         public, secret = zmq.curve_keypair()
+        if "curve_serverkey" in spec:
+            server_public = z85.encode(bytes.fromhex(spec["curve_serverkey"]))
+        if "curve_secret" in spec:
+            secret = z85.encode(bytes.fromhex(spec["curve_secret"]))
+            public = zmq.curve_public(secret)
         sock.setsockopt(zmq.CURVE_SERVERKEY, server_public)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
         sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
@@ -138,9 +156,35 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sock", action="append", default=[], help="socket spec, repeatable")
     ap.add_argument("--echo", action="append", default=[], help="FROM=TO: forward messages")
+    ap.add_argument("--create-cert", help="DIR,NAME: zmq.auth.create_certificates, print, exit")
+    ap.add_argument("--show-cert", help="PATH: zmq.auth.load_certificate, print, exit")
     args = ap.parse_args()
 
+    if args.create_cert or args.show_cert:
+        def text(k):
+            return k.decode("ascii") if k else None
+
+        if args.create_cert:
+            directory, _, name = args.create_cert.partition(",")
+            public_file, secret_file = zmq.auth.create_certificates(directory, name)
+            public, secret = zmq.auth.load_certificate(secret_file)
+            emit({"public": text(public), "secret": text(secret),
+                  "public_file": public_file, "secret_file": secret_file})
+        else:
+            public, secret = zmq.auth.load_certificate(args.show_cert)
+            emit({"public": text(public), "secret": text(secret)})
+        return
+
     ctx = zmq.Context()
+    auth = None
+    zap_dirs = [parse_sock_spec(raw).get("zap_dir") for raw in args.sock]
+    zap_dirs = [d for d in zap_dirs if d]
+    if zap_dirs:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        auth.configure_curve(domain="*", location=zap_dirs[0])
     socks, monitors, endpoints = {}, {}, {}
     for raw in args.sock:
         spec = parse_sock_spec(raw)
@@ -221,6 +265,8 @@ def main():
         mon.close(0)
     for sock, _ in socks.values():
         sock.close(0)
+    if auth is not None:
+        auth.stop()
     ctx.term()
 
 

@@ -34,9 +34,12 @@ pub fn identity(tag: u8) -> Bytes {
 
 /// Binds an inbox on an ephemeral loopback port (its endpoint is `inbox.endpoint()`).
 pub async fn bind() -> Inbox {
-    Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
-        .await
-        .unwrap()
+    bind_with(InboxConfig::default()).await
+}
+
+/// [`bind`] with a given configuration (e.g. CURVE).
+pub async fn bind_with(config: InboxConfig) -> Inbox {
+    Inbox::bind("tcp://127.0.0.1:*", config).await.unwrap()
 }
 
 /// How the link sends.
@@ -61,7 +64,18 @@ pub struct ZmtpLink {
 impl ZmtpLink {
     /// Connects an outbox with identity [`identity`]`(tag)` to the inbox at `theirs`.
     pub fn join(inbox: Inbox, theirs: &str, tag: u8, api: Api) -> ZmtpLink {
-        let outbox = Outbox::connect(theirs, identity(tag), OutboxConfig::default()).unwrap();
+        Self::join_with(inbox, theirs, tag, api, OutboxConfig::default())
+    }
+
+    /// [`ZmtpLink::join`] with a given outbox configuration (e.g. CURVE).
+    pub fn join_with(
+        inbox: Inbox,
+        theirs: &str,
+        tag: u8,
+        api: Api,
+        config: OutboxConfig,
+    ) -> ZmtpLink {
+        let outbox = Outbox::connect(theirs, identity(tag), config).unwrap();
         let writer = (api == Api::Writer).then(|| outbox.writer());
         ZmtpLink {
             inbox,

@@ -162,6 +162,11 @@ fn main() {
         "zmtp30-curve",
         &g30,
     );
+
+    // CURVE: valid handshake commands and MESSAGEs built with the harness's fixed keys.
+    for (name, data) in zmesh_fuzz_harness::curve::seeds() {
+        write(dir, "curve_handshake_and_message", name, &data);
+    }
     layer_seeds(dir);
 }
 

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codecs;
+pub mod curve;
 pub mod engine;
 pub mod envelope;
 pub mod layer;
@@ -30,6 +31,7 @@ pub mod script;
 pub use codecs::{
     beacon_decode, zmtp_frame_decode, zmtp_greeting_and_command_decode, zre_message_decode,
 };
+pub use curve::curve_handshake_and_message;
 pub use engine::engine_messages;
 pub use envelope::envelope_decode;
 pub use layer::layer_envelopes;
@@ -50,4 +52,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("engine_messages", engine_messages),
     ("envelope_decode", envelope_decode),
     ("layer_envelopes", layer_envelopes),
+    ("curve_handshake_and_message", curve_handshake_and_message),
 ];

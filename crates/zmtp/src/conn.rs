@@ -6,7 +6,7 @@
 //! single `read_buf` / `write_vectored` call, which is cancel-safe (either it completed or nothing
 //! happened), so no partial state is lost when another branch wins.
 
-use crate::codec::{check_greeting_prefix, encode_frame_header, Command, Frame, FrameDecoder};
+use crate::codec::{check_greeting_prefix, encode_frame_header, Command, FrameDecoder};
 use crate::codec::{Greeting, Metadata, GREETING_LEN};
 use crate::error::HandshakeError;
 use crate::mechanism::Mechanism;
@@ -202,7 +202,8 @@ impl OutBuf {
         }
     }
 
-    /// Queue a whole message, passing frames through the mechanism's hook if it transforms frames.
+    /// Queue a whole message, passing frames through the mechanism's hook if it transforms frames
+    /// (sealed straight into the staging buffer: nothing allocated per frame).
     pub(crate) fn push_message(
         &mut self,
         frames: &Frames,
@@ -215,14 +216,25 @@ impl OutBuf {
         }
         let n = frames.len();
         for (i, body) in frames.iter().enumerate() {
-            let f = mech.encode_frame(Frame {
-                more: i + 1 < n,
-                command: false,
-                body: body.clone(),
-            })?;
-            self.push_frame(f.more, f.command, &f.body);
+            mech.encode_frame_into(i + 1 < n, false, body, &mut self.staging)?;
         }
         Ok(())
+    }
+
+    /// Queue a command after the handshake: plain, or through the mechanism (CURVE sends PING and
+    /// PONG inside MESSAGEs).
+    pub(crate) fn push_command_via(
+        &mut self,
+        body: &Bytes,
+        mech: &mut dyn Mechanism,
+        transform: bool,
+    ) -> Result<(), HandshakeError> {
+        if transform {
+            mech.encode_frame_into(false, true, body, &mut self.staging)
+        } else {
+            self.push_command(body);
+            Ok(())
+        }
     }
 
     /// Move everything queued in `other` behind our bytes.
@@ -440,6 +452,8 @@ pub(crate) struct Conn {
     pub peer_meta: Metadata,
     /// The peer's ZMTP minor version (0 = ZMTP 3.0, which has no PING/PONG: no heartbeats then).
     pub peer_minor: u8,
+    /// The peer's long-term key proven by the handshake (CURVE); `None` for NULL.
+    pub peer_key: Option<crate::curve::CurvePublicKey>,
 }
 
 /// Run the greeting and mechanism handshake on a fresh stream. The caller wraps this in the handshake
@@ -530,6 +544,7 @@ pub(crate) async fn handshake(
     match result {
         Ok((dec, peer_meta)) => {
             let transform = mech.transforms_frames();
+            let peer_key = mech.peer_public_key();
             Ok(Conn {
                 rd,
                 wr,
@@ -540,13 +555,22 @@ pub(crate) async fn handshake(
                 transform,
                 peer_meta,
                 peer_minor: peer_greeting.minor,
+                peer_key,
             })
         }
         Err(e) => {
             if !matches!(e, HandshakeError::Io(_) | HandshakeError::PeerError(_)) {
                 tracing::debug!(peer = p.peer, reason = %e, "refusing ZMTP peer, sending ERROR");
+                // A key the authenticator refused gets ZAP's status "400", as libzmq sends it: a
+                // libzmq client then reports an authentication failure (HANDSHAKE_FAILED_AUTH).
+                let reason = match &e {
+                    HandshakeError::Curve(crate::curve::CurveError::Unauthorized(_)) => {
+                        "400".to_string()
+                    }
+                    _ => e.to_string(),
+                };
                 let mut err_out = OutBuf::default();
-                err_out.push_command(&Command::Error(e.to_string()).encode());
+                err_out.push_command(&Command::Error(reason).encode());
                 let _ =
                     tokio::time::timeout(Duration::from_millis(200), err_out.write_all(&mut wr))
                         .await;
@@ -562,14 +586,36 @@ pub(crate) enum Incoming {
     Nothing,
     /// The peer sent ERROR (fatal).
     PeerError(String),
+    /// Our answer could not be encoded (fatal; CURVE nonces exhausted).
+    Failed(String),
+}
+
+impl Incoming {
+    /// Why the connection must close, if it must.
+    pub(crate) fn fatal(self) -> Option<String> {
+        match self {
+            Incoming::Nothing => None,
+            Incoming::PeerError(r) => Some(format!("peer sent ERROR: {r}")),
+            Incoming::Failed(r) => Some(r),
+        }
+    }
 }
 
 /// Handle a command received after the handshake: answer PING with PONG, report ERROR, ignore the rest.
-pub(crate) fn handle_command(body: &Bytes, out: &mut OutBuf, peer: &str) -> Incoming {
+pub(crate) fn handle_command(
+    body: &Bytes,
+    out: &mut OutBuf,
+    peer: &str,
+    mech: &mut dyn Mechanism,
+    transform: bool,
+) -> Incoming {
     match Command::peek_name(body) {
         Some(b"PING") => match Command::decode(body) {
             Ok(Command::Ping { context, .. }) => {
-                out.push_command(&Command::Pong { context }.encode());
+                let pong = Command::Pong { context }.encode();
+                if let Err(e) = out.push_command_via(&pong, mech, transform) {
+                    return Incoming::Failed(e.to_string());
+                }
             }
             _ => tracing::debug!(peer, "ignoring malformed PING"),
         },
@@ -623,18 +669,22 @@ impl HeartbeatState {
     }
 
     /// On a tick: `Err` if the peer has been silent too long, else queue a PING.
-    pub(crate) fn on_tick(&mut self, out: &mut OutBuf) -> Result<(), String> {
+    pub(crate) fn on_tick(
+        &mut self,
+        out: &mut OutBuf,
+        mech: &mut dyn Mechanism,
+        transform: bool,
+    ) -> Result<(), String> {
         if self.last_recv.elapsed() > self.timeout {
             return Err("heartbeat timeout".into());
         }
-        out.push_command(
-            &Command::Ping {
-                ttl_ds: self.ttl_ds,
-                context: Bytes::new(),
-            }
-            .encode(),
-        );
-        Ok(())
+        let ping = Command::Ping {
+            ttl_ds: self.ttl_ds,
+            context: Bytes::new(),
+        }
+        .encode();
+        out.push_command_via(&ping, mech, transform)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -117,6 +117,9 @@ pub enum HandshakeError {
     /// Too many connections; the new one was refused.
     #[error("connection limit reached")]
     TooManyConnections,
+    /// The CURVE handshake or a CURVE MESSAGE failed (bad box, replayed nonce, refused key, ...).
+    #[error("CURVE: {0}")]
+    Curve(crate::curve::CurveError),
 }
 
 impl From<CodecError> for HandshakeError {

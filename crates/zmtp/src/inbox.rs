@@ -26,7 +26,8 @@
 //! connection is closed and its `Disconnected` is delivered before the new `Accepted`.
 
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, Incoming, Stream};
+use crate::conn::{self, handle_command, Stream};
+use crate::curve::CurvePublicKey;
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, TransportError};
 use crate::identity::Identity;
@@ -110,6 +111,10 @@ pub enum InboxEvent {
         identity: Identity,
         /// Its Socket-Type.
         socket_type: String,
+        /// The client's long-term public key, proven and accepted by the CURVE handshake (and the
+        /// inbox's authenticator); `None` with NULL. Every later message from this identity comes
+        /// from a holder of this key: [`Inbox::peer_key`] looks it up by identity.
+        peer_key: Option<CurvePublicKey>,
     },
     /// A connection was closed before or during the handshake.
     HandshakeFailed {
@@ -240,6 +245,8 @@ impl Wake for ConnWaker {
 struct Live {
     c: conn::Conn,
     identity: Identity,
+    /// The CURVE key the handshake authenticated (`None` for NULL).
+    peer_key: Option<CurvePublicKey>,
     peer: PeerAddr,
     /// `peer` rendered once, for log lines.
     peer_s: String,
@@ -294,7 +301,7 @@ impl Live {
         let mut cx = Context::from_waker(waker);
         if let Some(h) = hb.as_mut() {
             while h.interval.poll_tick(&mut cx).is_ready() {
-                if let Err(reason) = h.on_tick(&mut c.out) {
+                if let Err(reason) = h.on_tick(&mut c.out, c.mech.as_mut(), c.transform) {
                     return Polled::Closed(reason);
                 }
             }
@@ -336,8 +343,15 @@ impl Live {
                 frame
             };
             if frame.command {
-                if let Incoming::PeerError(r) = handle_command(&frame.body, &mut c.out, peer_s) {
-                    return Polled::Closed(format!("peer sent ERROR: {r}"));
+                let seen = handle_command(
+                    &frame.body,
+                    &mut c.out,
+                    peer_s,
+                    c.mech.as_mut(),
+                    c.transform,
+                );
+                if let Some(reason) = seen.fatal() {
+                    return Polled::Closed(reason);
                 }
                 if let Err(e) = poll_flush(c, &mut cx) {
                     return Polled::Closed(format!("write error: {e}"));
@@ -721,9 +735,11 @@ impl Inbox {
             ready: self.ready.clone(),
         }));
         let hb = conn::heartbeat_for(self.heartbeat.as_ref(), conn.peer_minor);
+        let peer_key = conn.peer_key;
         self.conns[slot] = Some(Live {
             c: conn,
             identity: identity.clone(),
+            peer_key,
             peer,
             peer_s: peer.to_string(),
             hb,
@@ -740,6 +756,7 @@ impl Inbox {
             peer,
             identity,
             socket_type,
+            peer_key,
         });
     }
 
@@ -758,6 +775,19 @@ impl Inbox {
             identity: live.identity,
             reason,
         });
+    }
+
+    /// The CURVE public key authenticated for the live connection with this identity (`None` for
+    /// NULL connections and unknown identities).
+    ///
+    /// Between two `recv` calls the identity of the message just returned maps to the connection
+    /// it came from (a handover replaces the mapping only inside `recv`, after the old
+    /// connection's `Disconnected`), so calling this right after a message gives the key of its
+    /// sender. A hash lookup, paid only by callers that want the key: the NULL receive path is
+    /// unchanged.
+    pub fn peer_key(&self, identity: &[u8]) -> Option<CurvePublicKey> {
+        let slot = *self.by_identity.get(identity)?;
+        self.conns[slot].as_ref()?.peer_key
     }
 
     /// Stop accepting and drop all connections.
@@ -849,7 +879,11 @@ async fn handshake(
         accept: &["DEALER", "REQ", "ROUTER"],
         metadata: Metadata::new().with("Socket-Type", "ROUTER"),
         max_frame: cfg.max_frame_size,
-        mech: cfg.mechanism.build(true),
+        mech: {
+            let mut m = cfg.mechanism.build(true);
+            m.set_peer_addr(peer);
+            m
+        },
         peer: &peer_s,
     };
     let conn =

@@ -8,7 +8,9 @@
 //!
 //! Layers, bottom-up:
 //! * [`codec`] — pure encode/decode of greetings, frames, commands and metadata (RFC 37);
-//! * [`mechanism`] — the security-mechanism slot (NULL now, CURVE later);
+//! * [`mechanism`] — the security-mechanism slot (NULL, CURVE);
+//! * [`curve`] — CurveZMQ (RFC 25/26): keys, certificates, handshake and MESSAGE codecs, and the
+//!   inbox's authenticator hook;
 //! * `conn` — stream abstraction, handshake driver, batched write buffer;
 //! * [`inbox`], [`outbox`] — the sockets.
 //!
@@ -21,6 +23,7 @@
 
 pub mod codec;
 mod conn;
+pub mod curve;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -31,6 +34,10 @@ pub mod outbox;
 pub use bytes::Bytes;
 pub use codec::{
     encode_frame, encode_frame_header, Command, Frame, FrameDecoder, Greeting, Metadata,
+};
+pub use curve::{
+    AllowAny, AllowList, AuthDecision, AuthRequest, Authenticator, Certificate, CurveConfig,
+    CurveError, CurveKeyPair, CurvePublicKey, CurveStats,
 };
 pub use endpoint::Endpoint;
 pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportError};

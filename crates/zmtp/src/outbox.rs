@@ -28,9 +28,7 @@
 
 use crate::codec::FrameDecoder;
 use crate::codec::Metadata;
-use crate::conn::{
-    self, handle_command, hb_tick, reserve_read, Incoming, OutBuf, Stream, WriteHalf,
-};
+use crate::conn::{self, handle_command, hb_tick, reserve_read, OutBuf, Stream, WriteHalf};
 use crate::endpoint::Endpoint;
 use crate::error::{HandshakeError, SendError, TransportError};
 use crate::mechanism::{Mechanism, MechanismConfig};
@@ -426,7 +424,7 @@ impl Outbox {
                 last_direct: None,
                 reserved: (0, 0),
             }),
-            encode_early: !config.mechanism.build(false).transforms_frames(),
+            encode_early: !config.mechanism.transforms_frames(),
             wake: Notify::new(),
             room: Notify::new(),
             close_notify: Notify::new(),
@@ -1151,7 +1149,7 @@ async fn serve(c: conn::Conn, cfg: &OutboxConfig, shared: &Shared, peer: &str) -
                 _ = shared.wake.notified(), if out.is_empty() => {}
                 _ = hb_tick(&mut hb) => {
                     if let Some(h) = hb.as_mut() {
-                        if let Err(reason) = h.on_tick(&mut cmds) {
+                        if let Err(reason) = h.on_tick(&mut cmds, &mut *rx.mech, transform) {
                             break End::Lost(reason);
                         }
                     }
@@ -1216,8 +1214,9 @@ impl RecvSide<'_> {
                 frame
             };
             if frame.command {
-                if let Incoming::PeerError(r) = handle_command(&frame.body, cmds, self.peer) {
-                    return Some(format!("peer sent ERROR: {r}"));
+                let seen = handle_command(&frame.body, cmds, self.peer, self.mech, self.transform);
+                if let Some(reason) = seen.fatal() {
+                    return Some(reason);
                 }
             } else {
                 *self.ignored += 1;

@@ -137,6 +137,7 @@ async fn multipart_delivery_with_identity_and_order() {
             identity,
             socket_type,
             peer,
+            ..
         } => {
             assert_eq!(identity, ident(7));
             assert_eq!(socket_type, "DEALER");

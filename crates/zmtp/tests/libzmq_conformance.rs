@@ -510,6 +510,7 @@ fn describe(ev: &InboxEvent) -> String {
             peer,
             identity,
             socket_type,
+            ..
         } => format!("Accepted {peer} id {} type {socket_type}", hex(identity)),
         InboxEvent::HandshakeFailed { peer, reason } => {
             format!("HandshakeFailed {peer}: {reason:?}")

@@ -23,6 +23,17 @@
 //! 3. `--rtt-count` 64-byte round trips (A outbox -> B inbox -> B outbox -> A inbox) after a warm-up;
 //!    every round trip is timed separately, the round reports median and p99.
 //!
+//! Implementations: `zmesh` (NULL mechanism, an `OutboxWriter` per link), `zmesh-send` (NULL,
+//! `Outbox::send` per message), `zmesh-curve` (CURVE, RFC 25/26: every message sealed and opened,
+//! writer API like `zmesh`) and `tcp`. A second table gives CURVE against NULL (`zmesh-curve` /
+//! `zmesh`) per round, against the goals of issue 13 (64 B >= 0.6x, round trip <= 1.2x,
+//! 4 KiB >= 0.8x).
+//!
+//! With `--libzmq`, every round also runs Debian's libzmq (C, `interop/libzmq/curve_bench.c`) with
+//! NULL and with CURVE, and a third table compares zmesh with it mechanism for mechanism. libzmq's
+//! pattern there is one DEALER -> ROUTER connection whose ROUTER echoes the round trips (libzmq's
+//! own I/O threads do the work), so it is a reference point, not the Harmony pattern.
+//!
 //! Rounds alternate the implementations (interleaved, so machine noise hits all alike); the table
 //! shows medians over rounds. Next to throughput it shows the CPU time each process spent per 64 B
 //! message (sender, receiver): steadier than throughput on a noisy machine, and it shows which side
@@ -38,6 +49,7 @@ use zmesh_bench::stats::{median, process_cpu_ns, Percentiles};
 use zmesh_bench::tcp_baseline::{self, TcpLink};
 use zmesh_bench::zmtp_link::{self, Api, ZmtpLink};
 use zmesh_bench::{read_announce, Link};
+use zmesh_zmtp::{CurveConfig, CurveKeyPair, InboxConfig, MechanismConfig, OutboxConfig};
 
 /// Command-line options (shared by the driver and the hidden peer mode).
 #[derive(Parser, Debug, Clone)]
@@ -61,6 +73,11 @@ struct Args {
     /// Use tokio's multi-thread runtime (2 workers) instead of current_thread, for both sides.
     #[arg(long)]
     multi_thread: bool,
+    /// Also run libzmq (Debian's libzmq, NULL and CURVE) in every round, through the small C program
+    /// `interop/libzmq/curve_bench.c` (compiled with `cc ... -lzmq` on first use; needs
+    /// libzmq3-dev, which `scripts/install-test-deps.sh` installs).
+    #[arg(long)]
+    libzmq: bool,
     /// Run only this implementation (zmesh or tcp); default both.
     #[arg(long)]
     only: Option<String>,
@@ -97,19 +114,45 @@ async fn tcp_peer(connect: &str) -> TcpLink {
     TcpLink::join(listener, connect).await
 }
 
-/// zmesh setup, driver side (`which`: `zmesh` or `zmesh-send`).
+/// zmesh setup, driver side (`which`: `zmesh`, `zmesh-send` or `zmesh-curve`).
 async fn zmesh_driver(args: &Args, which: &str) -> (ZmtpLink, std::process::Child) {
-    let inbox = zmtp_link::bind().await;
+    let inbox = zmtp_link::bind_with(inbox_config(which, 1)).await;
     let ours = inbox.endpoint().to_string();
     let (child, theirs) = spawn_peer(args, which, &ours);
-    (ZmtpLink::join(inbox, &theirs, 1, api(which)), child)
+    let link = ZmtpLink::join_with(inbox, &theirs, 1, api(which), outbox_config(which, 1));
+    (link, child)
 }
 
 /// zmesh setup, peer side.
 async fn zmesh_peer(connect: &str, which: &str) -> ZmtpLink {
-    let inbox = zmtp_link::bind().await;
+    let inbox = zmtp_link::bind_with(inbox_config(which, 2)).await;
     announce(&inbox.endpoint().to_string());
-    ZmtpLink::join(inbox, connect, 2, api(which))
+    ZmtpLink::join_with(inbox, connect, 2, api(which), outbox_config(which, 2))
+}
+
+/// The CURVE key pair of process `tag` (1 = driver, 2 = peer). Derived from a fixed secret so
+/// each process knows the other's public key without an exchange (a benchmark, not a secret).
+fn bench_keys(tag: u8) -> CurveKeyPair {
+    CurveKeyPair::from_secret_bytes([0xA0 + tag; 32])
+}
+
+/// Inbox configuration: NULL, or a CURVE server with this process's key pair.
+fn inbox_config(which: &str, tag: u8) -> InboxConfig {
+    let mut c = InboxConfig::default();
+    if which == "zmesh-curve" {
+        c.mechanism = MechanismConfig::Curve(CurveConfig::server(bench_keys(tag)));
+    }
+    c
+}
+
+/// Outbox configuration: NULL, or a CURVE client of the other process's inbox.
+fn outbox_config(which: &str, tag: u8) -> OutboxConfig {
+    let mut c = OutboxConfig::default();
+    if which == "zmesh-curve" {
+        let other = bench_keys(3 - tag).public();
+        c.mechanism = MechanismConfig::Curve(CurveConfig::client(bench_keys(tag), other));
+    }
+    c
 }
 
 /// How an implementation name sends (see `zmesh_bench::zmtp_link`).
@@ -157,7 +200,7 @@ fn spawn_peer(args: &Args, which: &str, ours: &str) -> (std::process::Child, Str
 // ------------------------------------------------------------------------------------------------
 // Scenarios.
 
-/// Results of one implementation in one round.
+/// Results of one implementation in one round (NaN where an implementation does not measure it).
 #[derive(Debug, Clone, Copy, Default)]
 struct RoundResult {
     msgs64: f64,
@@ -268,7 +311,7 @@ fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
 }
 
 /// Every implementation, in the order each round runs them.
-const IMPLS: [&str; 3] = ["zmesh", "zmesh-send", "tcp"];
+const IMPLS: [&str; 4] = ["zmesh", "zmesh-send", "zmesh-curve", "tcp"];
 
 fn main() {
     let mut args = Args::parse();
@@ -285,7 +328,9 @@ fn main() {
         rt.block_on(async {
             match which.as_str() {
                 "tcp" => serve(tcp_peer(&connect).await, &args).await,
-                "zmesh" | "zmesh-send" => serve(zmesh_peer(&connect, &which).await, &args).await,
+                "zmesh" | "zmesh-send" | "zmesh-curve" => {
+                    serve(zmesh_peer(&connect, &which).await, &args).await
+                }
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -314,7 +359,27 @@ fn main() {
     );
     let mut results: Vec<(String, Vec<RoundResult>)> =
         impls.iter().map(|s| (s.to_string(), Vec::new())).collect();
+    let libzmq_exe = args.libzmq.then(libzmq_bench_exe);
+    let mut libzmq: Vec<(String, Vec<RoundResult>)> = ["libzmq", "libzmq-curve"]
+        .iter()
+        .map(|s| (s.to_string(), Vec::new()))
+        .collect();
     for round in 0..args.rounds {
+        if let Some(exe) = &libzmq_exe {
+            for (name, res) in libzmq.iter_mut() {
+                let mech = if name == "libzmq" { "null" } else { "curve" };
+                let r = libzmq_round(exe, mech, &args);
+                eprintln!(
+                    "round {} {:>10}: 64B {:>10.0} msg/s | 4KiB {:>9.0} msg/s | rtt median {:>7.1} us",
+                    round + 1,
+                    name,
+                    r.msgs64,
+                    r.msgs4k,
+                    r.rtt_median_us
+                );
+                res.push(r);
+            }
+        }
         for (which, res) in results.iter_mut() {
             let r = rt.block_on(async {
                 let (r, mut child) = match which.as_str() {
@@ -363,6 +428,10 @@ fn main() {
         ("64 B one-way, sender CPU ns/msg", 4, "ns"),
         ("64 B one-way, receiver CPU ns/msg", 5, "ns"),
     ];
+    curve_vs_null(&results);
+    if libzmq_exe.is_some() {
+        against_libzmq(&results, &libzmq);
+    }
     let baseline = results.iter().find(|(n, _)| n == "tcp");
     println!();
     println!(
@@ -428,6 +497,180 @@ fn main() {
         for v in verdicts {
             println!("  {v}");
         }
+    }
+}
+
+/// In-process cost of the CURVE MESSAGE codec alone (seal, then open, of `size`-byte frames), in ns
+/// per frame: the floor under the CURVE rows of the socket scenarios.
+fn curve_codec_cost(size: usize, count: usize) -> (f64, f64) {
+    use zmesh_zmtp::curve::handshake::{public_of, session_box};
+    use zmesh_zmtp::curve::{MessageCodec, SecretKey};
+    let a = SecretKey::from_bytes([11; 32]);
+    let b = SecretKey::from_bytes([12; 32]);
+    let mut tx = MessageCodec::new(session_box(&public_of(&b), &a), false, 3, 1);
+    let mut rx = MessageCodec::new(session_box(&public_of(&a), &b), true, 2, 2);
+    let body = vec![0xab; size];
+    let header = if size + 33 <= 255 { 2 } else { 9 };
+    let mut wire = bytes::BytesMut::with_capacity((size + 64) * 1024);
+    let (mut seal_ns, mut open_ns) = (0u128, 0u128);
+    for _ in 0..count.div_ceil(1024) {
+        let t = Instant::now();
+        for _ in 0..1024 {
+            tx.seal_into(false, false, &body, &mut wire).unwrap();
+        }
+        seal_ns += t.elapsed().as_nanos();
+        let t = Instant::now();
+        let mut at = 0;
+        while at < wire.len() {
+            let len = size + 33;
+            let f = rx.open(&wire[at + header..at + header + len]).unwrap();
+            std::hint::black_box(f);
+            at += header + len;
+        }
+        open_ns += t.elapsed().as_nanos();
+        wire.clear();
+    }
+    let n = (count.div_ceil(1024) * 1024) as f64;
+    (seal_ns as f64 / n, open_ns as f64 / n)
+}
+
+/// Builds `interop/libzmq/curve_bench.c` next to this executable (once) and returns its path.
+fn libzmq_bench_exe() -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/libzmq/curve_bench.c");
+    let exe = std::env::current_exe()
+        .expect("current_exe")
+        .with_file_name("libzmq-curve-bench");
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(["-lzmq", "-lpthread"])
+        .status()
+        .expect("run cc (install build-essential and libzmq3-dev)");
+    assert!(status.success(), "compiling {} failed", src.display());
+    exe
+}
+
+/// One libzmq round (`mech`: `null` or `curve`): 64 B msg/s, 4 KiB msg/s, median round trip (us).
+fn libzmq_round(exe: &std::path::Path, mech: &str, args: &Args) -> RoundResult {
+    let out = Command::new(exe)
+        .arg(mech)
+        .arg(args.count64.to_string())
+        .arg(args.count4k.to_string())
+        .arg(args.rtt_count.to_string())
+        .output()
+        .expect("run the libzmq bench");
+    assert!(
+        out.status.success(),
+        "libzmq bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().expect("number"))
+        .collect();
+    RoundResult {
+        msgs64: v[0],
+        msgs4k: v[1],
+        rtt_median_us: v[2],
+        cpu_send64: f64::NAN,
+        cpu_recv64: f64::NAN,
+        rtt_p99_us: f64::NAN,
+    }
+}
+
+/// zmesh against libzmq, same run: NULL against NULL, CURVE against CURVE (per-round ratios).
+fn against_libzmq(results: &[(String, Vec<RoundResult>)], libzmq: &[(String, Vec<RoundResult>)]) {
+    let get = |set: &[(String, Vec<RoundResult>)], n: &str| {
+        set.iter().find(|(x, _)| x == n).map(|(_, r)| r.clone())
+    };
+    println!();
+    println!("zmesh vs libzmq (Debian libzmq, C, same machine, same run; ratio = median of per-round zmesh / libzmq)");
+    println!("| scenario | mechanism | zmesh | libzmq | ratio |");
+    println!("|---|---|---|---|---|");
+    for (ours, theirs, mech) in [
+        ("zmesh", "libzmq", "NULL"),
+        ("zmesh-curve", "libzmq-curve", "CURVE"),
+    ] {
+        let (Some(a), Some(b)) = (get(results, ours), get(libzmq, theirs)) else {
+            continue;
+        };
+        type Field = (&'static str, fn(&RoundResult) -> f64, bool);
+        let rows: [Field; 3] = [
+            ("64 B one-way, msg/s", |r| r.msgs64, true),
+            ("4 KiB one-way, msg/s", |r| r.msgs4k, true),
+            ("64 B round trip median, us", |r| r.rtt_median_us, false),
+        ];
+        for (label, f, rate) in rows {
+            let fmt = |v: f64| {
+                if rate {
+                    format_rate(v)
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let ratio = median(a.iter().zip(&b).map(|(x, y)| f(x) / f(y)).collect());
+            println!(
+                "| {label} | {mech} | {} | {} | {ratio:.2}x |",
+                fmt(median(a.iter().map(f).collect())),
+                fmt(median(b.iter().map(f).collect()))
+            );
+        }
+    }
+}
+
+/// CURVE against NULL, measured in the same run: per-round ratios `zmesh-curve` / `zmesh` (the two
+/// ran back to back in every round), with the goals of issue 13.
+fn curve_vs_null(results: &[(String, Vec<RoundResult>)]) {
+    let get = |n: &str| results.iter().find(|(x, _)| x == n).map(|(_, r)| r);
+    let (Some(null), Some(curve)) = (get("zmesh"), get("zmesh-curve")) else {
+        return;
+    };
+    let ratio = |f: fn(&RoundResult) -> f64| {
+        median(curve.iter().zip(null).map(|(c, n)| f(c) / f(n)).collect())
+    };
+    let med = |rs: &[RoundResult], f: fn(&RoundResult) -> f64| median(rs.iter().map(f).collect());
+    println!();
+    let (s64, o64) = curve_codec_cost(64, 100_000);
+    let (s4k, o4k) = curve_codec_cost(4096, 20_000);
+    println!(
+        "CURVE MESSAGE codec alone, in process: 64 B seal {s64:.0} ns + open {o64:.0} ns; \
+         4 KiB seal {s4k:.0} ns + open {o4k:.0} ns"
+    );
+    println!("CURVE vs NULL, same run (medians; ratio = median of per-round zmesh-curve / zmesh)");
+    println!("| scenario | NULL | CURVE | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    // (label, field, higher is better, goal)
+    type Row = (&'static str, fn(&RoundResult) -> f64, bool, f64);
+    let rows: [Row; 3] = [
+        ("64 B one-way, msg/s", |r| r.msgs64, true, 0.6),
+        ("4 KiB one-way, msg/s", |r| r.msgs4k, true, 0.8),
+        (
+            "64 B round trip median, us",
+            |r| r.rtt_median_us,
+            false,
+            1.2,
+        ),
+    ];
+    for (label, f, higher_better, goal) in rows {
+        let (n, c, r) = (med(null, f), med(curve, f), ratio(f));
+        let fmt = |v: f64| {
+            if higher_better {
+                format_rate(v)
+            } else {
+                format!("{v:.1}")
+            }
+        };
+        let met = if higher_better { r >= goal } else { r <= goal };
+        println!(
+            "| {label} | {} | {} | {r:.2}x | {} {goal}x: {} |",
+            fmt(n),
+            fmt(c),
+            if higher_better { ">=" } else { "<=" },
+            if met { "MET" } else { "MISSED" }
+        );
     }
 }
 
