@@ -90,6 +90,7 @@ impl Sim {
         let rr = self.reqrep_config();
         let driver = Driver::new(config, rr, self.instant(self.now))
             .map_err(|e| format!("{name}: Driver::new failed: {e}"))?;
+        let checker = zmesh_core::testing::Checker::new(driver.engine_ref());
         let id = self.next_inst;
         self.next_inst += 1;
         let next_beacon = self.now
@@ -114,6 +115,7 @@ impl Sim {
                 uuid,
                 endpoint,
                 driver: Some(driver),
+                checker: Some(checker),
                 conns: BTreeMap::new(),
                 view: BTreeMap::new(),
                 next_beacon,

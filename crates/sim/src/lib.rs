@@ -211,6 +211,9 @@ struct Inst {
     endpoint: String,
     /// The node: ZRE engine and layers (taken out only while [`Driver::flush`] runs).
     driver: Option<Driver<Waiter>>,
+    /// The shared output contract (`zmesh_core::testing`), checked on every flush beside the
+    /// simulator's own end-to-end checks (taken out with the driver).
+    checker: Option<zmesh_core::testing::Checker>,
     /// Open outboxes by peer UUID.
     conns: BTreeMap<Uuid, ConnId>,
     /// What the event stream says: entered peers and their groups.

@@ -3,6 +3,7 @@
 use zmesh_core::driver::{Driver, Sink, Transport};
 use zmesh_core::envelope::{self, Envelope};
 use zmesh_core::reqrep::Delivery;
+use zmesh_core::testing::{CheckedSink, CheckedTransport};
 
 use super::*;
 
@@ -82,14 +83,14 @@ impl Sim {
     /// Carries every pending output of instance `id` out with [`Driver::flush`] and checks it.
     /// `via` is the connection whose message is being processed (ENTER is only legal then).
     pub(crate) fn drain(&mut self, id: InstId, via: Option<ConnId>) -> Result<Drained, String> {
-        self.with_driver(id, via, |driver, now, shell, sink| {
+        self.with_driver(id, via, false, |driver, now, shell, sink| {
             driver.flush(now, shell, sink)
         })
     }
 
     /// Stops instance `id` politely with [`Driver::stop`] and checks what it carries out.
     pub(crate) fn stop_driver(&mut self, id: InstId) -> Result<Drained, String> {
-        self.with_driver(id, None, |driver, now, shell, sink| {
+        self.with_driver(id, None, true, |driver, now, shell, sink| {
             driver.stop(now, shell, sink);
             Vec::new()
         })
@@ -99,7 +100,13 @@ impl Sim {
         &mut self,
         id: InstId,
         via: Option<ConnId>,
-        f: impl FnOnce(&mut Driver<Waiter>, Instant, &mut Shell<'_>, &mut Recorder) -> Vec<Uuid>,
+        stopping: bool,
+        f: impl FnOnce(
+            &mut Driver<Waiter>,
+            Instant,
+            &mut CheckedTransport<'_, Shell<'_>>,
+            &mut CheckedSink<'_, Recorder>,
+        ) -> Vec<Uuid>,
     ) -> Result<Drained, String> {
         let now = self.instant(self.now);
         let mut driver = self
@@ -109,6 +116,17 @@ impl Sim {
             .driver
             .take()
             .expect("driver taken twice");
+        let checker = self
+            .insts
+            .get_mut(&id)
+            .unwrap()
+            .checker
+            .take()
+            .expect("checker taken twice");
+        checker.sync(driver.engine_ref());
+        if stopping {
+            checker.stopping();
+        }
         let snap = Snap {
             status: driver.engine_ref().status(),
             own_groups: driver.engine_ref().own_groups(),
@@ -120,9 +138,21 @@ impl Sim {
             err: None,
         };
         let mut sink = Recorder::default();
-        let failed = f(&mut driver, now, &mut shell, &mut sink);
-        let err = shell.err.take();
+        let failed = f(
+            &mut driver,
+            now,
+            &mut checker.transport(&mut shell),
+            &mut checker.sink(&mut sink),
+        );
+        let err = shell.err.take().or_else(|| {
+            let name = &self.insts[&id].name;
+            checker
+                .check_queries(driver.engine_ref())
+                .err()
+                .map(|v| format!("{name}: shared output contract: {v}"))
+        });
         let inst = self.insts.get_mut(&id).unwrap();
+        inst.checker = Some(checker);
         inst.deadline = driver
             .poll_timeout()
             .map(|t| t.saturating_duration_since(self.base));
