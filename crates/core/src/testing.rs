@@ -5,7 +5,7 @@
 //!
 //! Wrap the shell's transport and sink for each flush:
 //!
-//! ```ignore
+//! ```text
 //! checker.sync(driver.engine_ref());
 //! driver.flush(now, &mut checker.transport(&mut t), &mut checker.sink(&mut s));
 //! checker.result()?;

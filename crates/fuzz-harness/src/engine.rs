@@ -618,45 +618,17 @@ impl Shadow {
         }
     }
 
-    /// The query API must agree with the event stream.
+    /// What the shared contract cannot know: our own groups and status follow the commands,
+    /// and groups nobody joined have no members.
     fn check_queries(&self, engine: &Engine) {
-        let entered: Vec<Uuid> = self.entered.keys().copied().collect();
-        assert_eq!(engine.peers(), entered, "peers() disagrees with ENTER/EXIT");
         assert_eq!(engine.is_stopped(), self.stopped);
         assert_eq!(engine.own_groups(), self.own_groups);
         assert_eq!(engine.status(), self.status);
-        let names: Vec<String> = self.groups.keys().cloned().collect();
-        assert_eq!(
-            engine.peer_groups(),
-            names,
-            "peer_groups() disagrees with JOIN/LEAVE"
-        );
-        for (g, members) in &self.groups {
-            assert_eq!(&engine.peers_by_group(g), members, "peers_by_group({g:?})");
-        }
         for i in 0..8 {
             let g = group(i);
             if !self.groups.contains_key(&g) {
                 assert!(engine.peers_by_group(&g).is_empty());
             }
-        }
-        for p in &entered {
-            let info = engine.peer(*p).expect("entered peer has info");
-            assert!(info.ready);
-            let mut mine: Vec<&String> = self
-                .groups
-                .iter()
-                .filter(|(_, m)| m.contains(p))
-                .map(|(g, _)| g)
-                .collect();
-            let mut theirs: Vec<&String> = info.groups.iter().collect();
-            mine.sort();
-            theirs.sort();
-            assert_eq!(mine, theirs, "peer({p}).groups");
-        }
-        if self.stopped {
-            assert!(engine.poll_timeout().is_none());
-            assert!(engine.peers().is_empty());
         }
     }
 }

@@ -212,6 +212,20 @@ impl Shared {
         state: &mut State,
         linger: Option<&mut Vec<Outbox>>,
     ) -> Vec<Uuid> {
+        self.drive(state, linger, |driver, transport, sink| {
+            driver.flush_with(&mut Instant::now, transport, sink)
+        })
+    }
+
+    /// Runs `f` on the driver with the node's outboxes as its transport (keeping disconnected
+    /// ones in `linger` when given) and the application as its sink, then hands the events to
+    /// the queue. The one place the shell meets the driver: `flush` and the polite stop use it.
+    pub(super) fn drive<R>(
+        self: &Arc<Self>,
+        state: &mut State,
+        linger: Option<&mut Vec<Outbox>>,
+        f: impl FnOnce(&mut Driver<Waiter>, &mut Outboxes<'_>, &mut AppSink<'_>) -> R,
+    ) -> R {
         let State {
             driver,
             outboxes,
@@ -239,13 +253,13 @@ impl Shared {
             shared: self,
             abandoned: Vec::new(),
         };
-        let failed = driver.flush_with(&mut Instant::now, &mut transport, &mut sink);
+        let r = f(driver, &mut transport, &mut sink);
         let abandoned = std::mem::take(&mut sink.abandoned);
         if !abandoned.is_empty() {
             driver.reqrep(|rr, _| abandoned.into_iter().for_each(|k| rr.abandon(k)));
         }
         self.push_events(state);
-        failed
+        r
     }
 
     fn push_events(&self, state: &mut State) {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
 
-use super::shared::{AppSink, Outboxes, Shared, State};
+use super::shared::{Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
 use crate::discovery::{Heard, Sighting, Source};
@@ -346,36 +346,10 @@ impl NodeTask {
             // The driver ends the layers (pending requests: Stopped), says GOODBYE and
             // disconnects; disconnected outboxes are kept here so the GOODBYEs drain.
             let mut keep: Vec<Outbox> = Vec::new();
-            let State {
-                driver,
-                outboxes,
-                pending_events,
-                group_subs,
-                handlers,
-                running,
-                outbox_config,
-                identity,
-                ..
-            } = &mut *state;
-            let mut transport = Outboxes {
-                map: outboxes,
-                config: outbox_config,
-                identity,
-                runtime: &self.shared.runtime,
-                stats: &self.shared.stats,
-                linger: Some(&mut keep),
-            };
-            let mut sink = AppSink {
-                events: pending_events,
-                group_subs,
-                handlers,
-                running,
-                shared: &self.shared,
-                abandoned: Vec::new(),
-            };
-            driver.stop(now, &mut transport, &mut sink);
-            let mut pending = std::mem::take(&mut state.pending_events);
-            state.events.push_all(&mut pending);
+            self.shared
+                .drive(&mut state, Some(&mut keep), |driver, transport, sink| {
+                    driver.stop(now, transport, sink)
+                });
             end_handlers(&mut state);
             keep.extend(state.outboxes.drain().map(|(_, o)| o));
             keep
