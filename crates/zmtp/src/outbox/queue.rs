@@ -1,6 +1,8 @@
 //! The queue shared by the user side and the connection task: segments of encoded messages, the
 //! hand-written lock around it, the limits, and [`Room`].
 
+#[cfg(doc)]
+use super::Outbox;
 use super::OutboxState;
 use crate::conn::{OutBuf, WriteHalf};
 use crate::Frames;

@@ -2,6 +2,8 @@
 
 use super::queue::{msg_size, segment_full, Segment, Shared, SEG_BYTES};
 use super::send::{until_room, Refused, SendFuture};
+#[cfg(doc)]
+use super::Outbox;
 use crate::conn::OutBuf;
 use crate::error::SendError;
 use crate::Frames;
