@@ -25,27 +25,32 @@
 //! does). A new connection with an identity already present takes over (ROUTER_HANDOVER): the old
 //! connection is closed and its `Disconnected` is delivered before the new `Accepted`.
 
-use crate::codec::Metadata;
-use crate::conn::{self, handle_command, Stream};
+mod accept;
+mod events;
+mod live;
+mod ready;
+
+pub use events::{InboxEvent, PeerAddr, Received};
+
+use self::accept::{accept_loop, bind_tcp, Control, Established, Listener};
+use self::live::{Live, Polled};
+use self::ready::{ConnWaker, ReadyQueue};
+use crate::conn;
 use crate::curve::CurvePublicKey;
 use crate::endpoint::Endpoint;
-use crate::error::{HandshakeError, TransportError};
+use crate::error::TransportError;
 use crate::identity::Identity;
 use crate::mechanism::MechanismConfig;
 use crate::{Frames, Heartbeat};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::io::poll_read_buf;
+use tokio::task::JoinHandle;
 
 /// Configuration of an [`Inbox`].
 #[derive(Debug, Clone)]
@@ -75,324 +80,10 @@ impl Default for InboxConfig {
     }
 }
 
-/// Where a connection came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerAddr {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A Unix-domain socket peer (unnamed).
-    Ipc,
-}
-
-impl fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PeerAddr::Tcp(a) => write!(f, "tcp://{a}"),
-            PeerAddr::Ipc => f.write_str("ipc"),
-        }
-    }
-}
-
-/// Something that happened on the inbox.
-#[derive(Debug, Clone)]
-pub enum InboxEvent {
-    /// A complete message from the peer with this identity (frames in order).
-    Message {
-        /// The sender's identity.
-        identity: Identity,
-        /// The frames.
-        frames: Frames,
-    },
-    /// A peer completed the handshake.
-    Accepted {
-        /// Peer address.
-        peer: PeerAddr,
-        /// Its identity (from READY, or generated).
-        identity: Identity,
-        /// Its Socket-Type.
-        socket_type: String,
-        /// The client's long-term public key, proven and accepted by the CURVE handshake (and the
-        /// inbox's authenticator); `None` with NULL. Every later message from this identity comes
-        /// from a holder of this key: [`Inbox::peer_key`] looks it up by identity.
-        peer_key: Option<CurvePublicKey>,
-    },
-    /// A connection was closed before or during the handshake.
-    HandshakeFailed {
-        /// Peer address.
-        peer: PeerAddr,
-        /// Why.
-        reason: HandshakeError,
-    },
-    /// An established connection closed.
-    Disconnected {
-        /// Peer address.
-        peer: PeerAddr,
-        /// Its identity.
-        identity: Identity,
-        /// Why (peer closed, ERROR received, bad frame, heartbeat timeout, handover, ...).
-        reason: String,
-    },
-}
-
-/// What [`Inbox::recv_into`] received.
-#[derive(Debug)]
-pub enum Received {
-    /// A message from the peer with this identity; its frames are in the caller's buffer.
-    Message(Identity),
-    /// Any other event (never [`InboxEvent::Message`]).
-    Event(Box<InboxEvent>),
-}
-
-/// What the accept side hands to the inbox: a finished handshake, or an event to pass on.
-enum Control {
-    /// A connection that completed its handshake.
-    Established(Box<Established>),
-    /// An event with no connection behind it (a refused or failed handshake).
-    Event(InboxEvent),
-}
-
-/// A connection whose handshake is done, on its way from its handshake task to the inbox.
-struct Established {
-    conn: conn::Conn,
-    identity: Identity,
-    peer: PeerAddr,
-    socket_type: String,
-    slot: SlotGuard,
-}
-
-/// Counts one open connection against `max_connections` until dropped.
-struct SlotGuard(Arc<AtomicUsize>);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Control messages buffered between the accept side and the consumer.
 const CONTROL_QUEUE: usize = 256;
 /// Most messages taken from one connection before the next ready connection gets its turn.
 const TURN_BUDGET: usize = 256;
-
-/// Which established connections have something to do, and who to wake when one does.
-///
-/// Every connection is polled with its own waker ([`ConnWaker`]); when the socket becomes readable
-/// or writable, or a heartbeat timer fires, that waker puts the connection's slot on the queue and
-/// wakes whichever task is waiting in [`Inbox::recv`]. So the consumer only ever polls connections
-/// that were woken (an idle mesh of hundreds of peers costs nothing per message), in the order they
-/// were woken.
-#[derive(Default)]
-struct ReadyQueue {
-    inner: Mutex<ReadyInner>,
-}
-
-#[derive(Default)]
-struct ReadyInner {
-    queue: VecDeque<usize>,
-    /// `queued[slot]`: the slot is in `queue` (a slot is queued at most once).
-    queued: Vec<bool>,
-    /// The task waiting in `recv`.
-    waker: Option<Waker>,
-}
-
-impl ReadyInner {
-    fn push(&mut self, slot: usize) {
-        if self.queued.len() <= slot {
-            self.queued.resize(slot + 1, false);
-        }
-        if !self.queued[slot] {
-            self.queued[slot] = true;
-            self.queue.push_back(slot);
-        }
-    }
-}
-
-impl ReadyQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Mark `slot` ready and wake the consumer.
-    fn wake(&self, slot: usize) {
-        let waker = {
-            let mut r = self.lock();
-            r.push(slot);
-            r.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-/// The waker a connection is polled with: readiness of its socket or timers marks its slot ready.
-struct ConnWaker {
-    slot: usize,
-    ready: Arc<ReadyQueue>,
-}
-
-impl Wake for ConnWaker {
-    fn wake(self: Arc<Self>) {
-        self.ready.wake(self.slot);
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.wake(self.slot);
-    }
-}
-
-/// An established connection, owned by the inbox and read by `Inbox::recv` itself.
-struct Live {
-    c: conn::Conn,
-    identity: Identity,
-    /// The CURVE key the handshake authenticated (`None` for NULL).
-    peer_key: Option<CurvePublicKey>,
-    peer: PeerAddr,
-    /// `peer` rendered once, for log lines.
-    peer_s: String,
-    hb: Option<conn::HeartbeatState>,
-    /// Frames of a multipart message still arriving.
-    partial: Frames,
-    /// Bytes (plus per-frame bookkeeping) of `partial`, bounded by `max_frame_size`.
-    partial_cost: usize,
-    rpool: conn::ReadPool,
-    /// Wakes this connection's slot (see [`ReadyQueue`]).
-    waker: Waker,
-    _slot: SlotGuard,
-}
-
-/// What polling one connection gave.
-enum Polled {
-    /// A complete message.
-    Message(InboxEvent),
-    /// Nothing more for now; the connection's waker is registered.
-    Idle,
-    /// The connection is finished, for this reason.
-    Closed(String),
-}
-
-impl Live {
-    /// The body of the next message if it is a single data frame already complete in the read buffer
-    /// (the common case under load): no I/O, no timers, no commands — those take [`Live::poll`].
-    #[inline]
-    fn buffered_body(&mut self) -> Option<bytes::Bytes> {
-        if self.c.transform || !self.partial.is_empty() {
-            return None;
-        }
-        self.c.dec.decode_final_data(&mut self.c.rbuf)
-    }
-
-    /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
-    /// message from the read buffer, reading the socket when the buffer holds no complete message.
-    #[inline]
-    fn poll(&mut self, limit: usize) -> Polled {
-        // Disjoint borrows: the waker is used by reference (no reference-count traffic per message).
-        let Live {
-            c,
-            identity,
-            peer_s,
-            hb,
-            partial,
-            partial_cost,
-            rpool,
-            waker,
-            ..
-        } = self;
-        let mut cx = Context::from_waker(waker);
-        if let Some(h) = hb.as_mut() {
-            while h.interval.poll_tick(&mut cx).is_ready() {
-                if let Err(reason) = h.on_tick(&mut c.out, c.mech.as_mut(), c.transform) {
-                    return Polled::Closed(reason);
-                }
-            }
-        }
-        if let Err(e) = poll_flush(c, &mut cx) {
-            return Polled::Closed(format!("write error: {e}"));
-        }
-        loop {
-            let frame = match c.dec.decode(&mut c.rbuf) {
-                Ok(Some(f)) => f,
-                Ok(None) => {
-                    let room = rpool.reserve(&mut c.rbuf, &c.dec);
-                    match poll_read_buf(Pin::new(&mut c.rd), &mut cx, &mut c.rbuf) {
-                        Poll::Ready(Ok(0)) => {
-                            return Polled::Closed("peer closed the connection".into())
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            rpool.record(n, room);
-                            if let Some(h) = hb.as_mut() {
-                                h.last_recv = tokio::time::Instant::now();
-                            }
-                            continue;
-                        }
-                        Poll::Ready(Err(e)) => return Polled::Closed(format!("read error: {e}")),
-                        Poll::Pending => return Polled::Idle,
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %peer_s, error = %e, "bad frame, closing");
-                    return Polled::Closed(e.to_string());
-                }
-            };
-            let frame = if c.transform {
-                match c.mech.decode_frame(frame) {
-                    Ok(f) => f,
-                    Err(e) => return Polled::Closed(e.to_string()),
-                }
-            } else {
-                frame
-            };
-            if frame.command {
-                let seen = handle_command(
-                    &frame.body,
-                    &mut c.out,
-                    peer_s,
-                    c.mech.as_mut(),
-                    c.transform,
-                );
-                if let Some(reason) = seen.fatal() {
-                    return Polled::Closed(reason);
-                }
-                if let Err(e) = poll_flush(c, &mut cx) {
-                    return Polled::Closed(format!("write error: {e}"));
-                }
-                continue;
-            }
-            *partial_cost += frame.body.len() + 32;
-            if *partial_cost > limit.saturating_add(32) {
-                return Polled::Closed(format!("message exceeds {limit} bytes"));
-            }
-            if frame.more {
-                partial.push(frame.body);
-                continue;
-            }
-            *partial_cost = 0;
-            let frames = if partial.is_empty() {
-                // Single-frame message: stored inline, no allocation.
-                smallvec::smallvec![frame.body]
-            } else {
-                partial.push(frame.body);
-                std::mem::take(partial)
-            };
-            return Polled::Message(InboxEvent::Message {
-                identity: identity.clone(),
-                frames,
-            });
-        }
-    }
-}
-
-/// Write what is queued on `c` (command replies, heartbeats) as far as the socket takes it; the
-/// connection's waker is registered for writability when it does not take everything.
-fn poll_flush(c: &mut conn::Conn, cx: &mut Context<'_>) -> std::io::Result<()> {
-    while !c.out.is_empty() {
-        match c.out.poll_write_some(Pin::new(&mut c.wr), cx) {
-            Poll::Ready(r) => r?,
-            Poll::Pending => break,
-        }
-    }
-    Ok(())
-}
 
 /// A ROUTER-style listening socket. Dropping it stops accepting and closes all connections.
 ///
@@ -419,38 +110,6 @@ pub struct Inbox {
     heartbeat: Option<Heartbeat>,
     task: JoinHandle<()>,
     ipc_path: Option<PathBuf>,
-}
-
-enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-impl Listener {
-    async fn accept(&self) -> std::io::Result<(Stream, PeerAddr)> {
-        match self {
-            Listener::Tcp(l) => {
-                let (s, a) = l.accept().await?;
-                let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), PeerAddr::Tcp(a)))
-            }
-            Listener::Unix(l) => {
-                let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), PeerAddr::Ipc))
-            }
-        }
-    }
-}
-
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    sock.listen(1024)
 }
 
 impl Inbox {
@@ -812,112 +471,4 @@ impl fmt::Debug for Inbox {
             .field("connections", &self.by_identity.len())
             .finish()
     }
-}
-
-/// Accepts connections and runs each handshake in its own task (under the handshake timeout, so a
-/// slow-loris peer only ever holds its own task); finished handshakes go to the inbox.
-async fn accept_loop(listener: Listener, cfg: Arc<InboxConfig>, tx: mpsc::Sender<Control>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    let mut handshakes = JoinSet::new();
-    loop {
-        tokio::select! {
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
-            _ = tx.closed() => return,
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    if open.load(Ordering::Relaxed) >= cfg.max_connections {
-                        tracing::debug!(%peer, "connection limit reached, refusing");
-                        drop(stream);
-                        let _ = tx.try_send(Control::Event(InboxEvent::HandshakeFailed {
-                            peer,
-                            reason: HandshakeError::TooManyConnections,
-                        }));
-                        continue;
-                    }
-                    open.fetch_add(1, Ordering::Relaxed);
-                    let slot = SlotGuard(open.clone());
-                    handshakes.spawn(handshake(stream, peer, slot, cfg.clone(), tx.clone()));
-                }
-                Err(e) => {
-                    // E.g. EMFILE: back off briefly instead of spinning.
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-}
-
-/// A libzmq-style generated identity: 0x00 followed by a 32-bit counter.
-fn generated_identity() -> Identity {
-    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
-    let ctr = NEXT.get_or_init(|| {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-            ^ std::process::id();
-        AtomicU32::new(seed)
-    });
-    let n = ctr.fetch_add(1, Ordering::Relaxed);
-    let mut v = [0u8; 5];
-    v[1..].copy_from_slice(&n.to_be_bytes());
-    Identity::from_slice(&v)
-}
-
-/// One connection's handshake; the established connection is handed to the inbox.
-async fn handshake(
-    stream: Stream,
-    peer: PeerAddr,
-    slot: SlotGuard,
-    cfg: Arc<InboxConfig>,
-    tx: mpsc::Sender<Control>,
-) {
-    let peer_s = peer.to_string();
-    let params = conn::HandshakeParams {
-        socket_type: "ROUTER",
-        accept: &["DEALER", "REQ", "ROUTER"],
-        metadata: Metadata::new().with("Socket-Type", "ROUTER"),
-        max_frame: cfg.max_frame_size,
-        mech: {
-            let mut m = cfg.mechanism.build(true);
-            m.set_peer_addr(peer);
-            m
-        },
-        peer: &peer_s,
-    };
-    let conn =
-        match tokio::time::timeout(cfg.handshake_timeout, conn::handshake(stream, params)).await {
-            Ok(Ok(c)) => c,
-            r => {
-                let reason = match r {
-                    Ok(Err(e)) => e,
-                    _ => HandshakeError::Timeout,
-                };
-                tracing::debug!(peer = %peer, %reason, "inbox handshake failed");
-                let _ = tx
-                    .send(Control::Event(InboxEvent::HandshakeFailed { peer, reason }))
-                    .await;
-                return;
-            }
-        };
-    let identity = match conn.peer_meta.get("Identity") {
-        // Own copy: do not pin the handshake read buffer for the connection's lifetime.
-        Some(id) if !id.is_empty() => Identity::from_slice(id),
-        _ => generated_identity(),
-    };
-    let socket_type = conn
-        .peer_meta
-        .get("Socket-Type")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
-    let _ = tx
-        .send(Control::Established(Box::new(Established {
-            conn,
-            identity,
-            peer,
-            socket_type,
-            slot,
-        })))
-        .await;
 }
