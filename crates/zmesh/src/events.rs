@@ -163,6 +163,38 @@ impl Inner {
         Some(event)
     }
 
+    /// With exactly one peer in the ring: moves up to `max` of its events to `out` at once — the
+    /// same events in the same order as that many [`Inner::pop`]s. Returns how many.
+    fn pop_run(&mut self, out: &mut VecDeque<Event>, max: usize) -> usize {
+        let Some(&peer) = self.ring.front() else {
+            return 0;
+        };
+        let Some(queue) = self.per_peer.get_mut(&peer) else {
+            self.ring.pop_front();
+            return 0;
+        };
+        let k = max.min(queue.events.len());
+        let mut last_was_exit = false;
+        for event in queue.events.drain(..k) {
+            last_was_exit = matches!(event, Event::Exit { .. });
+            out.push_back(event);
+        }
+        let emptied = queue.events.is_empty();
+        self.len -= k;
+        if emptied {
+            self.ring.pop_front();
+            if last_was_exit {
+                // The session is over; a later ENTER of the same UUID starts a new queue.
+                self.per_peer.remove(&peer);
+            }
+        }
+        self.since_sweep += k;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.sweep();
+        }
+        k
+    }
+
     /// Frees the queues that stayed empty since the last sweep.
     fn sweep(&mut self) {
         self.since_sweep = 0;
@@ -230,6 +262,14 @@ impl EventQueue {
         let mut inner = self.lock();
         let mut n = 0;
         while n < max {
+            // One peer alone has events (a stream): take a run of them without turning the ring.
+            if inner.ring.len() == 1 {
+                match inner.pop_run(out, max - n) {
+                    0 => break,
+                    k => n += k,
+                }
+                continue;
+            }
             match inner.pop() {
                 Some(event) => out.push_back(event),
                 None => break,
@@ -452,5 +492,55 @@ mod tests {
         assert_eq!(text(&got.unwrap()), "42");
         q.close();
         assert!(q.pop().await.is_none());
+    }
+
+    /// The single-peer fast path delivers exactly what per-event pops would, across an EXIT and
+    /// a new ENTER of the same UUID, and frees the ended session's queue.
+    #[test]
+    fn a_single_peer_run_matches_event_by_event_order() {
+        let q = EventQueue::new(100);
+        let p = Uuid::from_u128(7);
+        let name = || "p".to_string();
+        let mut pushed = vec![Event::Enter {
+            peer: p,
+            name: name(),
+            headers: vec![],
+            endpoint: "e".into(),
+        }];
+        pushed.extend((0..5).map(|i| whisper(p, i)));
+        pushed.push(Event::Exit {
+            peer: p,
+            name: name(),
+        });
+        pushed.push(Event::Enter {
+            peer: p,
+            name: name(),
+            headers: vec![],
+            endpoint: "e".into(),
+        });
+        pushed.push(whisper(p, 9));
+        for e in &pushed {
+            assert!(q.push(e.clone()));
+        }
+        let mut got = VecDeque::new();
+        while let Ok(n) = q.try_pop_into(&mut got, 3) {
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(Vec::from(got), pushed);
+        assert_eq!(q.len(), 0);
+        let mut out = VecDeque::new();
+        for e in [
+            whisper(p, 1),
+            Event::Exit {
+                peer: p,
+                name: name(),
+            },
+        ] {
+            q.push(e);
+        }
+        assert_eq!(q.try_pop_into(&mut out, 10), Ok(2));
+        assert!(q.lock().per_peer.is_empty(), "ended session's queue kept");
     }
 }
