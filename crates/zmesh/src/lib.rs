@@ -36,6 +36,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Delivery contracts
+//!
+//! * **Events** ([`Events`], [`GroupEvents`]) go through a bounded queue (default 10,000) that is
+//!   fair between peers: events of one peer arrive in order, peers are served round-robin, and
+//!   when the application falls behind, the newest WHISPER/SHOUT/JOIN/LEAVE of the peers holding
+//!   more than their fair share are dropped and counted ([`NodeStats::dropped_events`]); ENTER
+//!   and EXIT are never dropped. The node never waits for the application, so it keeps answering
+//!   PINGs and is never reported evasive because its application is slow.
+//! * **Requests** never pass through that queue: every request ends exactly once with a reply or
+//!   a [`RequestError`] that says what is known about the handler (see [`zmesh_core::reqrep`]).
+//!   All request state is bounded ([`NodeBuilder::max_requests_in_flight`],
+//!   [`NodeBuilder::max_running_requests`]).
+//! * **Ticks** are at-most-once; a tick stream holds [`TICK_QUEUE`] ticks.
+//!
 //! # Layout
 //!
 //! | crate / module | what |

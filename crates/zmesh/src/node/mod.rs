@@ -455,7 +455,7 @@ impl Events {
     }
 
     /// Waits for the next event. Cancel-safe. Events of one peer come in order; different peers'
-    /// events are interleaved fairly (see [`crate::events`]).
+    /// events are interleaved fairly (round-robin across peers, see the `Node` docs).
     pub async fn recv(&mut self) -> Option<Event> {
         if let Some(event) = self.ready.pop_front() {
             return Some(event);
