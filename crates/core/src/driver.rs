@@ -12,7 +12,8 @@
 //!   and LEAVE reach every layer (before the application), a WHISPER/SHOUT whose single frame is
 //!   an envelope from a peer that announced layers goes to the layer named in it (never to the
 //!   application's lossy event queue), everything else goes to [`Sink::event`]. Layer frames go
-//!   back into the engine as WHISPERs; a send the transport refuses is reported to the engine
+//!   back into the engine as WHISPERs, or as SHOUTs to the group members that announced the
+//!   layer (plain members are skipped); a send the transport refuses is reported to the engine
 //!   ([`Engine::handle_send_failed`], which drops the peer as ZRE does). The loop runs until
 //!   nothing is left.
 //! * [`Driver::poll_timeout`] is the earliest deadline of the engine and every layer.
@@ -63,7 +64,7 @@ pub struct Stats {
     pub bad_envelopes: u64,
     /// Envelopes for a layer this node does not run.
     pub unknown_layer: u64,
-    /// Layer frames the engine refused (the peer had just gone).
+    /// Layer frames the engine refused (the peer had just gone, or an invalid group).
     pub layer_sends_dropped: u64,
 }
 
@@ -203,11 +204,13 @@ impl<W> Driver<W> {
                 }
             }
             for (group, frame) in std::mem::take(&mut self.out.shouted) {
-                // No layer shouts yet; when one does, the engine must reach only the members
-                // that announced it. Until then a shout is counted as dropped, never sent to
-                // plain peers.
-                debug!(%group, len = frame.len(), "layer shout dropped (not supported yet)");
-                self.stats.layer_sends_dropped += 1;
+                // Only to the members that announced the layer (byte 4 of the envelope).
+                let layer = envelope::Layer(frame.get(4).copied().unwrap_or(0));
+                let caps = &self.caps;
+                let keep = |p: &Uuid| caps.get(p).is_some_and(|c| c.has(layer));
+                if self.engine.shout_to(&group, vec![frame], keep).is_err() {
+                    self.stats.layer_sends_dropped += 1;
+                }
             }
             for peer in &new_failures {
                 self.engine.handle_send_failed(now(), *peer);

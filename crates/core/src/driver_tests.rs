@@ -106,7 +106,8 @@ impl Plain {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Send { peer, frames } => wire.push_back((C, peer, frames)),
-                Output::Event(Event::Whisper { content, .. }) => self.received.push(content),
+                Output::Event(Event::Whisper { content, .. })
+                | Output::Event(Event::Shout { content, .. }) => self.received.push(content),
                 _ => {}
             }
         }
@@ -316,4 +317,32 @@ fn the_checker_catches_an_envelope_sent_to_a_plain_peer() {
     );
     let err = a.checker.result().unwrap_err();
     assert!(err.contains("did not announce"), "{err}");
+}
+
+#[test]
+fn a_layer_shout_reaches_only_the_members_that_announced_the_layer() {
+    let mut w = World::new();
+    w.meet();
+    // B and the plain peer C join G.
+    assert!(w.b.driver.engine().join("G"));
+    w.c.engine.join("G");
+    w.settle();
+    assert_eq!(w.a.driver.engine_ref().peers_by_group("G").len(), 2);
+    w.b.driver
+        .reqrep(|rr, _| rr.register(5, Pattern::parse("t.*").unwrap(), HandlerKind::Tick));
+    let mut tick = crate::envelope::Envelope::new(crate::envelope::Layer::REQREP, 2, 77);
+    tick.subject = Some("t.all".into());
+    let frame = tick.encode().unwrap();
+    w.a.driver
+        .reqrep(|_, io| crate::layer::Io::shout(io, "G", frame));
+    w.settle();
+    let ticks: Vec<_> =
+        w.b.app
+            .deliveries
+            .iter()
+            .filter(|d| matches!(d, Delivery::Tick { handler: 5, .. }))
+            .collect();
+    assert_eq!(ticks.len(), 1, "the capable member got the tick once");
+    assert!(w.c.received.is_empty(), "the plain member got nothing");
+    assert_eq!(w.a.driver.stats().layer_sends_dropped, 0);
 }

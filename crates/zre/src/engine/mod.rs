@@ -251,6 +251,18 @@ impl Engine {
     /// Sends `content` to every ready peer known to be in `group` (we need not be in it). Returns
     /// how many peers it was sent to (0 if nobody is in the group).
     pub fn shout(&mut self, group: &str, content: Vec<Bytes>) -> Result<usize, EngineError> {
+        self.shout_to(group, content, |_| true)
+    }
+
+    /// Like [`Engine::shout`], but only to the members `keep` accepts: a layer above ZRE shouts
+    /// to the members that announced it, so plain ZRE members never receive its frames. The
+    /// message is still a SHOUT (the receivers see the group).
+    pub fn shout_to(
+        &mut self,
+        group: &str,
+        content: Vec<Bytes>,
+        keep: impl Fn(&Uuid) -> bool,
+    ) -> Result<usize, EngineError> {
         self.check_command()?;
         if content.is_empty() {
             return Err(EngineError::EmptyContent);
@@ -261,7 +273,7 @@ impl Engine {
             .members(group)
             .iter()
             .copied()
-            .filter(|u| self.peers.get(u).is_some_and(|p| p.is_ready()))
+            .filter(|u| keep(u) && self.peers.get(u).is_some_and(|p| p.is_ready()))
             .collect();
         let msg = ZreMessage::Shout {
             group: group.to_owned(),
