@@ -5,8 +5,17 @@
 //! output contract (what reaches the transport, in which order, what a refused send does, how a
 //! stop drains) is written once, here, and the simulator runs it instead of re-modelling it:
 //!
-//! * Inputs go to the [`Engine`] (`driver.engine()`), commands to a layer (`driver.reqrep(..)`),
-//!   timer expiries to [`Driver::handle_timeout`]; then the shell calls [`Driver::flush`].
+//! * Inputs go to the [`Engine`] (`driver.engine()`), commands to a layer (`driver.reqrep(..)`,
+//!   `driver.control(..)`) or to routing (`driver.request_any(..)` and friends, module
+//!   `routes`), timer expiries to [`Driver::handle_timeout`]; then the shell calls
+//!   [`Driver::flush`].
+//! * The layers it runs — [`Control`] (options, handler advertisement, peer directory) and
+//!   [`ReqRep`] (requests, ticks, gathers) — each sit in one slot ([`Hosted`]: the layer and
+//!   its output buffer). Peer and group events reach every slot; an envelope reaches the slot
+//!   whose layer byte it carries; the earliest deadline is the minimum over the engine and the
+//!   slots. Adding a layer is adding a slot (`Driver::slots`) and a [`Sink`] method. The
+//!   request handlers registered on [`ReqRep`] are advertised through [`Control`] at every
+//!   flush that finds them changed.
 //! * [`Driver::flush`] drains the engine's outputs into a [`Transport`] (the shell's outboxes:
 //!   connect, send, disconnect) and its events into the layers and a [`Sink`]: ENTER, EXIT, JOIN
 //!   and LEAVE reach every layer (before the application), a WHISPER/SHOUT whose single frame is
@@ -25,6 +34,7 @@
 //! plain ZRE peer are that peer's application data even if they happen to look like an envelope.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,9 +43,15 @@ use uuid::Uuid;
 use zmesh_zre::{Config as EngineConfig, Engine, EngineError, Event, Output};
 
 use crate::caps::{Caps, CAPS_HEADER};
+use crate::control::{self, Control, Options};
 use crate::envelope::{self, Envelope};
 use crate::layer::{Input, Layer, PeerView, Recorded};
-use crate::reqrep::{self, ReqRep};
+use crate::reqrep::{self, HandlerKind, ReqRep};
+use crate::routing::Router;
+
+mod routes;
+
+pub use routes::Routed;
 
 /// The shell's per-peer outboxes, as the driver sees them.
 pub trait Transport {
@@ -54,6 +70,80 @@ pub trait Sink<W> {
     fn event(&mut self, event: Event);
     /// Something from the request/reply layer.
     fn reqrep(&mut self, delivery: reqrep::Delivery<W>);
+    /// A peer event from the control layer.
+    fn control(&mut self, delivery: control::Delivery);
+}
+
+/// The configuration of the layers a driver runs.
+#[derive(Debug, Clone, Default)]
+pub struct LayerConfig {
+    /// Request/reply limits.
+    pub reqrep: reqrep::Config,
+    /// The node's options at start ([`Control::new`]).
+    pub options: Options,
+}
+
+impl From<reqrep::Config> for LayerConfig {
+    fn from(reqrep: reqrep::Config) -> LayerConfig {
+        LayerConfig {
+            reqrep,
+            ..LayerConfig::default()
+        }
+    }
+}
+
+/// Why a driver cannot be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The engine refused its configuration.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// An initial option is not valid.
+    #[error("invalid option: {0}")]
+    Option(#[from] control::OptionError),
+}
+
+/// One layer and its output buffer.
+#[derive(Debug)]
+pub struct Hosted<L: Layer> {
+    layer: L,
+    out: Recorded<L::Delivery>,
+}
+
+impl<L: Layer> Hosted<L> {
+    fn new(layer: L) -> Hosted<L> {
+        Hosted {
+            layer,
+            out: Recorded::default(),
+        }
+    }
+}
+
+/// What the driver does with every slot alike (object-safe: the slots differ in types).
+/// A slot's frames to send: to peers, to groups.
+type Frames<'a> = (&'a mut Vec<(Uuid, Bytes)>, &'a mut Vec<(String, Bytes)>);
+
+trait Slot {
+    fn id(&self) -> envelope::Layer;
+    fn input(&mut self, input: Input<'_, Infallible>, now: Instant);
+    fn deadline(&self) -> Option<Instant>;
+    fn frames(&mut self) -> Frames<'_>;
+}
+
+impl<L: Layer> Slot for Hosted<L> {
+    fn id(&self) -> envelope::Layer {
+        L::ID
+    }
+    fn input(&mut self, input: Input<'_, Infallible>, now: Instant) {
+        self.layer.handle(input.widen(), now, &mut self.out);
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.layer.poll_timeout()
+    }
+    fn frames(&mut self) -> Frames<'_> {
+        (&mut self.out.sent, &mut self.out.shouted)
+    }
 }
 
 /// Counters of the driver's own (all start at 0).
@@ -72,16 +162,21 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Driver<W> {
     engine: Engine,
-    reqrep: ReqRep<W>,
+    control: Hosted<Control>,
+    reqrep: Hosted<ReqRep<W>>,
     /// Announced capabilities of the peers that entered (plain peers: [`Caps::NONE`]).
     caps: HashMap<Uuid, Caps>,
-    out: Recorded<reqrep::Delivery<W>>,
+    router: Router,
+    /// The [`ReqRep::handlers_generation`] the control layer advertises.
+    advertised: u64,
     stats: Stats,
 }
 
 /// The capabilities this build of the driver announces.
 pub fn own_caps() -> Caps {
-    Caps::NONE.with(envelope::Layer::REQREP)
+    Caps::NONE
+        .with(envelope::Layer::CONTROL)
+        .with(envelope::Layer::REQREP)
 }
 
 impl<W> Driver<W> {
@@ -89,20 +184,28 @@ impl<W> Driver<W> {
     /// configurations.
     pub fn new(
         mut config: EngineConfig,
-        reqrep: reqrep::Config,
+        layers: impl Into<LayerConfig>,
         now: Instant,
-    ) -> Result<Driver<W>, EngineError> {
+    ) -> Result<Driver<W>, DriverError> {
+        let layers = layers.into();
         config.headers.retain(|(k, _)| k != CAPS_HEADER);
         config
             .headers
             .push((CAPS_HEADER.to_owned(), own_caps().header_value()));
         Ok(Driver {
             engine: Engine::try_new(config, now)?,
-            reqrep: ReqRep::new(reqrep),
+            control: Hosted::new(Control::new(layers.options)?),
+            reqrep: Hosted::new(ReqRep::new(layers.reqrep)),
             caps: HashMap::new(),
-            out: Recorded::default(),
+            router: Router::default(),
+            advertised: 0,
             stats: Stats::default(),
         })
+    }
+
+    /// Every slot, for what the driver does to all layers alike.
+    fn slots(&mut self) -> [&mut dyn Slot; 2] {
+        [&mut self.control, &mut self.reqrep]
     }
 
     /// The ZRE engine, for inputs (sightings, messages, send failures) and queries.
@@ -121,12 +224,34 @@ impl<W> Driver<W> {
         &mut self,
         f: impl FnOnce(&mut ReqRep<W>, &mut Recorded<reqrep::Delivery<W>>) -> R,
     ) -> R {
-        f(&mut self.reqrep, &mut self.out)
+        f(&mut self.reqrep.layer, &mut self.reqrep.out)
     }
 
     /// The request/reply layer, for queries.
     pub fn reqrep_ref(&self) -> &ReqRep<W> {
-        &self.reqrep
+        &self.reqrep.layer
+    }
+
+    /// Runs `f` on the control layer (options) with its output buffer; call [`Driver::flush`]
+    /// afterwards.
+    pub fn control<R>(
+        &mut self,
+        f: impl FnOnce(&mut Control, &mut Recorded<control::Delivery>) -> R,
+    ) -> R {
+        f(&mut self.control.layer, &mut self.control.out)
+    }
+
+    /// The control layer (the peer directory), for queries.
+    pub fn control_ref(&self) -> &Control {
+        &self.control.layer
+    }
+
+    /// The earliest deadline of the layers alone (a command can move only these earlier).
+    pub fn layers_poll_timeout(&self) -> Option<Instant> {
+        [self.control.deadline(), self.reqrep.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The driver's counters.
@@ -136,10 +261,10 @@ impl<W> Driver<W> {
 
     /// The earliest instant the engine or a layer needs [`Driver::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.engine.poll_timeout(), self.reqrep.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.engine.poll_timeout(), self.layers_poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs whatever timers are due at `now` (harmless if none is); then [`Driver::flush`].
@@ -147,9 +272,25 @@ impl<W> Driver<W> {
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }
-        if self.reqrep.poll_timeout().is_some_and(|t| t <= now) {
-            self.reqrep.handle(Input::Timeout, now, &mut self.out);
+        for slot in self.slots() {
+            if slot.deadline().is_some_and(|t| t <= now) {
+                slot.input(Input::Timeout, now);
+            }
         }
+    }
+
+    /// Advertises the request/reply handlers through the control layer if they changed.
+    fn advertise(&mut self) {
+        let rr = &self.reqrep.layer;
+        if rr.handlers_generation() == self.advertised {
+            return;
+        }
+        self.advertised = rr.handlers_generation();
+        let requests = rr.handler_patterns(HandlerKind::Request);
+        let ticks = rr.handler_patterns(HandlerKind::Tick);
+        self.control
+            .layer
+            .set_served(requests, ticks, &mut self.control.out);
     }
 
     /// Carries every pending output out (module docs). Returns the peers whose outbox refused a
@@ -175,6 +316,7 @@ impl<W> Driver<W> {
         let mut now = || *cached.get_or_insert_with(&mut *clock);
         let mut failed = Vec::new();
         loop {
+            self.advertise();
             let mut new_failures = Vec::new();
             while let Some(output) = self.engine.poll_output() {
                 match output {
@@ -192,18 +334,28 @@ impl<W> Driver<W> {
                     Output::Event(event) => self.route(&mut now, event, sink),
                 }
             }
-            for d in self.out.delivered.drain(..) {
+            for d in self.control.out.delivered.drain(..) {
+                sink.control(d);
+            }
+            for d in self.reqrep.out.delivered.drain(..) {
                 sink.reqrep(d);
             }
-            if self.out.sent.is_empty() && self.out.shouted.is_empty() && new_failures.is_empty() {
+            let mut sent = Vec::new();
+            let mut shouted = Vec::new();
+            for slot in self.slots() {
+                let (s, g) = slot.frames();
+                sent.append(s);
+                shouted.append(g);
+            }
+            if sent.is_empty() && shouted.is_empty() && new_failures.is_empty() {
                 break;
             }
-            for (peer, frame) in std::mem::take(&mut self.out.sent) {
+            for (peer, frame) in sent {
                 if self.engine.whisper(peer, vec![frame]).is_err() {
                     self.stats.layer_sends_dropped += 1;
                 }
             }
-            for (group, frame) in std::mem::take(&mut self.out.shouted) {
+            for (group, frame) in shouted {
                 // Only to the members that announced the layer (byte 4 of the envelope).
                 let layer = envelope::Layer(frame.get(4).copied().unwrap_or(0));
                 let caps = &self.caps;
@@ -226,7 +378,8 @@ impl<W> Driver<W> {
         if self.engine.is_stopped() {
             return;
         }
-        self.reqrep.stop(&mut self.out);
+        self.reqrep.layer.stop(&mut self.reqrep.out);
+        self.control.layer.stop();
         self.caps.clear();
         self.engine.stop(now);
         self.flush(now, transport, sink);
@@ -257,21 +410,29 @@ impl<W> Driver<W> {
                     headers,
                     caps,
                 };
-                self.reqrep
-                    .handle(Input::PeerUp(view), now(), &mut self.out);
+                let now = now();
+                for slot in self.slots() {
+                    slot.input(Input::PeerUp(view), now);
+                }
             }
             Event::Exit { peer, .. } => {
                 self.caps.remove(peer);
-                self.reqrep
-                    .handle(Input::PeerDown { peer: *peer }, now(), &mut self.out);
+                let now = now();
+                for slot in self.slots() {
+                    slot.input(Input::PeerDown { peer: *peer }, now);
+                }
             }
             Event::Join { peer, group, .. } => {
-                let input = Input::Joined { peer: *peer, group };
-                self.reqrep.handle(input, now(), &mut self.out);
+                let now = now();
+                for slot in self.slots() {
+                    slot.input(Input::Joined { peer: *peer, group }, now);
+                }
             }
             Event::Leave { peer, group, .. } => {
-                let input = Input::Left { peer: *peer, group };
-                self.reqrep.handle(input, now(), &mut self.out);
+                let now = now();
+                for slot in self.slots() {
+                    slot.input(Input::Left { peer: *peer, group }, now);
+                }
             }
             Event::Whisper { peer, content, .. } | Event::Shout { peer, content, .. }
                 if content.len() == 1
@@ -299,23 +460,24 @@ impl<W> Driver<W> {
                 return;
             }
         };
+        let layer = env.layer;
         let input = Input::Envelope {
             from,
             group,
             envelope: env,
         };
-        match input {
-            Input::Envelope { ref envelope, .. } if envelope.layer == ReqRep::<W>::ID => {
-                self.reqrep.handle(input, now, &mut self.out)
-            }
-            _ => {
-                self.stats.unknown_layer += 1;
-                debug!(peer = %from, "envelope for a layer we do not run dropped");
-            }
+        if let Some(slot) = self.slots().into_iter().find(|s| s.id() == layer) {
+            slot.input(input, now);
+            return;
         }
+        self.stats.unknown_layer += 1;
+        debug!(peer = %from, "envelope for a layer we do not run dropped");
     }
 }
 
 #[cfg(test)]
 #[path = "driver_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod routes_tests;

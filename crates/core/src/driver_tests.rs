@@ -52,6 +52,7 @@ impl Transport for Net<'_> {
 struct App {
     events: Vec<Event>,
     deliveries: Vec<Delivery<u32>>,
+    peer_events: Vec<control::Delivery>,
 }
 
 impl Sink<u32> for App {
@@ -60,6 +61,9 @@ impl Sink<u32> for App {
     }
     fn reqrep(&mut self, d: Delivery<u32>) {
         self.deliveries.push(d);
+    }
+    fn control(&mut self, d: control::Delivery) {
+        self.peer_events.push(d);
     }
 }
 

@@ -82,6 +82,30 @@ pub enum Input<'a, C> {
     Command(C),
 }
 
+impl<'a> Input<'a, std::convert::Infallible> {
+    /// The same input for a layer with commands of type `C` (an input without a command, as the
+    /// driver broadcasts peer and group events to every layer).
+    pub fn widen<C>(self) -> Input<'a, C> {
+        match self {
+            Input::PeerUp(v) => Input::PeerUp(v),
+            Input::PeerDown { peer } => Input::PeerDown { peer },
+            Input::Joined { peer, group } => Input::Joined { peer, group },
+            Input::Left { peer, group } => Input::Left { peer, group },
+            Input::Envelope {
+                from,
+                group,
+                envelope,
+            } => Input::Envelope {
+                from,
+                group,
+                envelope,
+            },
+            Input::Timeout => Input::Timeout,
+            Input::Command(never) => match never {},
+        }
+    }
+}
+
 /// Where a layer's outputs go.
 pub trait Io<D> {
     /// Queue one envelope frame for one peer (it becomes a WHISPER).

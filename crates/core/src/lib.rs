@@ -19,10 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod caps;
+pub mod control;
 pub mod driver;
 pub mod envelope;
+pub mod filter;
 pub mod layer;
 pub mod pattern;
 pub mod reqrep;
+pub mod routing;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

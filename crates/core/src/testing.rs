@@ -21,6 +21,7 @@ use zmesh_zre::testing::{Contract, OwnFacts};
 use zmesh_zre::{Engine, Event, ZreMessage};
 
 use crate::caps::CAPS_HEADER;
+use crate::control;
 use crate::driver::{Sink, Transport};
 use crate::envelope;
 use crate::reqrep;
@@ -163,5 +164,9 @@ impl<W, S: Sink<W>> Sink<W> for CheckedSink<'_, S> {
 
     fn reqrep(&mut self, delivery: reqrep::Delivery<W>) {
         self.inner.reqrep(delivery)
+    }
+
+    fn control(&mut self, delivery: control::Delivery) {
+        self.inner.control(delivery)
     }
 }

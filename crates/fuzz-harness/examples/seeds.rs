@@ -168,6 +168,44 @@ fn main() {
         write(dir, "curve_handshake_and_message", name, &data);
     }
     layer_seeds(dir);
+    routing_seeds(dir);
+}
+
+/// `routing_decode`: STATE payloads (mode byte 0) and target texts (mode byte 1).
+fn routing_seeds(dir: &Path) {
+    use zmesh_core::control::State;
+    use zmesh_core::pattern::Pattern;
+    let full = State {
+        version: 7,
+        options: [
+            ("role".to_owned(), "sensor".to_owned()),
+            ("zone".to_owned(), "eu-west".to_owned()),
+        ]
+        .into(),
+        requests: vec![
+            Pattern::parse("sensor.*").unwrap(),
+            Pattern::parse("**").unwrap(),
+        ],
+        ticks: vec![Pattern::parse("t.**.x").unwrap()],
+    };
+    for (name, state) in [("state-empty", State::default()), ("state-full", full)] {
+        let mut b = vec![0u8];
+        b.extend_from_slice(&state.encode());
+        write(dir, "routing_decode", name, &b);
+    }
+    for (name, text) in [
+        ("any", "any"),
+        ("all-filter", "all:role=sensor,zone~^eu-"),
+        ("operators", "any:a=1|2;b!=x,(c^=p;d<=3.5),e,@G,f>1e3"),
+        ("quoted", r#"any:name~"^(web|api)-[0-9]+$",v="a\"b""#),
+        ("group", "group:workers"),
+        ("uuid", "3A07FC75400A5B36F319333FA8492A52"),
+        ("name", "alice"),
+    ] {
+        let mut b = vec![1u8];
+        b.extend_from_slice(text.as_bytes());
+        write(dir, "routing_decode", name, &b);
+    }
 }
 
 fn layer_seeds(dir: &Path) {

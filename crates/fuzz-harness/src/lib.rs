@@ -2,7 +2,8 @@
 //!
 //! Everything that reads bytes from the network in zmesh — discovery beacons, ZRE messages, ZMTP
 //! frames, greetings and commands, the protocol engine that consumes them, the zmesh envelope and
-//! the driver with its request/reply layer above the engine — must survive any
+//! the driver with its request/reply layer above the engine, the control layer's STATE and the
+//! routing targets and filters — must survive any
 //! input without panicking. This crate holds the *harness* for each of those entry points as a
 //! plain `fn(&[u8])`:
 //!
@@ -26,6 +27,7 @@ pub mod curve;
 pub mod engine;
 pub mod envelope;
 pub mod layer;
+pub mod routing;
 pub mod script;
 
 pub use codecs::{
@@ -35,6 +37,7 @@ pub use curve::curve_handshake_and_message;
 pub use engine::engine_messages;
 pub use envelope::envelope_decode;
 pub use layer::layer_envelopes;
+pub use routing::routing_decode;
 
 /// A harness: takes arbitrary bytes, panics only on a bug in the code under test.
 pub type Harness = fn(&[u8]);
@@ -53,4 +56,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("envelope_decode", envelope_decode),
     ("layer_envelopes", layer_envelopes),
     ("curve_handshake_and_message", curve_handshake_and_message),
+    ("routing_decode", routing_decode),
 ];

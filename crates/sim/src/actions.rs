@@ -87,8 +87,11 @@ impl Sim {
         config.evasive_timeout = self.cfg.evasive_timeout;
         config.expired_timeout = self.cfg.expired_timeout;
         config.ping_interval = self.cfg.ping_interval;
-        let rr = self.reqrep_config();
-        let driver = Driver::new(config, rr, self.instant(self.now))
+        let layers = zmesh_core::driver::LayerConfig {
+            reqrep: self.reqrep_config(),
+            options: self.initial_options(slot),
+        };
+        let driver = Driver::new(config, layers, self.instant(self.now))
             .map_err(|e| format!("{name}: Driver::new failed: {e}"))?;
         let checker = zmesh_core::testing::Checker::new(driver.engine_ref());
         let id = self.next_inst;
@@ -343,6 +346,7 @@ impl Sim {
                 return Err(format!("{name}: stop() left open outboxes"));
             }
             self.reqrep_stopped(id)?;
+            self.routing_gone(id);
             let others: Vec<InstId> = self.insts.keys().copied().filter(|&o| o != id).collect();
             for o in others {
                 if self.cut(slot, Some(self.insts[&o].slot)) || self.rng.gen_bool(self.beacon_loss)
@@ -361,6 +365,7 @@ impl Sim {
             self.reqrep_before_crash(id)?;
             self.log(format!("crash {name}"));
             self.reqrep_crashed(id);
+            self.routing_gone(id);
             let outs: Vec<ConnId> = self.insts[&id].conns.values().copied().collect();
             for cid in outs {
                 self.close(cid, false);

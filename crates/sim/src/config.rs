@@ -169,4 +169,14 @@ pub struct SimReport {
     /// Requests delivered, through a stale connection, to the node that took over the endpoint
     /// of the one they were sent to.
     pub misdelivered_requests: u64,
+    /// Requests to any matching peer.
+    pub any_requests: u64,
+    /// ... of which found no candidate (`NoMatch`).
+    pub any_no_match: u64,
+    /// Gathers (requests to all) that ended.
+    pub gathers: u64,
+    /// Option changes.
+    pub option_changes: u64,
+    /// Peer events (joined, options changed, left) checked.
+    pub peer_events: u64,
 }

@@ -23,6 +23,7 @@ impl Sim {
     }
 
     pub(crate) fn check_all(&mut self) -> Result<(), String> {
+        self.check_directories()?;
         let ids: Vec<InstId> = self.insts.keys().copied().collect();
         let bound = self.cfg.expired_timeout
             + self.cfg.max_stall

@@ -140,6 +140,7 @@ mod actions;
 mod config;
 mod invariants;
 mod reqrep;
+mod routing;
 mod transport;
 
 pub use config::{SimConfig, SimReport};
@@ -325,6 +326,7 @@ pub struct Sim {
     touched: BTreeSet<InstId>,
     touched_conns: BTreeSet<ConnId>,
     rr: reqrep::ReqModel,
+    rt: routing::RouteModel,
 }
 
 fn secs(d: Duration) -> String {
@@ -398,6 +400,7 @@ impl Sim {
             touched: BTreeSet::new(),
             touched_conns: BTreeSet::new(),
             rr: reqrep::ReqModel::new(seed, n, cfg.requests),
+            rt: routing::RouteModel::default(),
             cfg,
         };
         sim.log(format!(
@@ -427,7 +430,10 @@ impl Sim {
     /// Runs the whole scenario, then the final convergence check. Returns the counters.
     pub fn run(&mut self) -> SimReport {
         self.run_until(self.end);
-        if let Err(e) = self.check_requests_drained() {
+        if let Err(e) = self
+            .check_requests_drained()
+            .and_then(|()| self.routing_converged())
+        {
             self.fail(format!("end of the quiet phase: {e}"));
         }
         self.check_converged();
@@ -467,7 +473,11 @@ impl Sim {
         if let Err(e) = self.execute(action) {
             self.fail(e);
         }
-        if let Err(e) = self.check_step().and_then(|()| self.check_requests()) {
+        if let Err(e) = self
+            .check_step()
+            .and_then(|()| self.check_requests())
+            .and_then(|()| self.check_routing())
+        {
             self.fail(e);
         }
         if self.now >= self.next_full_check {

@@ -65,6 +65,8 @@ pub(crate) enum Handed {
     Event(Event),
     /// A request/reply delivery.
     ReqRep(Delivery<Waiter>),
+    /// A peer event of the control layer.
+    Control(zmesh_core::control::Delivery),
 }
 
 #[derive(Default)]
@@ -76,6 +78,9 @@ impl Sink<Waiter> for Recorder {
     }
     fn reqrep(&mut self, delivery: Delivery<Waiter>) {
         self.0.push(Handed::ReqRep(delivery));
+    }
+    fn control(&mut self, delivery: zmesh_core::control::Delivery) {
+        self.0.push(Handed::Control(delivery));
     }
 }
 
@@ -153,6 +158,8 @@ impl Sim {
         });
         let inst = self.insts.get_mut(&id).unwrap();
         inst.checker = Some(checker);
+        let own = driver.control_ref().own();
+        self.rt.record(inst.uuid, own.version, &own.options);
         inst.deadline = driver
             .poll_timeout()
             .map(|t| t.saturating_duration_since(self.base));
@@ -171,6 +178,7 @@ impl Sim {
                     self.event(id, via, ev, &mut d)?;
                 }
                 Handed::ReqRep(delivery) => self.delivery(id, delivery)?,
+                Handed::Control(delivery) => self.peer_event(id, delivery)?,
             }
         }
         Ok(d)

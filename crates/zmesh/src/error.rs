@@ -70,6 +70,19 @@ impl From<EngineError> for Error {
     }
 }
 
+impl From<zmesh_core::driver::DriverError> for Error {
+    fn from(e: zmesh_core::driver::DriverError) -> Error {
+        match e {
+            zmesh_core::driver::DriverError::Engine(e) => e.into(),
+            zmesh_core::driver::DriverError::Option(e) => Error::InvalidArgument {
+                what: "option",
+                why: e.to_string(),
+            },
+            other => Error::Config(other.to_string()),
+        }
+    }
+}
+
 impl From<TickError> for Error {
     fn from(e: TickError) -> Error {
         match e {

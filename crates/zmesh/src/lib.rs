@@ -77,13 +77,17 @@ pub use error::Error;
 pub use event::Event;
 pub use iface::{InterfaceSpec, SelectedInterface};
 pub use node::{
-    endpoint_addr, Events, GroupEvents, IncomingRequest, IncomingTick, Node, NodeBuilder,
-    NodeStats, PeerInfo, ReplyFuture, Request, Requests, Ticks, DEFAULT_BEACON_INTERVAL,
-    DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY, TICK_QUEUE,
+    endpoint_addr, AllReplies, AllRequest, AnyRequest, Events, GroupEvents, IncomingRequest,
+    IncomingTick, Node, NodeBuilder, NodeStats, Options, PeerEvent, PeerEvents, PeerInfo,
+    ReplyFuture, Request, Requests, Ticks, DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT,
+    DEFAULT_EVENT_CAPACITY, TICK_QUEUE,
 };
 pub use uuid::Uuid;
+pub use zmesh_core::filter::{Attributes, Cmp, Filter, ParseError as FilterParseError};
+pub use zmesh_core::reqrep::GatherEnd;
 pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
 pub use zmesh_core::reqrep::{NoResponders, RequestError};
+pub use zmesh_core::routing::{Target, TargetError};
 pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
 pub use zmesh_zre::{
     uuid_from_str, uuid_to_string, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
@@ -91,6 +95,7 @@ pub use zmesh_zre::{
 
 /// The counters inside [`NodeStats`], by layer.
 pub mod stats {
+    pub use zmesh_core::control::Stats as ControlStats;
     pub use zmesh_core::driver::Stats as EnvelopeStats;
     pub use zmesh_core::reqrep::Stats as RequestStats;
     pub use zmesh_zre::Stats as EngineStats;

@@ -44,6 +44,7 @@
 //! matching handler wins (register specific patterns before catch-alls). Registration applies to
 //! peers present and future.
 
+mod gather;
 mod state;
 pub mod wire;
 
@@ -66,6 +67,47 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Names one request on the requester's side (it is the REQUEST envelope's id).
 pub type RequestId = u64;
+
+/// Names one scatter/gather ([`ReqRep::gather`]).
+pub type GatherId = u64;
+
+/// One request to many peers ([`ReqRep::gather`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatherSpec {
+    /// The peers to ask (duplicates are asked once).
+    pub peers: Vec<Uuid>,
+    /// Event name.
+    pub event: String,
+    /// Argument (the same for every peer).
+    pub payload: Bytes,
+    /// The longest the gather lasts, and each request's timeout (`None`:
+    /// [`Config::default_timeout`]).
+    pub max_wait: Option<Duration>,
+    /// End when this long passed since the last outcome (`None`: never).
+    pub stall: Option<Duration>,
+    /// End after this many answers (replies and handler errors; `None`: no limit).
+    pub max_answers: Option<usize>,
+}
+
+/// Why a gather ended (exactly one [`Delivery::GatherEnded`] per gather).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GatherEnd {
+    /// Every peer asked has an outcome.
+    AllDone,
+    /// The maximum wait passed.
+    MaxWait,
+    /// The stall period passed without a new outcome.
+    Stall,
+    /// The maximum number of answers arrived.
+    MaxAnswers,
+    /// Nobody to ask: no peer matched.
+    NoResponders,
+    /// The application cancelled it.
+    Cancelled,
+    /// This node stopped.
+    Stopped,
+}
 
 /// Names one registered handler; chosen by the caller of [`Command::Register`].
 pub type HandlerId = u64;
@@ -168,6 +210,9 @@ pub enum NoResponders {
     /// No such peer is present.
     #[error("unknown peer")]
     UnknownPeer,
+    /// No peer matches the routing filter and serves the event (a routed request, `any`).
+    #[error("no peer matches the filter and serves the event")]
+    NoMatch,
     /// The peer does not run the request layer (a plain Zyre, Pyre or zyre.js peer).
     #[error("peer does not speak zmesh requests")]
     NotCapable,
@@ -294,6 +339,26 @@ pub enum Delivery<W> {
         /// Argument.
         payload: Bytes,
     },
+    /// One peer's outcome in a gather ([`ReqRep::gather`]).
+    Gathered {
+        /// The gather.
+        gather: GatherId,
+        /// The request sent to this peer.
+        id: RequestId,
+        /// The peer.
+        peer: Uuid,
+        /// Its reply, or why there is none.
+        result: Result<Bytes, RequestError>,
+    },
+    /// A gather ended (exactly once, after its last [`Delivery::Gathered`]).
+    GatherEnded {
+        /// The gather.
+        gather: GatherId,
+        /// Why.
+        reason: GatherEnd,
+        /// Peers still pending when it ended (their requests were withdrawn).
+        unanswered: Vec<Uuid>,
+    },
     /// A request handed to a handler will not be answered (its answer would go nowhere).
     Ended {
         /// The handler it was handed to.
@@ -339,4 +404,6 @@ pub struct Stats {
     pub replies_after_end: u64,
     /// Envelopes of this layer that were unusable (unknown kind, missing field, bad ERROR body).
     pub malformed: u64,
+    /// Gathers started.
+    pub gathers: u64,
 }

@@ -7,22 +7,32 @@ use bytes::Bytes;
 use tracing::debug;
 use uuid::Uuid;
 
+use super::gather::Gathers;
 use super::wire::{self, ErrorBody, ErrorClass};
 use super::{
-    Command, Config, Delivery, EndReason, HandlerId, HandlerKind, InboundKey, NoResponders,
-    RequestError, RequestId, RequestSpec, Stats,
+    Command, Config, Delivery, EndReason, GatherId, HandlerId, HandlerKind, InboundKey,
+    NoResponders, RequestError, RequestId, RequestSpec, Stats,
 };
 use crate::caps::Caps;
 use crate::envelope::{self, Envelope};
 use crate::layer::{Input, Io, Layer};
 use crate::pattern::{self, NameError, Pattern};
 
+/// Who is waiting for a request's outcome.
+#[derive(Debug)]
+pub(super) enum Waiting<W> {
+    /// The application, through its waiter.
+    App(W),
+    /// A scatter/gather of the application's ([`super::gather`]).
+    Part(GatherId),
+}
+
 /// A request of ours, waiting for its outcome.
 #[derive(Debug)]
-struct Pending<W> {
-    waiter: W,
-    peer: Uuid,
-    deadline: Instant,
+pub(super) struct Pending<W> {
+    pub(super) waiting: Waiting<W>,
+    pub(super) peer: Uuid,
+    pub(super) deadline: Instant,
 }
 
 /// A request handed to one of our handlers.
@@ -46,15 +56,18 @@ struct PeerEntry {
 /// sender in the node, an id in the simulator).
 #[derive(Debug)]
 pub struct ReqRep<W> {
-    config: Config,
+    pub(super) config: Config,
     next_id: u64,
     peers: HashMap<Uuid, PeerEntry>,
-    pending: HashMap<RequestId, Pending<W>>,
+    pub(super) pending: HashMap<RequestId, Pending<W>>,
     deadlines: BTreeSet<(Instant, RequestId)>,
     inbound: HashMap<InboundKey, Inbound>,
     inbound_deadlines: BTreeSet<(Instant, InboundKey)>,
     handlers: Vec<(HandlerId, Pattern, HandlerKind)>,
-    stats: Stats,
+    /// Bumped on every handler change (the control layer advertises the patterns).
+    handlers_generation: u64,
+    pub(super) gathers: Gathers,
+    pub(super) stats: Stats,
 }
 
 impl<W> ReqRep<W> {
@@ -69,6 +82,8 @@ impl<W> ReqRep<W> {
             inbound: HashMap::new(),
             inbound_deadlines: BTreeSet::new(),
             handlers: Vec::new(),
+            handlers_generation: 0,
+            gathers: Gathers::default(),
             stats: Stats::default(),
         }
     }
@@ -117,7 +132,27 @@ impl<W> ReqRep<W> {
         a.max(b)
     }
 
-    fn fresh_id(&mut self) -> u64 {
+    /// Our requests pending to `peer` (what `any` balances on).
+    pub fn pending_to(&self, peer: Uuid) -> usize {
+        self.peers.get(&peer).map_or(0, |p| p.pending.len())
+    }
+
+    /// The patterns of the registered handlers of `kind`, in registration order (what the
+    /// control layer advertises).
+    pub fn handler_patterns(&self, kind: HandlerKind) -> Vec<Pattern> {
+        self.handlers
+            .iter()
+            .filter(|(_, _, k)| *k == kind)
+            .map(|(_, p, _)| p.clone())
+            .collect()
+    }
+
+    /// Changes on every registration and removal.
+    pub fn handlers_generation(&self) -> u64 {
+        self.handlers_generation
+    }
+
+    pub(super) fn fresh_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         id
@@ -135,13 +170,38 @@ impl<W> ReqRep<W> {
         spec: RequestSpec,
         io: &mut impl Io<Delivery<W>>,
     ) -> Result<RequestId, NameError> {
+        pattern::validate_name(&spec.event)?;
+        self.gathers.clock = Some(now);
+        Ok(self.send_request(now, Waiting::App(waiter), spec, io))
+    }
+
+    /// Ends a request at once with `error`, without sending anything (a routing decision found
+    /// nobody); its [`Delivery::Done`] is delivered now. Returns its id.
+    pub fn refuse(
+        &mut self,
+        waiter: W,
+        error: RequestError,
+        io: &mut impl Io<Delivery<W>>,
+    ) -> RequestId {
+        let id = self.fresh_id();
+        self.finish(id, Waiting::App(waiter), Uuid::nil(), Err(error), io);
+        id
+    }
+
+    /// Sends a request whose name is valid; immediate failures end it at once.
+    pub(super) fn send_request(
+        &mut self,
+        now: Instant,
+        waiting: Waiting<W>,
+        spec: RequestSpec,
+        io: &mut impl Io<Delivery<W>>,
+    ) -> RequestId {
         let RequestSpec {
             peer,
             event,
             payload,
             timeout,
         } = spec;
-        pattern::validate_name(&event)?;
         let id = self.fresh_id();
         let refusal = match self.peers.get(&peer) {
             _ if payload.len() > self.config.max_payload => Some(RequestError::PayloadTooLarge),
@@ -177,12 +237,8 @@ impl<W> ReqRep<W> {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                io.deliver(Delivery::Done {
-                    waiter,
-                    id,
-                    result: Err(e),
-                });
-                return Ok(id);
+                self.finish(id, waiting, peer, Err(e), io);
+                return id;
             }
         };
         let deadline = now + timeout;
@@ -192,7 +248,7 @@ impl<W> ReqRep<W> {
         self.pending.insert(
             id,
             Pending {
-                waiter,
+                waiting,
                 peer,
                 deadline,
             },
@@ -200,7 +256,23 @@ impl<W> ReqRep<W> {
         self.deadlines.insert((deadline, id));
         self.stats.requests_sent += 1;
         io.send(peer, frame);
-        Ok(id)
+        id
+    }
+
+    /// The one place a request of ours ends: its waiter gets the outcome (exactly once, since
+    /// the caller took it out of `pending`).
+    pub(super) fn finish(
+        &mut self,
+        id: RequestId,
+        waiting: Waiting<W>,
+        peer: Uuid,
+        result: Result<Bytes, RequestError>,
+        io: &mut impl Io<Delivery<W>>,
+    ) {
+        match waiting {
+            Waiting::App(waiter) => io.deliver(Delivery::Done { waiter, id, result }),
+            Waiting::Part(g) => self.part_done(g, id, peer, result, io),
+        }
     }
 
     /// Sends a tick (nobody answers). Fails at once if nobody can receive it.
@@ -241,9 +313,23 @@ impl<W> ReqRep<W> {
     /// Gives up on a request: it ends with [`RequestError::Cancelled`] and the responder is told.
     /// Unknown (already ended) ids are ignored.
     pub fn cancel(&mut self, id: RequestId, io: &mut impl Io<Delivery<W>>) {
-        let Some(p) = self.take_pending(id) else {
+        if matches!(self.pending.get(&id), Some(p) if matches!(p.waiting, Waiting::Part(_))) {
+            // A part of a gather ends with its gather.
+            return;
+        }
+        let Some(p) = self.withdraw(id, io) else {
             return;
         };
+        self.finish(id, p.waiting, p.peer, Err(RequestError::Cancelled), io);
+    }
+
+    /// Takes a pending request out and tells its peer (CANCEL, best effort).
+    pub(super) fn withdraw(
+        &mut self,
+        id: RequestId,
+        io: &mut impl Io<Delivery<W>>,
+    ) -> Option<Pending<W>> {
+        let p = self.take_pending(id)?;
         if self.peers.contains_key(&p.peer) {
             let mut env = Envelope::new(envelope::Layer::REQREP, wire::CANCEL, self.fresh_id());
             env.corr = Some(id);
@@ -251,14 +337,10 @@ impl<W> ReqRep<W> {
                 io.send(p.peer, frame);
             }
         }
-        io.deliver(Delivery::Done {
-            waiter: p.waiter,
-            id,
-            result: Err(RequestError::Cancelled),
-        });
+        Some(p)
     }
 
-    fn take_pending(&mut self, id: RequestId) -> Option<Pending<W>> {
+    pub(super) fn take_pending(&mut self, id: RequestId) -> Option<Pending<W>> {
         let p = self.pending.remove(&id)?;
         self.deadlines.remove(&(p.deadline, id));
         if let Some(e) = self.peers.get_mut(&p.peer) {
@@ -303,11 +385,7 @@ impl<W> ReqRep<W> {
             Some(_) => {
                 if let Some(p) = self.take_pending(id) {
                     self.stats.replies_received += 1;
-                    io.deliver(Delivery::Done {
-                        waiter: p.waiter,
-                        id,
-                        result,
-                    });
+                    self.finish(id, p.waiting, from, result, io);
                 }
             }
         }
@@ -319,11 +397,13 @@ impl<W> ReqRep<W> {
     pub fn register(&mut self, id: HandlerId, pattern: Pattern, kind: HandlerKind) {
         self.handlers.retain(|(h, _, _)| *h != id);
         self.handlers.push((id, pattern, kind));
+        self.handlers_generation += 1;
     }
 
     /// Removes a handler. Requests already handed to it stay its to answer.
     pub fn unregister(&mut self, id: HandlerId) {
         self.handlers.retain(|(h, _, _)| *h != id);
+        self.handlers_generation += 1;
     }
 
     /// Answers a request handed to a handler: a payload, or an application error. An answer
@@ -497,11 +577,7 @@ impl<W> ReqRep<W> {
         for id in ids {
             if let Some(p) = self.pending.remove(&id) {
                 self.deadlines.remove(&(p.deadline, id));
-                io.deliver(Delivery::Done {
-                    waiter: p.waiter,
-                    id,
-                    result: Err(RequestError::PeerLeft),
-                });
+                self.finish(id, p.waiting, peer, Err(RequestError::PeerLeft), io);
             }
         }
         let mut ids: Vec<_> = entry.inbound.into_iter().collect();
@@ -520,17 +596,15 @@ impl<W> ReqRep<W> {
     }
 
     fn on_timeout(&mut self, now: Instant, io: &mut impl Io<Delivery<W>>) {
+        // Gathers first: a part whose deadline is its gather's ends with the gather.
+        self.gathers_timeout(now, io);
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
                 break;
             }
             if let Some(p) = self.take_pending(id) {
                 self.stats.timeouts += 1;
-                io.deliver(Delivery::Done {
-                    waiter: p.waiter,
-                    id,
-                    result: Err(RequestError::Timeout),
-                });
+                self.finish(id, p.waiting, p.peer, Err(RequestError::Timeout), io);
             } else {
                 self.deadlines.pop_first();
             }
@@ -556,15 +630,12 @@ impl<W> ReqRep<W> {
     /// Ends everything: pending requests with [`RequestError::Stopped`], running ones with
     /// [`EndReason::Stopped`]. Nothing is sent.
     pub fn stop(&mut self, io: &mut impl Io<Delivery<W>>) {
+        self.gathers_stop(io);
         let mut ids: Vec<_> = self.pending.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
             if let Some(p) = self.take_pending(id) {
-                io.deliver(Delivery::Done {
-                    waiter: p.waiter,
-                    id,
-                    result: Err(RequestError::Stopped),
-                });
+                self.finish(id, p.waiting, p.peer, Err(RequestError::Stopped), io);
             }
         }
         let mut keys: Vec<_> = self.inbound.keys().copied().collect();
@@ -621,6 +692,7 @@ impl<W> Layer for ReqRep<W> {
         now: Instant,
         io: &mut impl Io<Delivery<W>>,
     ) {
+        self.gathers.clock = Some(now);
         match input {
             Input::PeerUp(view) => {
                 let entry = self.peers.entry(view.peer).or_default();
@@ -664,11 +736,13 @@ impl<W> Layer for ReqRep<W> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let a = self.deadlines.first().map(|d| d.0);
-        let b = self.inbound_deadlines.first().map(|d| d.0);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.first().map(|d| d.0),
+            self.inbound_deadlines.first().map(|d| d.0),
+            self.gathers.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

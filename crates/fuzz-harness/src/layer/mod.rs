@@ -329,6 +329,19 @@ impl Sink<u64> for Shell {
     fn reqrep(&mut self, delivery: Delivery<u64>) {
         self.0.borrow_mut().check_delivery(delivery);
     }
+
+    fn control(&mut self, delivery: zmesh_core::control::Delivery) {
+        // Only a peer that announced capabilities can have sent a (control) envelope.
+        if let zmesh_core::control::Delivery::PeerJoined { peer, .. }
+        | zmesh_core::control::Delivery::OptionsChanged { peer, .. } = delivery
+        {
+            let s = self.0.borrow();
+            assert!(
+                matches!(s.entered.get(&peer), Some(Some(_))),
+                "peer event for {peer}, which announced no capabilities"
+            );
+        }
+    }
 }
 
 /// The per-run state: driver, clock, peers' sequence numbers.

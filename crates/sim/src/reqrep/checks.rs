@@ -88,6 +88,17 @@ impl Sim {
                 self.report.ticks_delivered += 1;
                 Ok(())
             }
+            Delivery::Gathered {
+                gather,
+                id: rid,
+                peer,
+                result,
+            } => self.gathered(id, gather, rid, peer, result),
+            Delivery::GatherEnded {
+                gather,
+                reason,
+                unanswered,
+            } => self.gather_ended(id, gather, reason, unanswered),
             other => Err(format!("{name}: unknown delivery {other:?}")),
         }
     }
@@ -188,7 +199,7 @@ impl Sim {
     }
 
     /// A request of instance `id` ended.
-    fn done(
+    pub(crate) fn done(
         &mut self,
         id: InstId,
         waiter: Waiter,
@@ -211,6 +222,9 @@ impl Sim {
         let ok = t.inst == id
             && t.id == rid
             && match &result {
+                _ if t.no_match => {
+                    result == Err(RequestError::NoResponders(NoResponders::NoMatch)) && immediate
+                }
                 _ if !t.known => {
                     result == Err(RequestError::NoResponders(NoResponders::UnknownPeer))
                         && immediate

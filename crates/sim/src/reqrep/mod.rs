@@ -59,7 +59,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default timeout of the simulated nodes' request layer.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Requests to one peer at once (small, so that bursts hit it).
-const MAX_PER_PEER: usize = 6;
+pub(crate) const MAX_PER_PEER: usize = 6;
 /// Requests running in one node's handlers at once (small, so that bursts hit it).
 const MAX_RUNNING: usize = 5;
 /// Requests stop this long before the end, so every one has ended when the quiet phase ends.
@@ -67,24 +67,28 @@ const REQUESTS_STOP: Duration = Duration::from_secs(10);
 
 /// One request the simulator made, from its start to its outcome.
 #[derive(Debug)]
-struct Track {
+pub(crate) struct Track {
     inst: InstId,
     from: Uuid,
-    to: Uuid,
+    pub(crate) to: Uuid,
     id: RequestId,
     event: String,
     payload: Bytes,
     sent: Duration,
-    deadline: Duration,
+    pub(crate) deadline: Duration,
     /// The target was an entered peer when the request was made.
     known: bool,
     /// Our requests to the target were at the per-peer limit when it was made.
     at_limit: bool,
     /// The requester's count of the target's EXITs when it was made.
     exits_at_send: u64,
-    cancelled: bool,
+    pub(crate) cancelled: bool,
     /// `None` while pending; the outcome (for the trace) once ended or lost with its requester.
-    end: Option<String>,
+    pub(crate) end: Option<String>,
+    /// A part of this gather (its outcome comes as a gather item).
+    gather: Option<u64>,
+    /// A request to any matching peer that found none (`NoMatch` at once).
+    no_match: bool,
 }
 
 /// A request handed to one of an instance's handlers, not answered yet.
@@ -108,15 +112,15 @@ enum Plan {
 
 /// The request/reply model: the truth the outcomes are checked against.
 pub(crate) struct ReqModel {
-    rng: ChaCha8Rng,
+    pub(crate) rng: ChaCha8Rng,
     enabled: bool,
     /// Per slot: (handler id, pattern, kind), in registration order.
     handlers: Vec<Vec<(HandlerId, Pattern, HandlerKind)>>,
-    next_waiter: Waiter,
-    tracks: BTreeMap<Waiter, Track>,
-    by_id: BTreeMap<(Uuid, RequestId), Waiter>,
+    pub(crate) next_waiter: Waiter,
+    pub(crate) tracks: BTreeMap<Waiter, Track>,
+    pub(crate) by_id: BTreeMap<(Uuid, RequestId), Waiter>,
     /// Pending tracks by deadline.
-    open: BTreeSet<(Duration, Waiter)>,
+    pub(crate) open: BTreeSet<(Duration, Waiter)>,
     running: BTreeMap<(InstId, InboundKey), Running>,
     /// Handler answers due: (when, responder, request).
     scheduled: BTreeSet<(Duration, InstId, InboundKey)>,
@@ -191,7 +195,7 @@ impl ReqModel {
             .map(|(h, _, _)| *h)
     }
 
-    fn open_of(&self, inst: InstId) -> impl Iterator<Item = (&Waiter, &Track)> {
+    pub(crate) fn open_of(&self, inst: InstId) -> impl Iterator<Item = (&Waiter, &Track)> {
         self.tracks
             .iter()
             .filter(move |(_, t)| t.inst == inst && t.end.is_none())
@@ -252,16 +256,24 @@ impl Sim {
                 .gen_range(Duration::from_millis(50)..=Duration::from_secs(1));
         self.insts.get_mut(&id).unwrap().next_req = if next < stop { next } else { Duration::MAX };
         let roll = self.rr.rng.gen_range(0..100);
-        if roll < 64 {
+        if roll < 48 {
             let to = self.pick_target(id);
             self.request(id, to)?;
-        } else if roll < 70 {
+        } else if roll < 53 {
             let to = self.pick_target(id);
             for _ in 0..self.rr.rng.gen_range(3..=MAX_PER_PEER + 3) {
                 self.request(id, to)?;
             }
-        } else if roll < 82 {
-            self.cancel(id)?;
+        } else if roll < 62 {
+            self.request_any(id)?;
+        } else if roll < 70 {
+            self.request_all(id)?;
+        } else if roll < 80 {
+            if self.rr.rng.gen_bool(0.8) || !self.cancel_gather(id) {
+                self.cancel(id)?;
+            }
+        } else if roll < 86 {
+            self.change_option(id)?;
         } else {
             self.tick(id)?;
         }
@@ -284,10 +296,61 @@ impl Sim {
         }
     }
 
+    pub(crate) fn pick_event(&mut self) -> String {
+        EVENTS[self.rr.rng.gen_range(0..EVENTS.len())].to_owned()
+    }
+
+    /// Starts tracking a request the application made.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn track(
+        &mut self,
+        id: InstId,
+        waiter: Waiter,
+        to: Uuid,
+        rid: RequestId,
+        event: String,
+        known: bool,
+        at_limit: bool,
+        timeout: Duration,
+        gather: Option<u64>,
+    ) {
+        let from = self.insts[&id].uuid;
+        let deadline = self.now + timeout;
+        let exits_at_send = self.rr.exits(id, to);
+        let payload = if gather.is_some() {
+            Bytes::from_static(b"all")
+        } else {
+            Bytes::from(format!("q{waiter}"))
+        };
+        self.rr.tracks.insert(
+            waiter,
+            Track {
+                inst: id,
+                from,
+                to,
+                id: rid,
+                event,
+                payload,
+                sent: self.now,
+                deadline,
+                known,
+                at_limit,
+                exits_at_send,
+                cancelled: false,
+                end: None,
+                gather,
+                no_match: !known && to.is_nil(),
+            },
+        );
+        self.rr.by_id.insert((from, rid), waiter);
+        self.rr.open.insert((deadline, waiter));
+        self.report.requests += 1;
+    }
+
     fn request(&mut self, id: InstId, to: Uuid) -> Result<(), String> {
         let waiter = self.rr.next_waiter;
         self.rr.next_waiter += 1;
-        let event = EVENTS[self.rr.rng.gen_range(0..EVENTS.len())].to_owned();
+        let event = self.pick_event();
         // Whole milliseconds: the responder learns the deadline as `ttl_ms`.
         let max_ms = MAX_TIMEOUT.as_millis() as u64;
         let timeout = self
@@ -321,40 +384,35 @@ impl Sim {
             if known { "" } else { " (unknown)" },
             secs(deadline)
         ));
-        let exits_at_send = self.rr.exits(id, to);
-        self.rr.tracks.insert(
+        let _ = (from, payload);
+        self.track(
+            id,
             waiter,
-            Track {
-                inst: id,
-                from,
-                to,
-                id: rid,
-                event,
-                payload,
-                sent: self.now,
-                deadline,
-                known,
-                at_limit,
-                exits_at_send,
-                cancelled: false,
-                end: None,
-            },
+            to,
+            rid,
+            event,
+            known,
+            at_limit,
+            timeout.unwrap_or(DEFAULT_TIMEOUT),
+            None,
         );
-        self.rr.by_id.insert((from, rid), waiter);
-        self.rr.open.insert((deadline, waiter));
-        self.report.requests += 1;
         Ok(())
     }
 
     fn cancel(&mut self, id: InstId) -> Result<(), String> {
+        // Parts of gathers end with their gather (`cancel_gather`), not one by one.
         let mine: Vec<Waiter> = if self.rr.rng.gen_bool(0.9) {
-            self.rr.open_of(id).map(|(w, _)| *w).collect()
+            self.rr
+                .open_of(id)
+                .filter(|(_, t)| t.gather.is_none())
+                .map(|(w, _)| *w)
+                .collect()
         } else {
             // One that may have ended already: cancelling it must do nothing.
             self.rr
                 .tracks
                 .iter()
-                .filter(|(_, t)| t.inst == id)
+                .filter(|(_, t)| t.inst == id && t.gather.is_none())
                 .map(|(w, _)| *w)
                 .collect()
         };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
-use zmesh_core::driver::Driver;
+use zmesh_core::driver::{Driver, LayerConfig};
 use zmesh_core::reqrep;
 use zmesh_zmtp::{InboxConfig, OutboxConfig};
 use zmesh_zre::Config as EngineConfig;
@@ -56,6 +56,7 @@ pub struct NodeBuilder {
     pub(super) outbox: OutboxConfig,
     pub(super) inbox: InboxConfig,
     pub(super) requests: reqrep::Config,
+    pub(super) options: zmesh_core::control::Options,
     pub(super) beacons: bool,
     sources: Vec<SourceSlot>,
 }
@@ -95,6 +96,7 @@ impl Default for NodeBuilder {
             outbox: OutboxConfig::default(),
             inbox: InboxConfig::default(),
             requests: reqrep::Config::default(),
+            options: Default::default(),
             beacons: true,
             sources: Vec::new(),
         }
@@ -240,6 +242,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Sets one of the node's routable options at start (peers filter on them; change them at
+    /// run time with [`Node::set_option`]). Unlike headers, options reach every zmesh peer
+    /// again whenever they change.
+    pub fn option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.insert(key.into(), value.into());
+        self
+    }
+
     /// Largest request or reply payload sent or accepted (default 16 MiB).
     pub fn max_request_payload(mut self, bytes: usize) -> Self {
         self.requests.max_payload = bytes;
@@ -258,6 +268,20 @@ impl NodeBuilder {
                     why: "too long".into(),
                 });
             }
+        }
+        for (k, v) in &self.options {
+            let bad = |e: zmesh_core::control::OptionError| Error::InvalidArgument {
+                what: "option",
+                why: e.to_string(),
+            };
+            zmesh_core::control::wire::validate_key(k).map_err(bad)?;
+            zmesh_core::control::wire::validate_value(v).map_err(bad)?;
+        }
+        if self.options.len() > zmesh_core::control::wire::MAX_OPTIONS {
+            return Err(Error::Config(format!(
+                "more than {} options",
+                zmesh_core::control::wire::MAX_OPTIONS
+            )));
         }
         if self.beacon_interval.is_zero() {
             return Err(Error::Config("beacon interval must be > 0".into()));
@@ -298,7 +322,11 @@ impl NodeBuilder {
             first_id: Uuid::new_v4().as_u64_pair().0,
             ..self.requests.clone()
         };
-        let driver = Driver::new(config, requests, now)?;
+        let layers = LayerConfig {
+            reqrep: requests,
+            options: self.options.clone(),
+        };
+        let driver = Driver::new(config, layers, now)?;
         let events = Arc::new(EventQueue::new(self.event_capacity));
         let mut identity = Vec::with_capacity(17);
         identity.push(1u8);
@@ -317,6 +345,7 @@ impl NodeBuilder {
                 handlers: HashMap::new(),
                 running: HashMap::new(),
                 next_handler: 1,
+                routing: Default::default(),
                 outbox_config: self.outbox.clone(),
                 identity: Bytes::from(identity),
                 endpoint: None,

@@ -39,7 +39,8 @@
 //!
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
-//! `requests.rs` (request/reply and ticks), `groups.rs` (per-group event streams).
+//! `requests.rs` (request/reply and ticks), `routing.rs` (any/all/group targets, options, peer
+//! events), `groups.rs` (per-group event streams).
 //!
 //! # Interface
 //!
@@ -70,6 +71,7 @@ use shared::Shared;
 mod builder;
 mod groups;
 mod requests;
+mod routing;
 mod shared;
 mod task;
 
@@ -79,6 +81,7 @@ pub use groups::GroupEvents;
 pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
 };
+pub use routing::{AllReplies, AllRequest, AnyRequest, Options, PeerEvent, PeerEvents};
 
 /// The UDP port ZRE beacons use by default (IANA "ZRE-DISC").
 pub const DEFAULT_BEACON_PORT: u16 = 5670;
@@ -113,6 +116,10 @@ pub struct NodeStats {
     pub requests_in_flight: usize,
     /// Requests handed to this node's handlers and not answered yet.
     pub requests_running: usize,
+    /// Control-layer counters (states sent and received, stale, malformed).
+    pub control: crate::stats::ControlStats,
+    /// Requests to all (gathers) in progress.
+    pub gathers_open: usize,
 }
 
 /// Rejects empty content and content that would be taken for a layer message.
@@ -390,6 +397,8 @@ impl Node {
             requests: rr.stats().clone(),
             requests_in_flight: rr.in_flight(),
             requests_running: rr.running(),
+            control: state.driver.control_ref().stats().clone(),
+            gathers_open: rr.gathers_open(),
         }
     }
 

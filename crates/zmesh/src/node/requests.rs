@@ -143,6 +143,7 @@ impl IntoFuture for Request {
     fn into_future(self) -> ReplyFuture {
         let (tx, rx) = oneshot::channel();
         let shared = self.node.inner.shared.clone();
+        let peer = Some(self.spec.peer);
         let sent =
             shared.command(|d| d.reqrep(|rr, io| rr.request(Instant::now(), tx, self.spec, io)));
         let (id, immediate) = match sent {
@@ -150,13 +151,7 @@ impl IntoFuture for Request {
             Ok((Err(e), _)) => (None, Some(RequestError::InvalidName(e))),
             Err(_) => (None, Some(RequestError::Stopped)),
         };
-        ReplyFuture {
-            shared: Arc::downgrade(&shared),
-            id,
-            rx,
-            immediate,
-            done: false,
-        }
+        ReplyFuture::new(Arc::downgrade(&shared), id, rx, immediate, peer)
     }
 }
 
@@ -168,13 +163,37 @@ pub struct ReplyFuture {
     id: Option<RequestId>,
     rx: oneshot::Receiver<Result<Bytes, RequestError>>,
     immediate: Option<RequestError>,
+    peer: Option<Uuid>,
     done: bool,
 }
 
 impl ReplyFuture {
+    pub(super) fn new(
+        shared: Weak<Shared>,
+        id: Option<RequestId>,
+        rx: oneshot::Receiver<Result<Bytes, RequestError>>,
+        immediate: Option<RequestError>,
+        peer: Option<Uuid>,
+    ) -> ReplyFuture {
+        ReplyFuture {
+            shared,
+            id,
+            rx,
+            immediate,
+            peer,
+            done: false,
+        }
+    }
+
     /// The request's id (`None` if it was refused before being sent).
     pub fn id(&self) -> Option<u64> {
         self.id
+    }
+
+    /// The peer the request went to (for [`Node::request_any`](super::Node::request_any): the
+    /// one chosen; `None` if nobody matched).
+    pub fn peer(&self) -> Option<Uuid> {
+        self.peer
     }
 }
 

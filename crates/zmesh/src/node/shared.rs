@@ -12,12 +12,12 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 use uuid::Uuid;
 use zmesh_core::driver::{Driver, Sink, Transport};
-use zmesh_core::layer::Layer;
 use zmesh_core::reqrep::{self, HandlerId, InboundKey};
 use zmesh_zmtp::{Outbox, OutboxConfig, SendError};
 
 use super::groups::{fan_out, GroupSub};
 use super::requests::{CancelFlag, HandlerTx, Waiter};
+use super::routing::RoutingShell;
 use crate::error::Error;
 use crate::event::Event;
 use crate::events::{EventQueue, UuidMap};
@@ -59,6 +59,8 @@ pub(super) struct State {
     /// Requests handed to handlers and not answered: their cancellation flags.
     pub(super) running: HashMap<InboundKey, Arc<CancelFlag>>,
     pub(super) next_handler: HandlerId,
+    /// Gather streams and peer-event subscribers (`routing.rs`).
+    pub(super) routing: RoutingShell,
     pub(super) outbox_config: OutboxConfig,
     pub(super) identity: Bytes,
     pub(super) endpoint: Option<String>,
@@ -131,6 +133,7 @@ pub(super) struct AppSink<'a> {
     pub(super) group_subs: &'a mut Vec<GroupSub>,
     pub(super) handlers: &'a HashMap<HandlerId, HandlerTx>,
     pub(super) running: &'a mut HashMap<InboundKey, Arc<CancelFlag>>,
+    pub(super) routing: &'a mut RoutingShell,
     pub(super) shared: &'a Arc<Shared>,
     /// Requests whose handler's stream is gone: abandoned after the flush.
     pub(super) abandoned: Vec<InboundKey>,
@@ -194,8 +197,12 @@ impl Sink<Waiter> for AppSink<'_> {
                     flag.cancel();
                 }
             }
-            _ => {}
+            d => self.routing.gather(d),
         }
+    }
+
+    fn control(&mut self, delivery: zmesh_core::control::Delivery) {
+        self.routing.control(delivery, &self.shared.stats);
     }
 }
 
@@ -233,6 +240,7 @@ impl Shared {
             group_subs,
             handlers,
             running,
+            routing,
             outbox_config,
             identity,
             ..
@@ -250,6 +258,7 @@ impl Shared {
             group_subs,
             handlers,
             running,
+            routing,
             shared: self,
             abandoned: Vec::new(),
         };
@@ -287,15 +296,24 @@ impl Shared {
         self: &Arc<Self>,
         f: impl FnOnce(&mut Driver<Waiter>) -> R,
     ) -> Result<(R, Vec<Uuid>), Error> {
+        self.command_state(|state| f(&mut state.driver))
+    }
+
+    /// [`Shared::command`] with the whole state (a command that also registers where its
+    /// deliveries go, before the flush hands them out).
+    pub(super) fn command_state<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut State) -> R,
+    ) -> Result<(R, Vec<Uuid>), Error> {
         let mut state = self.lock();
         if state.stopped {
             return Err(Error::Stopped);
         }
-        let r = f(&mut state.driver);
+        let r = f(&mut state);
         let failed = self.flush(&mut state, None);
         // Only a layer's deadline can move earlier through a command (the engine's only ever
         // move later on a send), and it is cheap to read; a WHISPER finds none.
-        let due = state.driver.reqrep_ref().poll_timeout();
+        let due = state.driver.layers_poll_timeout();
         let wake = match (due, state.armed) {
             (Some(due), Some(armed)) => due < armed,
             (Some(_), None) => true,

@@ -390,6 +390,7 @@ impl NodeTask {
 fn end_handlers(state: &mut State) {
     state.handlers.clear();
     state.group_subs.clear();
+    state.routing.clear();
     for (_, flag) in state.running.drain() {
         flag.cancel();
     }
