@@ -6,7 +6,8 @@
 //! * `zmesh listen [--group G]` — print every event.
 //! * `zmesh peers` — discover for a moment and print a table of peers.
 //! * `zmesh request TARGET EVENT [PAYLOAD]` / `zmesh reply --echo|--exec CMD` — request/reply
-//!   from the shell (exit status per outcome, see `reqrep.rs`).
+//!   from the shell (exit status per outcome, see `reqrep.rs`); TARGET may be `any[:FILTER]`,
+//!   `all[:FILTER]`, `group:NAME` (`routing.rs`). `zmesh tick TARGET EVENT [PAYLOAD]`.
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
 //!   drive (the same protocol as the pyre and zyre.js agents in `interop/`).
 //!
@@ -17,6 +18,7 @@
 mod demo;
 mod output;
 mod reqrep;
+mod routing;
 mod tester;
 
 use std::io::Write;
@@ -42,6 +44,10 @@ pub(crate) struct Cli {
     /// Header sent to peers in HELLO, as KEY=VALUE (repeatable).
     #[arg(long = "header", global = true, value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Routable option, as KEY=VALUE (repeatable): peers filter on it (`any:KEY=VALUE`); unlike
+    /// a header it can change while the node runs (agent: {"cmd":"options","set":{..}}).
+    #[arg(long = "option", global = true, value_parser = routing::parse_option)]
+    options: Vec<(String, String)>,
     /// Print events as JSON, one object per line.
     #[arg(long, global = true)]
     json: bool,
@@ -91,6 +97,8 @@ enum Command {
     Request(reqrep::RequestArgs),
     /// Answer requests: with their payload (--echo) or with a command's output (--exec).
     Reply(reqrep::ReplyArgs),
+    /// Send a tick (no answer) to a peer, to any or all matching peers, or to a group.
+    Tick(routing::TickArgs),
 }
 
 /// Options shared by the commands that run one node.
@@ -136,6 +144,9 @@ impl Cli {
         }
         for (k, v) in &self.headers {
             b = b.header(k, v);
+        }
+        for (k, v) in &self.options {
+            b = b.option(k, v);
         }
         if let Some(p) = args.tcp_port {
             b = b.tcp_port(p);
@@ -185,6 +196,7 @@ async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Tester(args) => tester::run(cli.iface.clone(), cli.port, cli.json, args).await,
         Command::Request(args) => reqrep::request(&cli, args).await,
         Command::Reply(args) => reqrep::reply(&cli, args).await,
+        Command::Tick(args) => routing::tick(&cli, args).await,
     }
 }
 
@@ -512,6 +524,8 @@ async fn agent_command(node: &Node, line: &str) -> Result<(), String> {
             });
             Ok(())
         }
+        // {"cmd":"options","set":{"K":"V"},"remove":["K"]}: prints {"event":"OPTIONS",...}.
+        "options" => routing::agent_options(node, &v),
         "stop" | "quit" => {
             node.stop().await;
             Ok(())

@@ -32,16 +32,12 @@ pub fn exit_code(r: &Result<Bytes, RequestError>) -> i32 {
 
 /// `zmesh request TARGET EVENT [PAYLOAD]`.
 #[derive(Args, Debug)]
-#[command(
-    after_help = "Exit status: 0 reply (printed to stdout), 3 timeout, 4 no responders \
-(unknown peer, not a zmesh peer, or no handler for EVENT), 5 handler error (stderr has its \
-code and message), 6 peer left while waiting, 7 overloaded, 8 payload too large, 1 other, \
-2 bad usage."
-)]
+#[command(after_help = crate::routing::REQUEST_HELP)]
 pub struct RequestArgs {
     #[command(flatten)]
     node: NodeArgs,
-    /// The peer to ask: its name or its UUID (32 hex digits).
+    /// The peer(s) to ask: a name, a UUID (32 hex digits), any[:FILTER], all[:FILTER] or
+    /// group:NAME (see --help).
     target: String,
     /// The event name (dot-separated, e.g. sensor.read).
     event: String,
@@ -53,6 +49,8 @@ pub struct RequestArgs {
     /// How long to wait for TARGET to be discovered before giving up (no responders).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     discover: Duration,
+    #[command(flatten)]
+    all: crate::routing::AllArgs,
 }
 
 /// `zmesh reply (--echo | --exec CMD)`.
@@ -83,6 +81,20 @@ pub async fn request(cli: &Cli, args: &RequestArgs) -> Result<i32, zmesh::Error>
         Some(p) => Bytes::from(p.to_owned()),
         None => Bytes::new(),
     };
+    let target = crate::routing::parse_target(&args.target)?;
+    if let zmesh::Target::Any(_) | zmesh::Target::All(_) = target {
+        return crate::routing::request_routed(
+            cli,
+            &args.node,
+            target,
+            &args.event,
+            payload,
+            args.timeout,
+            args.discover,
+            &args.all,
+        )
+        .await;
+    }
     let (node, mut events) = cli.builder(&args.node).start().await?;
     // Wait until the target is known (by UUID or name), or give up after --discover.
     let deadline = Instant::now() + args.discover;

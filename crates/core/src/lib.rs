@@ -10,7 +10,10 @@
 //! | [`caps`] | which layers a peer speaks, from its HELLO headers |
 //! | [`pattern`] | event names and `*` / `**` patterns |
 //! | [`layer`] | the seam: the [`Layer`](layer::Layer) trait, its inputs and its [`Io`](layer::Io) |
-//! | [`reqrep`] | request/reply and ticks, the first layer |
+//! | [`reqrep`] | request/reply, ticks and scatter/gather (requests to many), the first layer |
+//! | [`control`] | options, handler advertisement and the peer directory (layer 1, `ctl`) |
+//! | [`filter`] | filters over a peer's options and headers, and their textual syntax |
+//! | [`routing`] | targets: a peer, any / all peers matching a filter, a group; balancing |
 //! | [`driver`] | the ZRE engine and the layers composed, with the output contract |
 //! | `testing` | (feature `testing`) the output contract, checked: shared by tests, fuzzers, simulator |
 //!

@@ -49,6 +49,11 @@
 //!   All request state is bounded ([`NodeBuilder::max_requests_in_flight`],
 //!   [`NodeBuilder::max_running_requests`]).
 //! * **Ticks** are at-most-once; a tick stream holds [`TICK_QUEUE`] ticks.
+//! * **Routing** ([`Node::request_any`], [`Node::request_all`], [`Node::tick_any`], ...):
+//!   targets chosen by a [`Filter`] over the peers' options ([`Node::set_option`], seen by
+//!   every peer within one trip) and HELLO headers; `any` is least-outstanding with round robin
+//!   among equals, `all` is an [`AllReplies`] stream that always ends. Peer events
+//!   ([`Node::peer_events`]) have the contract of group streams.
 //!
 //! # Layout
 //!

@@ -138,7 +138,12 @@ impl FromStr for Target {
                 s.strip_prefix(word).and_then(|r| r.strip_prefix(':'))
             };
             if let Some(rest) = rest {
-                let f = filter::parse(rest)?;
+                // Positions in errors count from the start of the target.
+                let offset = s.len() - rest.len();
+                let f = filter::parse(rest).map_err(|mut e| {
+                    e.pos += offset;
+                    e
+                })?;
                 return Ok(if all { Target::All(f) } else { Target::Any(f) });
             }
         }

@@ -529,6 +529,12 @@ impl Node {
         state.driver.candidates(filter, event, HandlerKind::Request)
     }
 
+    /// The peers a tick for `event` to `any:filter` / `all:filter` would go to.
+    pub fn tick_responders(&self, filter: &Filter, event: &str) -> Vec<Uuid> {
+        let state = self.inner.shared.lock();
+        state.driver.candidates(filter, event, HandlerKind::Tick)
+    }
+
     /// A stream of peer events (joined, options changed, left).
     pub fn peer_events(&self) -> Result<PeerEvents, Error> {
         let mut state = self.inner.shared.lock();
