@@ -494,8 +494,8 @@ async fn agent_command(node: &Node, line: &str) -> Result<(), String> {
         }
         // {"cmd":"request","peer":UUID,"event":E,"payload":P,"timeout_ms":N,"tag":T}: prints
         // {"event":"REPLY","tag":T,"outcome":...,"payload":...,"rtt_us":...} when it ends.
+        // ... or with "target":"any:FILTER" instead of "peer" (the REPLY names the peer chosen).
         "request" => {
-            let peer = zmesh::uuid_from_str(&s("peer")?).ok_or("bad peer uuid")?;
             let event = s("event")?;
             let payload = s("payload").unwrap_or_default();
             let timeout = v
@@ -503,16 +503,22 @@ async fn agent_command(node: &Node, line: &str) -> Result<(), String> {
                 .and_then(|t| t.as_u64())
                 .unwrap_or(10_000);
             let tag = v.get("tag").cloned().unwrap_or(serde_json::Value::Null);
-            let fut = node
-                .request(peer, event, payload)
-                .timeout(Duration::from_millis(timeout))
-                .send();
+            let timeout = Duration::from_millis(timeout);
+            let fut = match v.get("target").and_then(|t| t.as_str()) {
+                Some(t) => routing::agent_request_any(node, t, event, payload, timeout)?,
+                None => {
+                    let peer = zmesh::uuid_from_str(&s("peer")?).ok_or("bad peer uuid")?;
+                    node.request(peer, event, payload).timeout(timeout).send()
+                }
+            };
+            let chosen = fut.peer().map(|p| zmesh::uuid_to_string(&p));
             let started = tokio::time::Instant::now();
             tokio::spawn(async move {
                 let r = fut.await;
                 let mut o = serde_json::json!({
                     "event": "REPLY",
                     "tag": tag,
+                    "peer": chosen,
                     "outcome": reqrep::outcome_of(&r),
                     "rtt_us": started.elapsed().as_micros() as u64,
                 });

@@ -340,6 +340,20 @@ pub fn agent_options(node: &Node, v: &serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The agent's request with `"target":"any[:FILTER]"`.
+pub fn agent_request_any(
+    node: &Node,
+    target: &str,
+    event: String,
+    payload: String,
+    timeout: Duration,
+) -> Result<zmesh::ReplyFuture, String> {
+    match target.parse::<Target>().map_err(|e| e.to_string())? {
+        Target::Any(f) => Ok(node.request_any(f, event, payload).timeout(timeout).send()),
+        other => Err(format!("target {other} is not any[:FILTER]")),
+    }
+}
+
 /// Parses `--option KEY=VALUE`.
 pub fn parse_option(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

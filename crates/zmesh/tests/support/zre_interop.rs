@@ -702,6 +702,25 @@ pub fn requests_beside_plain_peer(peer: &ZrePeer, port: u16) {
         assert_eq!(r["outcome"], "reply", "{r}");
         assert_eq!(r["payload"], format!("r{i}"), "{r}");
     }
+    // Requests to any peer that serves the event: always zm2, never the plain peer (whose
+    // headers match every filter here, but which runs no zmesh layer).
+    for i in 0..10 {
+        zm.send(json!({"cmd": "request", "target": "any", "event": "echo.y",
+                       "payload": format!("a{i}"), "tag": format!("any{i}")}));
+    }
+    for i in 0..10 {
+        let r = zm
+            .wait_for(T, |e| {
+                e["event"] == "REPLY" && e["tag"] == format!("any{i}")
+            })
+            .unwrap();
+        assert_eq!(r["outcome"], "reply", "{r}");
+        assert_eq!(
+            r["peer"],
+            json!(z2),
+            "[{label}] any chose another peer: {r}"
+        );
+    }
     // A request to the plain peer: no responders, at once.
     zm.send(
         json!({"cmd": "request", "peer": p, "event": "echo.x", "payload": "x",
