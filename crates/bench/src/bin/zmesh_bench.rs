@@ -20,6 +20,8 @@
 //! 7. pyre-gevent and zyre.js next to zmesh inside the interop network namespaces (root only).
 //! 8. Request/reply between the two nodes of scenarios 1-2: round trip against the same round's
 //!    WHISPER round trip, and pipelined requests/s (64 in flight).
+//! 9. Request to **any** (routed: filter, candidates, least outstanding) between the same two
+//!    nodes: round trip and pipelined requests/s against the same round's plain request/reply.
 //!
 //! Every node is pinned to interface `lo` (scenarios 1–6) or to `eth0` inside the private namespaces
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
@@ -49,7 +51,7 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Parser, Debug, Clone)]
 #[command(about = "zmesh node benchmarks with same-run baselines")]
 pub struct Args {
-    /// Scenarios to run (comma-separated, 1-7); default all.
+    /// Scenarios to run (comma-separated, 1-9); default all.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<u32>,
     /// Fast smoke run: small counts, 1 round, 10 s idle (overrides the counts).
@@ -354,7 +356,7 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    if args.wants(1) || args.wants(2) || args.wants(8) {
+    if args.wants(1) || args.wants(2) || args.wants(8) || args.wants(9) {
         rows.extend(rt.block_on(scenarios_1_2(&args, next_port())));
     }
     if args.wants(3) {
@@ -390,7 +392,7 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     for round in 0..args.rounds {
         if runs("node") {
             let (l, c) = link::node_driver(args, port).await;
-            let r = link::drive_node(l, args, args.wants(8)).await;
+            let r = link::drive_node(l, args, args.wants(8), args.wants(9)).await;
             reap(c);
             report_round(round, "node", &r);
             node.push(r);
@@ -564,6 +566,38 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
             Some(median(node.iter().map(|r| r.msgs_per_s[0]).collect())),
         ));
     }
+    if args.wants(9) {
+        let med = |f: &dyn Fn(&link::LinkResult) -> Option<f64>| {
+            median(node.iter().filter_map(f).collect())
+        };
+        let any = med(&|r| r.any_rtt.map(|p| p.p50));
+        let plain = med(&|r| r.req_rtt.map(|p| p.p50));
+        let ratio = med(&|r| Some(r.any_rtt?.p50 / r.req_rtt?.p50));
+        rows.push(Row::new(
+            9,
+            "request any round trip median us (64 B)",
+            any,
+            "request/reply round trip",
+            Some(plain),
+        ));
+        rows.push(Row::new(
+            9,
+            "request any / request round trip ratio of each round, median",
+            ratio,
+            "-",
+            None,
+        ));
+        rows.push(Row::new(
+            9,
+            format!(
+                "pipelined request any/s ({} in flight, 64 B)",
+                link::PIPELINE
+            ),
+            med(&|r| r.any_per_s),
+            "pipelined requests/s",
+            Some(med(&|r| r.req_per_s)),
+        ));
+    }
     rows
 }
 
@@ -578,6 +612,16 @@ fn report_round(round: usize, which: &str, r: &link::LinkResult) {
         r.rtt.p99,
         r.rtt.p999
     );
+    if let (Some(q), Some(rate)) = (r.any_rtt, r.any_per_s) {
+        eprintln!(
+            "  [9]   round {} {:>4}: request-any rtt p50 {:.1} p99 {:.1} us | pipelined {:>9} req/s",
+            round + 1,
+            which,
+            q.p50,
+            q.p99,
+            fmt_num(rate)
+        );
+    }
     if let (Some(q), Some(rate)) = (r.req_rtt, r.req_per_s) {
         eprintln!(
             "  [8]   round {} {:>4}: request rtt p50 {:.1} p99 {:.1} us | pipelined {:>9} req/s",

@@ -232,6 +232,10 @@ pub struct LinkResult {
     pub req_rtt: Option<Percentiles>,
     /// Scenario 8 (node only): requests/s with [`PIPELINE`] in flight.
     pub req_per_s: Option<f64>,
+    /// Scenario 9 (node only): request-any round trips (same peer, routed).
+    pub any_rtt: Option<Percentiles>,
+    /// Scenario 9 (node only): request-any/s with [`PIPELINE`] in flight.
+    pub any_per_s: Option<f64>,
 }
 
 /// Requests in flight in the pipelined request run.
@@ -242,32 +246,58 @@ const ECHO_EVENT: &str = "bench.echo";
 
 /// Process A, node only: throughput, WHISPER round trips, then (scenario 8) request round trips
 /// and pipelined requests against the same peer node; tells the peer when it is done.
-pub async fn drive_node(mut link: NodeLink, args: &Args, requests: bool) -> LinkResult {
+pub async fn drive_node(mut link: NodeLink, args: &Args, requests: bool, any: bool) -> LinkResult {
     let mut r = drive_phases(&mut link, args).await;
-    if requests {
-        let fut = request_phases(&link, args);
+    if requests || any {
+        let (node, peer) = (link.node.clone(), link.peer);
+        let fut = request_phases(args, || node.request(peer, ECHO_EVENT, payload64()).send());
         let (rtt, rate) = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
             .await
             .expect("requests timed out");
         r.req_rtt = Some(rtt);
         r.req_per_s = Some(rate);
     }
+    if any {
+        // The peer's handler is advertised through the control layer: wait until it is known.
+        let node = link.node.clone();
+        let everyone = zmesh::Filter::Everyone;
+        let known = async {
+            while node.responders(&everyone, ECHO_EVENT).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(SCENARIO_TIMEOUT, known)
+            .await
+            .expect("the peer's handler was never advertised");
+        let fut = request_phases(args, || {
+            let f = node
+                .request_any(everyone.clone(), ECHO_EVENT, payload64())
+                .send();
+            debug_assert_eq!(f.peer(), Some(link.peer));
+            f
+        });
+        let (rtt, rate) = tokio::time::timeout(SCENARIO_TIMEOUT, fut)
+            .await
+            .expect("requests to any timed out");
+        r.any_rtt = Some(rtt);
+        r.any_per_s = Some(rate);
+    }
     link.send(Bytes::from_static(b"done")).await;
     link.shutdown().await;
     r
 }
 
-/// Sequential request round trips, then pipelined requests with [`PIPELINE`] in flight.
-async fn request_phases(link: &NodeLink, args: &Args) -> (Percentiles, f64) {
-    let payload = Bytes::from(vec![0x5a; 64]);
+fn payload64() -> Bytes {
+    Bytes::from_static(&[0x5a; 64])
+}
+
+/// Sequential request round trips, then pipelined requests with [`PIPELINE`] in flight; `send`
+/// sends one request (to the peer, or to any).
+async fn request_phases(args: &Args, send: impl Fn() -> zmesh::ReplyFuture) -> (Percentiles, f64) {
     let mut rtts = Vec::with_capacity(args.rtt_count);
     for i in 0..RTT_WARMUP + args.rtt_count {
         let t0 = Instant::now();
-        let reply = link
-            .node
-            .request(link.peer, ECHO_EVENT, payload.clone())
-            .await
-            .expect("bench request failed");
+        let reply = send().await.expect("bench request failed");
         let dt = t0.elapsed();
         assert_eq!(reply.len(), 64);
         if i >= RTT_WARMUP {
@@ -282,11 +312,7 @@ async fn request_phases(link: &NodeLink, args: &Args) -> (Percentiles, f64) {
             let f: zmesh::ReplyFuture = in_flight.pop_front().unwrap();
             f.await.expect("pipelined request failed");
         }
-        in_flight.push_back(
-            link.node
-                .request(link.peer, ECHO_EVENT, payload.clone())
-                .send(),
-        );
+        in_flight.push_back(send());
     }
     for f in in_flight {
         f.await.expect("pipelined request failed");
