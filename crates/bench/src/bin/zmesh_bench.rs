@@ -22,6 +22,8 @@
 //!    WHISPER round trip, and pipelined requests/s (64 in flight).
 //! 9. Request to **any** (routed: filter, candidates, least outstanding) between the same two
 //!    nodes: round trip and pipelined requests/s against the same round's plain request/reply.
+//! 10. NATS baselines of 8 and 9 in the same rounds: request/reply and queue-group requests
+//!     through a local `nats-server` (started and stopped here, loopback) with `async-nats`.
 //!
 //! Every node is pinned to interface `lo` (scenarios 1–6) or to `eth0` inside the private namespaces
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
@@ -33,6 +35,8 @@ mod fanout;
 mod link;
 #[path = "zmesh_bench/mesh.rs"]
 mod mesh;
+#[path = "zmesh_bench/nats.rs"]
+mod nats;
 #[path = "zmesh_bench/netns.rs"]
 mod netns;
 
@@ -330,6 +334,7 @@ fn main() {
                 "fan-zmtp" => fanout::zmtp_receivers(&args).await,
                 "netns-zmesh" => netns::zmesh_role(&args).await,
                 "mesh-part" => mesh::mesh_part(&args).await,
+                "nats-echo" => nats::echo_peer(&args).await,
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -356,7 +361,7 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    if args.wants(1) || args.wants(2) || args.wants(8) || args.wants(9) {
+    if [1, 2, 8, 9, 10].iter().any(|n| args.wants(*n)) {
         rows.extend(rt.block_on(scenarios_1_2(&args, next_port())));
     }
     if args.wants(3) {
@@ -388,14 +393,28 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     let mut node = Vec::new();
     let mut zmtp = Vec::new();
     let mut tcp = Vec::new();
+    let mut nats_rounds: Vec<nats::NatsResult> = Vec::new();
     let runs = |which: &str| args.only.is_empty() || args.only.iter().any(|o| o == which);
     for round in 0..args.rounds {
         if runs("node") {
             let (l, c) = link::node_driver(args, port).await;
-            let r = link::drive_node(l, args, args.wants(8), args.wants(9)).await;
+            let any = args.wants(9) || args.wants(10);
+            let r = link::drive_node(l, args, args.wants(8), any).await;
             reap(c);
             report_round(round, "node", &r);
             node.push(r);
+        }
+        if args.wants(10) && runs("nats") {
+            let r = nats::round(args).await;
+            eprintln!(
+                "  [10]  round {} nats: request rtt p50 {:.1} us, pipelined {} req/s | queue group rtt p50 {:.1} us, pipelined {} req/s",
+                round + 1,
+                r.req_rtt.p50,
+                fmt_num(r.req_per_s),
+                r.queue_rtt.p50,
+                fmt_num(r.queue_per_s)
+            );
+            nats_rounds.push(r);
         }
         if runs("zmtp") {
             let (l, c) = link::zmtp_driver(args).await;
@@ -412,9 +431,10 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
             tcp.push(r);
         }
     }
+    let mut rows = nats_rows(&node, &nats_rounds);
     if node.is_empty() || zmtp.is_empty() || tcp.is_empty() {
-        eprintln!("  [1-2] --only given: no table rows (they need all three)");
-        return Vec::new();
+        eprintln!("  [1-2] --only given: no table rows for 1, 2, 8, 9 (they need node, zmtp, tcp)");
+        return rows;
     }
     let rate =
         |v: &[link::LinkResult], i: usize| median(v.iter().map(|r| r.msgs_per_s[i]).collect());
@@ -427,7 +447,6 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     let per_round = |f: &dyn Fn(&link::LinkResult) -> f64| {
         median(node.iter().zip(&zmtp).map(|(a, b)| f(a) / f(b)).collect())
     };
-    let mut rows = Vec::new();
     let sizes = link::windows(args);
     if args.wants(1) {
         for (i, w) in sizes.iter().enumerate() {
@@ -599,6 +618,54 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
         ));
     }
     rows
+}
+
+/// Scenario 10's rows: zmesh (scenarios 8 and 9 of the same rounds) against NATS.
+fn nats_rows(node: &[link::LinkResult], nats: &[nats::NatsResult]) -> Vec<Row> {
+    if node.is_empty() || nats.is_empty() {
+        return Vec::new();
+    }
+    let zm =
+        |f: &dyn Fn(&link::LinkResult) -> Option<f64>| median(node.iter().filter_map(f).collect());
+    let nt = |f: &dyn Fn(&nats::NatsResult) -> f64| median(nats.iter().map(f).collect());
+    let (req, nreq) = (zm(&|r| r.req_rtt.map(|p| p.p50)), nt(&|r| r.req_rtt.p50));
+    let (rate, nrate) = (zm(&|r| r.req_per_s), nt(&|r| r.req_per_s));
+    let (any, nq) = (zm(&|r| r.any_rtt.map(|p| p.p50)), nt(&|r| r.queue_rtt.p50));
+    let (any_rate, nq_rate) = (zm(&|r| r.any_per_s), nt(&|r| r.queue_per_s));
+    vec![
+        Row::new(
+            10,
+            "request/reply round trip median us (64 B)",
+            req,
+            "NATS request/reply",
+            Some(nreq),
+        )
+        .target("<= 0.5x NATS", req <= 0.5 * nreq),
+        Row::new(
+            10,
+            format!("pipelined requests/s ({} in flight)", link::PIPELINE),
+            rate,
+            "NATS request/reply",
+            Some(nrate),
+        )
+        .target(">= NATS", rate >= nrate),
+        Row::new(
+            10,
+            "request any round trip median us (64 B)",
+            any,
+            "NATS queue group",
+            Some(nq),
+        )
+        .target("<= 0.5x NATS", any <= 0.5 * nq),
+        Row::new(
+            10,
+            format!("pipelined request any/s ({} in flight)", link::PIPELINE),
+            any_rate,
+            "NATS queue group",
+            Some(nq_rate),
+        )
+        .target(">= NATS", any_rate >= nq_rate),
+    ]
 }
 
 fn report_round(round: usize, which: &str, r: &link::LinkResult) {
