@@ -8,6 +8,8 @@
 //! * `zmesh request TARGET EVENT [PAYLOAD]` / `zmesh reply --echo|--exec CMD` — request/reply
 //!   from the shell (exit status per outcome, see `reqrep.rs`); TARGET may be `any[:FILTER]`,
 //!   `all[:FILTER]`, `group:NAME` (`routing.rs`). `zmesh tick TARGET EVENT [PAYLOAD]`.
+//! * `zmesh emit TOPIC [PAYLOAD]` / `zmesh on PATTERN [--count N]` — the distributed event
+//!   emitter (`emitter.rs`).
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
 //!   drive (the same protocol as the pyre and zyre.js agents in `interop/`).
 //!
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod emitter;
 mod output;
 mod reqrep;
 mod routing;
@@ -99,6 +102,10 @@ enum Command {
     Reply(reqrep::ReplyArgs),
     /// Send a tick (no answer) to a peer, to any or all matching peers, or to a group.
     Tick(routing::TickArgs),
+    /// Emit an event to every peer subscribed to a matching pattern.
+    Emit(emitter::EmitArgs),
+    /// Print the events matching a pattern (one line each, JSON with --json).
+    On(emitter::OnArgs),
 }
 
 /// Options shared by the commands that run one node.
@@ -197,6 +204,8 @@ async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Request(args) => reqrep::request(&cli, args).await,
         Command::Reply(args) => reqrep::reply(&cli, args).await,
         Command::Tick(args) => routing::tick(&cli, args).await,
+        Command::Emit(args) => emitter::emit(&cli, args).await,
+        Command::On(args) => emitter::on(&cli, args).await,
     }
 }
 

@@ -9,8 +9,8 @@
 //!   `driver.control(..)`) or to routing (`driver.request_any(..)` and friends, module
 //!   `routes`), timer expiries to [`Driver::handle_timeout`]; then the shell calls
 //!   [`Driver::flush`].
-//! * The layers it runs — [`Control`] (options, handler advertisement, peer directory) and
-//!   [`ReqRep`] (requests, ticks, gathers) — each sit in one slot ([`Hosted`]: the layer and
+//! * The layers it runs — [`Control`] (options, handler advertisement, peer directory),
+//!   [`ReqRep`] (requests, ticks, gathers) and [`Emitter`] (events) — each sit in one slot ([`Hosted`]: the layer and
 //!   its output buffer). Peer and group events reach every slot; an envelope reaches the slot
 //!   whose layer byte it carries; the earliest deadline is the minimum over the engine and the
 //!   slots. Adding a layer is adding a slot (`Driver::slots`) and a [`Sink`] method. The
@@ -45,6 +45,7 @@ use zmesh_zre::{Config as EngineConfig, Engine, EngineError, Event, Output};
 use crate::caps::{Caps, CAPS_HEADER};
 use crate::control::{self, Control, Options};
 use crate::envelope::{self, Envelope};
+use crate::events::{self, Emitter};
 use crate::layer::{Input, Layer, PeerView, Recorded};
 use crate::reqrep::{self, HandlerKind, ReqRep};
 use crate::routing::Router;
@@ -72,6 +73,8 @@ pub trait Sink<W> {
     fn reqrep(&mut self, delivery: reqrep::Delivery<W>);
     /// A peer event from the control layer.
     fn control(&mut self, delivery: control::Delivery);
+    /// Something from the event emitter.
+    fn events(&mut self, delivery: events::Delivery);
 }
 
 /// The configuration of the layers a driver runs.
@@ -81,6 +84,8 @@ pub struct LayerConfig {
     pub reqrep: reqrep::Config,
     /// The node's options at start ([`Control::new`]).
     pub options: Options,
+    /// Event emitter limits and credit window.
+    pub events: events::Config,
 }
 
 impl From<reqrep::Config> for LayerConfig {
@@ -164,6 +169,7 @@ pub struct Driver<W> {
     engine: Engine,
     control: Hosted<Control>,
     reqrep: Hosted<ReqRep<W>>,
+    events: Hosted<Emitter>,
     /// Announced capabilities of the peers that entered (plain peers: [`Caps::NONE`]).
     caps: HashMap<Uuid, Caps>,
     router: Router,
@@ -177,6 +183,7 @@ pub fn own_caps() -> Caps {
     Caps::NONE
         .with(envelope::Layer::CONTROL)
         .with(envelope::Layer::REQREP)
+        .with(envelope::Layer::EVENTS)
 }
 
 impl<W> Driver<W> {
@@ -196,6 +203,7 @@ impl<W> Driver<W> {
             engine: Engine::try_new(config, now)?,
             control: Hosted::new(Control::new(layers.options)?),
             reqrep: Hosted::new(ReqRep::new(layers.reqrep)),
+            events: Hosted::new(Emitter::new(layers.events)),
             caps: HashMap::new(),
             router: Router::default(),
             advertised: 0,
@@ -204,8 +212,8 @@ impl<W> Driver<W> {
     }
 
     /// Every slot, for what the driver does to all layers alike.
-    fn slots(&mut self) -> [&mut dyn Slot; 2] {
-        [&mut self.control, &mut self.reqrep]
+    fn slots(&mut self) -> [&mut dyn Slot; 3] {
+        [&mut self.control, &mut self.reqrep, &mut self.events]
     }
 
     /// The ZRE engine, for inputs (sightings, messages, send failures) and queries.
@@ -241,6 +249,19 @@ impl<W> Driver<W> {
         f(&mut self.control.layer, &mut self.control.out)
     }
 
+    /// Runs `f` on the event emitter with its output buffer; call [`Driver::flush`] afterwards.
+    pub fn events<R>(
+        &mut self,
+        f: impl FnOnce(&mut Emitter, &mut Recorded<events::Delivery>) -> R,
+    ) -> R {
+        f(&mut self.events.layer, &mut self.events.out)
+    }
+
+    /// The event emitter, for queries.
+    pub fn events_ref(&self) -> &Emitter {
+        &self.events.layer
+    }
+
     /// The control layer (the peer directory), for queries.
     pub fn control_ref(&self) -> &Control {
         &self.control.layer
@@ -248,10 +269,14 @@ impl<W> Driver<W> {
 
     /// The earliest deadline of the layers alone (a command can move only these earlier).
     pub fn layers_poll_timeout(&self) -> Option<Instant> {
-        [self.control.deadline(), self.reqrep.deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.control.deadline(),
+            self.reqrep.deadline(),
+            self.events.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The driver's counters.
@@ -340,6 +365,9 @@ impl<W> Driver<W> {
             for d in self.reqrep.out.delivered.drain(..) {
                 sink.reqrep(d);
             }
+            for d in self.events.out.delivered.drain(..) {
+                sink.events(d);
+            }
             let mut sent = Vec::new();
             let mut shouted = Vec::new();
             for slot in self.slots() {
@@ -380,6 +408,7 @@ impl<W> Driver<W> {
         }
         self.reqrep.layer.stop(&mut self.reqrep.out);
         self.control.layer.stop();
+        self.events.layer.stop();
         self.caps.clear();
         self.engine.stop(now);
         self.flush(now, transport, sink);

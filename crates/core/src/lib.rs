@@ -13,6 +13,7 @@
 //! | [`reqrep`] | request/reply, ticks and scatter/gather (requests to many), the first layer |
 //! | [`control`] | options, handler advertisement and the peer directory (layer 1, `ctl`) |
 //! | [`filter`] | filters over a peer's options and headers, and their textual syntax |
+//! | [`events`] | the distributed event emitter: interest-based, retained values, credit (layer 3, `ev`) |
 //! | [`routing`] | targets: a peer, any / all peers matching a filter, a group; balancing |
 //! | [`driver`] | the ZRE engine and the layers composed, with the output contract |
 //! | `testing` | (feature `testing`) the output contract, checked: shared by tests, fuzzers, simulator |
@@ -25,6 +26,7 @@ pub mod caps;
 pub mod control;
 pub mod driver;
 pub mod envelope;
+pub mod events;
 pub mod filter;
 pub mod layer;
 pub mod pattern;

@@ -169,4 +169,8 @@ impl<W, S: Sink<W>> Sink<W> for CheckedSink<'_, S> {
     fn control(&mut self, delivery: control::Delivery) {
         self.inner.control(delivery)
     }
+
+    fn events(&mut self, delivery: crate::events::Delivery) {
+        self.inner.events(delivery)
+    }
 }

@@ -169,6 +169,35 @@ fn main() {
     }
     layer_seeds(dir);
     routing_seeds(dir);
+    events_seeds(dir);
+}
+
+/// `events_decode`: SUBS payloads (mode byte 0) and a CREDIT (mode byte 1).
+fn events_seeds(dir: &Path) {
+    use zmesh_core::events::{wire, Sub, Subs};
+    use zmesh_core::pattern::Pattern;
+    let sub = |p: &str, retained, flow| Sub {
+        pattern: Pattern::parse(p).unwrap(),
+        retained,
+        flow,
+    };
+    let full = Subs {
+        version: 9,
+        window: 1024,
+        patterns: vec![
+            sub("s.*", true, false),
+            sub("**", false, true),
+            sub("a.**.z", true, true),
+        ],
+    };
+    for (name, s) in [("subs-empty", Subs::default()), ("subs-full", full)] {
+        let mut b = vec![0u8];
+        b.extend_from_slice(&s.encode());
+        write(dir, "events_decode", name, &b);
+    }
+    let mut b = vec![1u8];
+    b.extend_from_slice(&wire::encode_credit(4096));
+    write(dir, "events_decode", "credit", &b);
 }
 
 /// `routing_decode`: STATE payloads (mode byte 0) and target texts (mode byte 1).

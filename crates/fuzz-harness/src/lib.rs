@@ -26,6 +26,7 @@ pub mod codecs;
 pub mod curve;
 pub mod engine;
 pub mod envelope;
+pub mod events;
 pub mod layer;
 pub mod routing;
 pub mod script;
@@ -36,6 +37,7 @@ pub use codecs::{
 pub use curve::curve_handshake_and_message;
 pub use engine::engine_messages;
 pub use envelope::envelope_decode;
+pub use events::events_decode;
 pub use layer::layer_envelopes;
 pub use routing::routing_decode;
 
@@ -57,4 +59,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("layer_envelopes", layer_envelopes),
     ("curve_handshake_and_message", curve_handshake_and_message),
     ("routing_decode", routing_decode),
+    ("events_decode", events_decode),
 ];

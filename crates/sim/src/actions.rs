@@ -90,6 +90,11 @@ impl Sim {
         let layers = zmesh_core::driver::LayerConfig {
             reqrep: self.reqrep_config(),
             options: self.initial_options(slot),
+            // A small credit window, so that flow control and back-pressure happen.
+            events: zmesh_core::events::Config {
+                window: 4,
+                ..Default::default()
+            },
         };
         let driver = Driver::new(config, layers, self.instant(self.now))
             .map_err(|e| format!("{name}: Driver::new failed: {e}"))?;
@@ -139,6 +144,7 @@ impl Sim {
         life.slot = slot;
         self.report.instances += 1;
         self.touched.insert(id);
+        self.emitter_start(id)?;
         let next_req = self.reqrep_start(id);
         self.insts.get_mut(&id).unwrap().next_req = next_req;
         Ok(())

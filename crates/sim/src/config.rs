@@ -179,4 +179,12 @@ pub struct SimReport {
     pub option_changes: u64,
     /// Peer events (joined, options changed, left) checked.
     pub peer_events: u64,
+    /// Events emitted (by publishers) / delivered to subscribers (checked).
+    pub events_emitted: u64,
+    /// Events delivered to a subscription (remote and local).
+    pub events_delivered: u64,
+    /// Retained values delivered.
+    pub retained_delivered: u64,
+    /// Emits refused for back-pressure.
+    pub emits_backpressured: u64,
 }

@@ -138,6 +138,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod actions;
 mod config;
+mod emitter;
 mod invariants;
 mod reqrep;
 mod routing;
@@ -327,6 +328,7 @@ pub struct Sim {
     touched_conns: BTreeSet<ConnId>,
     rr: reqrep::ReqModel,
     rt: routing::RouteModel,
+    em: emitter::EmitModel,
 }
 
 fn secs(d: Duration) -> String {
@@ -401,6 +403,7 @@ impl Sim {
             touched_conns: BTreeSet::new(),
             rr: reqrep::ReqModel::new(seed, n, cfg.requests),
             rt: routing::RouteModel::default(),
+            em: emitter::EmitModel::new(seed, n),
             cfg,
         };
         sim.log(format!(
@@ -433,6 +436,7 @@ impl Sim {
         if let Err(e) = self
             .check_requests_drained()
             .and_then(|()| self.routing_converged())
+            .and_then(|()| self.emitter_converged())
         {
             self.fail(format!("end of the quiet phase: {e}"));
         }

@@ -67,6 +67,8 @@ pub(crate) enum Handed {
     ReqRep(Delivery<Waiter>),
     /// A peer event of the control layer.
     Control(zmesh_core::control::Delivery),
+    /// An event-emitter delivery.
+    Events(zmesh_core::events::Delivery),
 }
 
 #[derive(Default)]
@@ -81,6 +83,9 @@ impl Sink<Waiter> for Recorder {
     }
     fn control(&mut self, delivery: zmesh_core::control::Delivery) {
         self.0.push(Handed::Control(delivery));
+    }
+    fn events(&mut self, delivery: zmesh_core::events::Delivery) {
+        self.0.push(Handed::Events(delivery));
     }
 }
 
@@ -179,6 +184,7 @@ impl Sim {
                 }
                 Handed::ReqRep(delivery) => self.delivery(id, delivery)?,
                 Handed::Control(delivery) => self.peer_event(id, delivery)?,
+                Handed::Events(delivery) => self.emitted(id, delivery)?,
             }
         }
         Ok(d)
@@ -414,6 +420,7 @@ impl Sim {
                     ));
                 }
                 inst.view.insert(*peer, BTreeSet::new());
+                self.em.session_reset(id, *peer);
                 self.ready_via.insert((id, *peer), cid);
                 self.interfered.remove(&(id, *peer));
                 self.report.enters += 1;
@@ -431,6 +438,7 @@ impl Sim {
                 }
                 self.ready_via.remove(&(id, *peer));
                 self.rr.exit_seen(id, *peer);
+                self.em.session_reset(id, *peer);
                 self.interfered.remove(&(id, *peer));
                 self.report.exits += 1;
                 format!("{name} EVENT EXIT {}", short(peer))

@@ -41,6 +41,12 @@ pub enum Error {
     /// A tick could not be sent (nobody can receive it, or it is too large).
     #[error("tick not sent: {0}")]
     Request(RequestError),
+    /// An emit was held back: these subscribers have no credit left (nothing was sent).
+    #[error("back-pressure from {} subscriber(s)", .0.len())]
+    Backpressure(Vec<Uuid>),
+    /// An emit was refused (payload too large, too many retained topics).
+    #[error("emit refused: {0}")]
+    Emit(crate::EmitError),
     /// The node has been stopped.
     #[error("node is stopped")]
     Stopped,

@@ -54,6 +54,9 @@
 //!   every peer within one trip) and HELLO headers; `any` is least-outstanding with round robin
 //!   among equals, `all` is an [`AllReplies`] stream that always ends. Peer events
 //!   ([`Node::peer_events`]) have the contract of group streams.
+//! * **Events** of the distributed emitter ([`Node::emit`], [`Node::on`]) go only to peers with
+//!   a matching subscription, in order per publisher; a slow subscription either drops its
+//!   oldest events (counted) or back-pressures the publishers ([`Overflow`]).
 //!
 //! # Layout
 //!
@@ -82,12 +85,14 @@ pub use error::Error;
 pub use event::Event;
 pub use iface::{InterfaceSpec, SelectedInterface};
 pub use node::{
-    endpoint_addr, AllReplies, AllRequest, AnyRequest, Events, GroupEvents, IncomingRequest,
-    IncomingTick, Node, NodeBuilder, NodeStats, Options, PeerEvent, PeerEvents, PeerInfo,
-    ReplyFuture, Request, Requests, Ticks, DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT,
-    DEFAULT_EVENT_CAPACITY, TICK_QUEUE,
+    endpoint_addr, AllReplies, AllRequest, AnyRequest, Emitted, Events, GroupEvents,
+    IncomingRequest, IncomingTick, Node, NodeBuilder, NodeStats, On, OnOptions, Options, Overflow,
+    PeerEvent, PeerEvents, PeerInfo, ReplyFuture, Request, Requests, Ticks,
+    DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY, DEFAULT_ON_CAPACITY,
+    TICK_QUEUE,
 };
 pub use uuid::Uuid;
+pub use zmesh_core::events::EmitError;
 pub use zmesh_core::filter::{Attributes, Cmp, Filter, ParseError as FilterParseError};
 pub use zmesh_core::reqrep::GatherEnd;
 pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
@@ -102,6 +107,7 @@ pub use zmesh_zre::{
 pub mod stats {
     pub use zmesh_core::control::Stats as ControlStats;
     pub use zmesh_core::driver::Stats as EnvelopeStats;
+    pub use zmesh_core::events::Stats as EmitterStats;
     pub use zmesh_core::reqrep::Stats as RequestStats;
     pub use zmesh_zre::Stats as EngineStats;
 }

@@ -60,6 +60,7 @@ impl Sink<u32> for App {
     fn control(&mut self, d: control::Delivery) {
         self.peer_events.push(d);
     }
+    fn events(&mut self, _d: events::Delivery) {}
 }
 
 struct Node {

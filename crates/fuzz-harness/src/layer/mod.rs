@@ -271,19 +271,23 @@ impl Transport for Shell {
                 let env = Envelope::decode(&content[0]).expect("our envelope decodes");
                 let caps = s.entered.get(&peer).copied().flatten();
                 let caps = caps.unwrap_or_else(|| panic!("envelope to a plain ZRE peer: {env:?}"));
-                match env.kind {
-                    wire::REQUEST | wire::CANCEL => {
-                        assert!(caps.has(LayerId::REQREP), "{env:?} to a peer without req")
-                    }
-                    _ => {}
+                // What we send unprompted (a REQUEST, a CANCEL, control STATE, emitter SUBS /
+                // EVENT / CREDIT) goes only to peers that announced its layer; answers go to
+                // whoever asked.
+                let unprompted = env.layer != LayerId::REQREP
+                    || matches!(env.kind, wire::REQUEST | wire::CANCEL);
+                if unprompted {
+                    assert!(caps.has(env.layer), "{env:?} to a peer without its layer");
                 }
-                match env.kind {
-                    wire::REQUEST => s.sent_requests.push((peer, env.id)),
-                    wire::REPLY | wire::ERROR => {
-                        let corr = env.corr.expect("answers carry corr");
-                        s.answers_sent.push((peer, corr));
+                if env.layer == LayerId::REQREP {
+                    match env.kind {
+                        wire::REQUEST => s.sent_requests.push((peer, env.id)),
+                        wire::REPLY | wire::ERROR => {
+                            let corr = env.corr.expect("answers carry corr");
+                            s.answers_sent.push((peer, corr));
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
         }
@@ -328,6 +332,20 @@ impl Sink<u64> for Shell {
 
     fn reqrep(&mut self, delivery: Delivery<u64>) {
         self.0.borrow_mut().check_delivery(delivery);
+    }
+
+    fn events(&mut self, delivery: zmesh_core::events::Delivery) {
+        // Only a peer that announced capabilities can have sent an (events) envelope.
+        if let zmesh_core::events::Delivery::Event {
+            from: Some(peer), ..
+        } = delivery
+        {
+            let s = self.0.borrow();
+            assert!(
+                matches!(s.entered.get(&peer), Some(Some(_))),
+                "event from {peer}, which announced no capabilities"
+            );
+        }
     }
 
     fn control(&mut self, delivery: zmesh_core::control::Delivery) {

@@ -274,6 +274,11 @@ impl Sim {
             }
         } else if roll < 86 {
             self.change_option(id)?;
+        } else if roll < 93 {
+            // In bursts, so that credit windows fill up.
+            for _ in 0..self.rr.rng.gen_range(1..=8) {
+                self.emit_event(id)?;
+            }
         } else {
             self.tick(id)?;
         }

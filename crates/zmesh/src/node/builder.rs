@@ -57,6 +57,7 @@ pub struct NodeBuilder {
     pub(super) inbox: InboxConfig,
     pub(super) requests: reqrep::Config,
     pub(super) options: zmesh_core::control::Options,
+    pub(super) emitter_window: u32,
     pub(super) beacons: bool,
     sources: Vec<SourceSlot>,
 }
@@ -97,6 +98,7 @@ impl Default for NodeBuilder {
             inbox: InboxConfig::default(),
             requests: reqrep::Config::default(),
             options: Default::default(),
+            emitter_window: zmesh_core::events::Config::default().window,
             beacons: true,
             sources: Vec::new(),
         }
@@ -250,6 +252,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Credit window this node grants each publisher for its back-pressured subscriptions
+    /// (default 1,024 events; see [`Overflow::BackPressure`](crate::Overflow)).
+    pub fn emitter_window(mut self, events: u32) -> Self {
+        self.emitter_window = events.max(1);
+        self
+    }
+
     /// Largest request or reply payload sent or accepted (default 16 MiB).
     pub fn max_request_payload(mut self, bytes: usize) -> Self {
         self.requests.max_payload = bytes;
@@ -325,6 +334,10 @@ impl NodeBuilder {
         let layers = LayerConfig {
             reqrep: requests,
             options: self.options.clone(),
+            events: zmesh_core::events::Config {
+                window: self.emitter_window,
+                ..Default::default()
+            },
         };
         let driver = Driver::new(config, layers, now)?;
         let events = Arc::new(EventQueue::new(self.event_capacity));
@@ -346,6 +359,7 @@ impl NodeBuilder {
                 running: HashMap::new(),
                 next_handler: 1,
                 routing: Default::default(),
+                emitter: Default::default(),
                 outbox_config: self.outbox.clone(),
                 identity: Bytes::from(identity),
                 endpoint: None,

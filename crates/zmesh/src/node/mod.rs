@@ -69,6 +69,7 @@ use crate::iface::SelectedInterface;
 use shared::Shared;
 
 mod builder;
+mod emitter;
 mod groups;
 mod requests;
 mod routing;
@@ -77,6 +78,7 @@ mod task;
 
 use builder::check_str;
 pub use builder::{NodeBuilder, DEFAULT_BEACON_INTERVAL, DEFAULT_EVENT_CAPACITY};
+pub use emitter::{Emitted, On, OnOptions, Overflow, DEFAULT_ON_CAPACITY};
 pub use groups::GroupEvents;
 pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
@@ -120,6 +122,10 @@ pub struct NodeStats {
     pub control: crate::stats::ControlStats,
     /// Requests to all (gathers) in progress.
     pub gathers_open: usize,
+    /// Event-emitter counters (sent, received, back-pressured, credits, ...).
+    pub emitter: crate::stats::EmitterStats,
+    /// Events dropped by drop-oldest subscriptions whose application fell behind.
+    pub emitter_dropped: u64,
 }
 
 /// Rejects empty content and content that would be taken for a layer message.
@@ -399,6 +405,8 @@ impl Node {
             requests_running: rr.running(),
             control: state.driver.control_ref().stats().clone(),
             gathers_open: rr.gathers_open(),
+            emitter: state.driver.events_ref().stats().clone(),
+            emitter_dropped: state.emitter.dropped(),
         }
     }
 

@@ -15,6 +15,7 @@ use zmesh_core::driver::{Driver, Sink, Transport};
 use zmesh_core::reqrep::{self, HandlerId, InboundKey};
 use zmesh_zmtp::{Outbox, OutboxConfig, SendError};
 
+use super::emitter::EmitterShell;
 use super::groups::{fan_out, GroupSub};
 use super::requests::{CancelFlag, HandlerTx, Waiter};
 use super::routing::RoutingShell;
@@ -61,6 +62,8 @@ pub(super) struct State {
     pub(super) next_handler: HandlerId,
     /// Gather streams and peer-event subscribers (`routing.rs`).
     pub(super) routing: RoutingShell,
+    /// Event-emitter subscriptions (`emitter.rs`).
+    pub(super) emitter: EmitterShell,
     pub(super) outbox_config: OutboxConfig,
     pub(super) identity: Bytes,
     pub(super) endpoint: Option<String>,
@@ -134,6 +137,7 @@ pub(super) struct AppSink<'a> {
     pub(super) handlers: &'a HashMap<HandlerId, HandlerTx>,
     pub(super) running: &'a mut HashMap<InboundKey, Arc<CancelFlag>>,
     pub(super) routing: &'a mut RoutingShell,
+    pub(super) emitter: &'a mut EmitterShell,
     pub(super) shared: &'a Arc<Shared>,
     /// Requests whose handler's stream is gone: abandoned after the flush.
     pub(super) abandoned: Vec<InboundKey>,
@@ -204,6 +208,10 @@ impl Sink<Waiter> for AppSink<'_> {
     fn control(&mut self, delivery: zmesh_core::control::Delivery) {
         self.routing.control(delivery, &self.shared.stats);
     }
+
+    fn events(&mut self, delivery: zmesh_core::events::Delivery) {
+        self.emitter.deliver(delivery, self.shared);
+    }
 }
 
 impl Shared {
@@ -241,6 +249,7 @@ impl Shared {
             handlers,
             running,
             routing,
+            emitter,
             outbox_config,
             identity,
             ..
@@ -259,6 +268,7 @@ impl Shared {
             handlers,
             running,
             routing,
+            emitter,
             shared: self,
             abandoned: Vec::new(),
         };

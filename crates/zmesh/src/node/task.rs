@@ -391,6 +391,7 @@ fn end_handlers(state: &mut State) {
     state.handlers.clear();
     state.group_subs.clear();
     state.routing.clear();
+    state.emitter.clear();
     for (_, flag) in state.running.drain() {
         flag.cancel();
     }
