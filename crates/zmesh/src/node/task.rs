@@ -363,14 +363,14 @@ impl NodeTask {
             let _ = close.await;
         }
         if let Some(beacon) = &mut self.beacon {
-            // Port 0 = "I am leaving": peers see EXIT at once. Sent twice in case one is lost, and
-            // only after the outboxes have drained: the UDP beacon would otherwise overtake the
-            // last messages (and GOODBYEs) still queued on TCP, and peers would drop them as
-            // coming from a peer that already left.
-            for _ in 0..2 {
-                if let Err(e) = beacon.announce(0) {
-                    debug!(error = %e, "leave beacon not sent");
-                }
+            // Port 0 = "I am leaving": peers see EXIT at once. Sent only after the outboxes have
+            // drained: the UDP beacon would otherwise overtake the last messages (and GOODBYEs)
+            // still queued on TCP, and peers would drop them as coming from a peer that already
+            // left. Sent once, like C Zyre: a second one makes Pyre log "We don't know peer id"
+            // and zyre.js emit a second EXIT without a name; if the one is lost, zmesh peers
+            // still have the GOODBYE and the closed connection, and every peer the expiry.
+            if let Err(e) = beacon.announce(0) {
+                debug!(error = %e, "leave beacon not sent");
             }
         }
         for s in &mut self.sources {

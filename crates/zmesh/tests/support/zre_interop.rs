@@ -370,6 +370,20 @@ pub fn polite_stop_of_zmesh_is_exit_on_peer(peer: &ZrePeer, port: u16) {
     );
     println!("zmesh stop -> EXIT on {label}: {} ms", ms(took));
     assert!(took < POLITE_EXIT, "EXIT took {took:?} after zmesh's stop");
+    // One EXIT only: a second leave beacon made zyre.js emit a second EXIT without a name
+    // (and Pyre log "We don't know peer id"). Beacons after the stop would come within a
+    // beacon interval; half a second more covers them.
+    pa.drain_for(BEACON_INTERVAL + Duration::from_millis(500));
+    let exits: Vec<&Value> = pa
+        .history()
+        .iter()
+        .filter(|e| e["event"] == "EXIT")
+        .collect();
+    assert_eq!(
+        exits.len(),
+        1,
+        "[{label}] EXITs after zmesh's stop: {exits:?}"
+    );
     let status = zm.stop().unwrap();
     assert!(status.success(), "zmesh agent exit status {status}");
     // zmesh's own STOP event is the last thing it prints.
