@@ -5,6 +5,7 @@
 //!
 //! * [`beacon`]: the 22/54-byte UDP discovery beacon;
 //! * [`msg`]: the ten ZRE v2 TCP messages (HELLO ... GOODBYE) as a frame codec;
+//! * [`sequence`]: the 16-bit message sequence and the two ways implementations wrap it;
 //! * [`engine`]: the sans-IO protocol engine ([`Engine`]) — peer table, groups, sequence and
 //!   status bookkeeping, liveness — driven by explicit inputs and an explicit `Instant`, producing
 //!   [`Output`]s for the async shell (crate `zmesh`) to carry out.
@@ -22,6 +23,7 @@ pub mod engine;
 mod group;
 pub mod msg;
 pub mod peer;
+pub mod sequence;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

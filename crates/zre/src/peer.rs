@@ -13,7 +13,8 @@
 //!
 //! Sequence numbers are per peer object: `sent_sequence` is pre-incremented for every message we
 //! send (so our HELLO is 1) and `want_sequence` is the last sequence accepted from them. A new peer
-//! object (after a removal) starts again at 0, exactly like C Zyre.
+//! object (after a removal) starts again at 0, exactly like C Zyre. How the two wrap after 65534
+//! depends on the peer's implementation: see [`crate::sequence`].
 //!
 //! The liveness computation (`Peer::tick`, `Peer::next_deadline`, the liveness episode) lives in
 //! the engine's liveness module, with the policy it implements.
@@ -24,6 +25,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::engine::liveness::Liveness;
+use crate::sequence::{SeqWrap, PLAIN_PEER_WRAP};
 
 /// Header that marks a zmesh node. A peer whose HELLO carries it (any value) is known to accept
 /// the messages C Zyre ≤ 2.0.0 does not understand (ELECT, LEADER, GOODBYE).
@@ -82,6 +84,8 @@ pub(crate) struct Peer {
     pub(crate) groups: Vec<String>,
     pub(crate) sent_sequence: u16,
     pub(crate) want_sequence: u16,
+    /// How our sequence to it goes on after 65534: what it expects (see [`crate::sequence`]).
+    pub(crate) wrap: SeqWrap,
     pub(crate) status: u8,
     /// Last accepted TCP message (or creation).
     pub(crate) last_heard: Instant,
@@ -115,6 +119,7 @@ impl Peer {
             groups: Vec::new(),
             sent_sequence: 0,
             want_sequence: 0,
+            wrap: PLAIN_PEER_WRAP,
             status: 0,
             last_heard: now,
             last_beacon: None,

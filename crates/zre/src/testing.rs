@@ -7,7 +7,8 @@
 //!
 //! * `Connect` only for a peer without an open outbox, never to ourselves, never to an empty
 //!   endpoint; `Send` and `Disconnect` only for a peer with one;
-//! * every `Send` decodes; on each outbox the sequence numbers run 1, 2, 3, ... (wrapping), the
+//! * every `Send` decodes; on each outbox the sequence numbers run 1, 2, 3, ... (wrapping after
+//!   65534 to 65535 or 0, as [`crate::sequence`] allows, to a zmesh peer only to 65535), the
 //!   first message and only the first is our HELLO, carrying our current endpoint, name, groups
 //!   and status and the `X-ZMESH` header;
 //! * JOIN and LEAVE carry exactly the previous status + 1 on that outbox; GOODBYE, ELECT and
@@ -139,7 +140,16 @@ impl Contract {
         };
         let (seq, msg) = ZreMessage::decode(frames)
             .map_err(|e| format!("undecodable frames sent to {peer}: {e}"))?;
-        if seq != ob.last_seq.wrapping_add(1) {
+        let zmesh_peer = self
+            .entered
+            .get(&peer)
+            .is_some_and(|h| h.iter().any(|(k, _)| k == ZMESH_HEADER));
+        let in_turn = match crate::sequence::step(ob.last_seq, seq) {
+            crate::sequence::Step::Next => true,
+            crate::sequence::Step::Shows(w) => !zmesh_peer || w == crate::sequence::SeqWrap::U16,
+            crate::sequence::Step::Gap => false,
+        };
+        if !in_turn {
             return Err(format!(
                 "sequence {seq} after {} on the outbox to {peer}",
                 ob.last_seq

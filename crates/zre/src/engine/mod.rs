@@ -23,7 +23,8 @@
 //! # Sender rules (zre-spec §6)
 //!
 //! Every peer object numbers its messages from 1 (HELLO). A sequence number is consumed only when
-//! the frames are actually produced, so an encoding error never creates a gap. Our `u8` status
+//! the frames are actually produced, so an encoding error never creates a gap. After 65534 the
+//! next number is what that peer expects where it can be known ([`crate::sequence`]). Our `u8` status
 //! is incremented before each JOIN/LEAVE and only on a real change; JOIN/LEAVE go to every
 //! connected peer (ready or not, like C — they have our HELLO already). SHOUT goes once to every
 //! ready peer known to be in the group (we need not be in it ourselves); never to ourselves.
@@ -391,7 +392,7 @@ impl Engine {
         if !peer.is_connected() {
             return false;
         }
-        let sequence = peer.sent_sequence.wrapping_add(1);
+        let sequence = peer.wrap.next(peer.sent_sequence);
         match msg.encode(sequence) {
             Ok(frames) => {
                 peer.sent_sequence = sequence;

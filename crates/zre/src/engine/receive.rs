@@ -11,8 +11,10 @@
 //! * HELLO from an unknown UUID creates the peer (outbox to the HELLO's endpoint, our HELLO with
 //!   sequence 1). HELLO from a *ready* peer is a restart: EXIT + Disconnect of the old peer object,
 //!   then a fresh one (Connect + HELLO seq 1) and ENTER.
-//! * The sequence check is strict (`u16`, wrapping). A gap removes the peer (EXIT + Disconnect);
-//!   its next beacon brings it back. A HELLO must carry sequence 1.
+//! * The sequence check is strict, except that after 65534 both 65535 (C Zyre, zmesh) and 0
+//!   (Pyre, zyre.js) are accepted; which one came decides how we wrap toward that peer
+//!   ([`crate::sequence`]). A gap removes the peer (EXIT + Disconnect); its next beacon brings it
+//!   back. A HELLO must carry sequence 1.
 //! * JOIN/LEAVE must carry exactly `previous status + 1` (mod 256). C Zyre `assert`s (aborts) on
 //!   a mismatch; **we treat it as a protocol error on that peer**: the peer is removed with EXIT,
 //!   counted ([`Stats::status_mismatches`]), and no JOIN/LEAVE event is emitted for that message.
@@ -49,6 +51,7 @@ use super::liveness::Liveness;
 use super::{Engine, Event};
 use crate::msg::ZreMessage;
 use crate::peer::{PeerState, ZMESH_HEADER};
+use crate::sequence::{self, SeqWrap, Step};
 
 impl Engine {
     /// A discovery sighting (beacon, gossip, seed): an unknown UUID becomes a new peer (Connect +
@@ -152,14 +155,21 @@ impl Engine {
                 }
                 return;
             }
-            let want = peer.want_sequence.wrapping_add(1);
-            if sequence != want {
-                self.stats.sequence_gaps += 1;
-                warn!(peer = %uuid, want, got = sequence, "messages lost; removing peer");
-                self.remove_peer(uuid);
-                return;
+            match sequence::step(peer.want_sequence, sequence) {
+                Step::Next => {}
+                Step::Shows(wrap) => {
+                    debug!(peer = %uuid, ?wrap, "peer's sequence wrapped; following its rule");
+                    peer.wrap = wrap;
+                }
+                Step::Gap => {
+                    self.stats.sequence_gaps += 1;
+                    let want = peer.want_sequence.wrapping_add(1);
+                    warn!(peer = %uuid, want, got = sequence, "messages lost; removing peer");
+                    self.remove_peer(uuid);
+                    return;
+                }
             }
-            peer.want_sequence = want;
+            peer.want_sequence = sequence;
             // Hot path: a WHISPER/SHOUT only becomes an event, so deliver it with the peer at hand
             // (one map lookup per message instead of three). When no PING is outstanding and the
             // peer is not evasive, `refresh` only moves `last_heard` later, which moves none of
@@ -283,6 +293,10 @@ impl Engine {
             } => {
                 peer.name = name.clone();
                 peer.zmesh = headers.iter().any(|(k, _)| k == ZMESH_HEADER);
+                if peer.zmesh {
+                    // zmesh wraps like C (and accepts both): the one plain peer we can identify.
+                    peer.wrap = SeqWrap::U16;
+                }
                 peer.headers = headers.clone();
                 peer.hello_endpoint = Some(endpoint.clone());
                 peer.status = status;

@@ -36,6 +36,8 @@ struct Remote {
     endpoint: String,
     seq: u16,
     zmesh: bool,
+    /// How its sequence wraps after 65534 (C-style unless a test says otherwise).
+    wrap: crate::sequence::SeqWrap,
 }
 
 impl Remote {
@@ -45,6 +47,7 @@ impl Remote {
             endpoint: format!("tcp://127.0.0.1:{}", 6000 + n),
             seq: 0,
             zmesh: false,
+            wrap: crate::sequence::SeqWrap::U16,
         }
     }
 
@@ -75,7 +78,7 @@ impl Remote {
 
     /// Sends `msg` with the next sequence number.
     fn send(&mut self, e: &mut Engine, now: Instant, msg: ZreMessage) {
-        self.seq = self.seq.wrapping_add(1);
+        self.seq = self.wrap.next(self.seq);
         self.send_with_seq(e, now, msg, self.seq);
     }
 
