@@ -1,4 +1,4 @@
-//! UDP discovery beacons (zre-spec §2.1), as pure functions over byte slices.
+//! UDP discovery beacons (docs/zre.md §2.1), as pure functions over byte slices.
 //!
 //! A ZRE node announces itself with a small UDP datagram:
 //!
@@ -159,7 +159,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The example of zre-spec §2.1.
+    /// The example of docs/zre.md §2.1.
     const GOLDEN: [u8; 22] = [
         0x5A, 0x52, 0x45, 0x01, 0x3A, 0x07, 0xFC, 0x75, 0x40, 0x0A, 0x5B, 0x36, 0xF3, 0x19, 0x33,
         0x3F, 0xA8, 0x49, 0x2A, 0x52, 0xC0, 0x00,

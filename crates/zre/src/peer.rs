@@ -2,7 +2,7 @@
 //! liveness timers.
 //!
 //! A peer object lives from the moment we decide to talk to a UUID (a sighting or its HELLO) until
-//! it is removed. Its session states (zre-spec §7, made explicit here) are the [`PeerState`] it
+//! it is removed. Its session states (docs/zre.md §7, made explicit here) are the [`PeerState`] it
 //! holds:
 //!
 //! | state          | outbox | meaning                                                          |

@@ -12,15 +12,15 @@
 //!   or deliver an application [`Event`];
 //! * the shell sleeps until [`Engine::poll_timeout`] (or the next input).
 //!
-//! Every rule of zre-spec §5–§7 is applied here, so the engine is tested by feeding encoded
+//! Every rule of docs/zre.md §5–§7 is applied here, so the engine is tested by feeding encoded
 //! messages as a remote peer would and asserting on the outputs.
 //!
-//! The rules live beside the code that applies them: the receiver rules (zre-spec §5.2) in
+//! The rules live beside the code that applies them: the receiver rules (docs/zre.md §5.2) in
 //! `receive.rs`, the liveness policy and the timer grid in `liveness.rs`, the configuration, the
 //! timer defaults, the validation rules and the routing id in `config.rs`; the sender rules, the
 //! extensions capability rule and `stop()` are below, with the commands.
 //!
-//! # Sender rules (zre-spec §6)
+//! # Sender rules (docs/zre.md §6)
 //!
 //! Every peer object numbers its messages from 1 (HELLO). A sequence number is consumed only when
 //! the frames are actually produced, so an encoding error never creates a gap. After 65534 the
@@ -416,7 +416,7 @@ impl Engine {
         }
     }
 
-    /// `require_peer` for an unknown UUID (zre-spec §5.1): purge others at the same endpoint,
+    /// `require_peer` for an unknown UUID (docs/zre.md §5.1): purge others at the same endpoint,
     /// create the peer, Connect, HELLO.
     fn create_peer(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
         let others = self

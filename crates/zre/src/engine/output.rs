@@ -35,7 +35,7 @@ pub enum Output {
     Event(Event),
 }
 
-/// Application events, as Zyre emits them (zre-spec §8).
+/// Application events, as Zyre emits them (docs/zre.md §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A peer's HELLO was accepted.

@@ -1,6 +1,6 @@
 //! Inputs from the network: sightings, departures, inbox messages and send failures.
 //!
-//! # Receiver rules (zre-spec §5.2)
+//! # Receiver rules (docs/zre.md §5.2)
 //!
 //! * The identity frame must be 17 bytes (`0x01` + UUID; byte 0 is not checked, like C). Anything
 //!   else is dropped and counted ([`Stats::bad_identity`]).

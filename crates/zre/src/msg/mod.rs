@@ -1,4 +1,4 @@
-//! The ten ZRE v2 TCP messages (zre-spec §4) as a pure codec over ZeroMQ frames.
+//! The ten ZRE v2 TCP messages (docs/zre.md §4) as a pure codec over ZeroMQ frames.
 //!
 //! Every ZRE message is one ZeroMQ frame
 //!
@@ -122,14 +122,14 @@ pub enum ZreMessage {
     Ping,
     /// Answer to PING.
     PingOk,
-    /// Leader-election wave (zre-spec §10).
+    /// Leader-election wave (docs/zre.md §10).
     Elect {
         /// Group the election is for.
         group: String,
         /// Challenger's UUID string.
         challenger: String,
     },
-    /// Leader-election result (zre-spec §10).
+    /// Leader-election result (docs/zre.md §10).
     Leader {
         /// Group the election is for.
         group: String,
