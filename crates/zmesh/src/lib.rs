@@ -65,6 +65,7 @@
 //! repository.
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 pub mod discovery;
 mod error;
 mod event;
