@@ -36,6 +36,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Programs without an async runtime use [`blocking`]: the same node from plain threads
+//! (`recv_timeout`, `whisper`, `request`, ...), like Zyre's `zyre_recv`.
+//!
 //! # Delivery contracts
 //!
 //! * **Events** ([`Events`], [`GroupEvents`]) go through a bounded queue (default 10,000) that is
@@ -57,6 +60,7 @@
 //! | `zmesh` [`node`](Node) | the async shell: node task, sockets, timers, the public API |
 //! | `zmesh` `events`, `event` | the application's fair, bounded event queue and [`Event`] |
 //! | `zmesh` `discovery`, `iface` | UDP beacons and interface selection |
+//! | `zmesh` [`blocking`] | the node from plain threads, on a runtime of its own |
 //! | [`zmesh_core`] | sans-IO layers above ZRE: the envelope, the layer seam, request/reply, the driver |
 //! | [`zmesh_zre`] | the ZRE wire codec and the sans-IO protocol engine |
 //! | [`zmesh_zmtp`] | the ZMTP 3.1 transport |
