@@ -9,17 +9,21 @@
 //!   from the shell (exit status per outcome, see `reqrep.rs`).
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
 //!   drive (the same protocol as the pyre and zyre.js agents in `interop/`).
+//! * `zmesh keygen NAME` — a CURVE key pair as czmq certificates `NAME` and `NAME_secret`.
 //!
 //! Global flags pick the interface (`--iface`), the beacon port (`--port`), headers (`--header K=V`)
-//! and `--json` output (one JSON object per event; UUIDs as 32 upper-case hex digits, like Zyre).
+//! and `--json` output (one JSON object per event; UUIDs as 32 upper-case hex digits, like Zyre);
+//! `--curve-secret FILE` and `--allow DIR` run the node in secure mode (`curve.rs`).
 #![forbid(unsafe_code)]
 
+mod curve;
 mod demo;
 mod output;
 mod reqrep;
 mod tester;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +52,17 @@ pub(crate) struct Cli {
     /// Log level filter (e.g. info, debug, zmesh=debug); logs go to stderr. Also RUST_LOG.
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Secure mode (CURVE, as Zyre's zyre_set_zcert): the node's secret certificate (czmq/pyzmq
+    /// format, as `zmesh keygen` writes it). Without --allow any CURVE peer is accepted, and the
+    /// traffic is still encrypted.
+    #[arg(long, global = true, value_name = "FILE")]
+    curve_secret: Option<PathBuf>,
+    /// Secure mode: admit only the peers whose public certificates are in DIR (reread on SIGHUP).
+    #[arg(long, global = true, value_name = "DIR")]
+    allow: Option<PathBuf>,
+    /// `--curve-secret` and `--allow`, loaded before any node starts.
+    #[arg(skip)]
+    security: Option<curve::Security>,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +106,8 @@ enum Command {
     Request(reqrep::RequestArgs),
     /// Answer requests: with their payload (--echo) or with a command's output (--exec).
     Reply(reqrep::ReplyArgs),
+    /// Make a CURVE key pair: NAME (public certificate) and NAME_secret, in czmq's format.
+    Keygen(curve::KeygenArgs),
 }
 
 /// Options shared by the commands that run one node.
@@ -143,6 +160,9 @@ impl Cli {
         if let Some(a) = &args.advertise {
             b = b.advertised_endpoint(a);
         }
+        if let Some(s) = &self.security {
+            b = s.apply(b);
+        }
         b
     }
 }
@@ -175,7 +195,11 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
+async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
+    cli.security = curve::Security::load(cli.curve_secret.as_deref(), cli.allow.as_deref())?;
+    if let Some(s) = &cli.security {
+        s.reload_on_sighup();
+    }
     match &cli.command {
         Command::Demo(args) => demo::run(&cli_demo_opts(&cli), args).await,
         Command::Chat { node, group } => chat(&cli, node, group).await,
@@ -185,6 +209,7 @@ async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Tester(args) => tester::run(cli.iface.clone(), cli.port, cli.json, args).await,
         Command::Request(args) => reqrep::request(&cli, args).await,
         Command::Reply(args) => reqrep::reply(&cli, args).await,
+        Command::Keygen(args) => curve::keygen(args, cli.json),
     }
 }
 

@@ -57,6 +57,7 @@
 //! | `zmesh` [`node`](Node) | the async shell: node task, sockets, timers, the public API |
 //! | `zmesh` `events`, `event` | the application's fair, bounded event queue and [`Event`] |
 //! | `zmesh` `discovery`, `iface` | UDP beacons and interface selection |
+//! | `zmesh` [`curve`] | keys, certificates and allow-lists for secure mode (CURVE) |
 //! | [`zmesh_core`] | sans-IO layers above ZRE: the envelope, the layer seam, request/reply, the driver |
 //! | [`zmesh_zre`] | the ZRE wire codec and the sans-IO protocol engine |
 //! | [`zmesh_zmtp`] | the ZMTP 3.1 transport |
@@ -85,6 +86,14 @@ pub use uuid::Uuid;
 pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
 pub use zmesh_core::reqrep::{NoResponders, RequestError};
 pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
+
+/// CURVE keys, certificates and allow-lists for secure mode ([`NodeBuilder::secure`],
+/// [`NodeBuilder::allow_list`]); the transport's own types, re-exported.
+pub mod curve {
+    pub use zmesh_zmtp::curve::cert::secret_path;
+    pub use zmesh_zmtp::curve::{AllowList, Certificate, CurveError, CurveKeyPair, CurvePublicKey};
+    pub use zmesh_zre::is_usable_key;
+}
 pub use zmesh_zre::{
     uuid_from_str, uuid_to_string, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
 };
