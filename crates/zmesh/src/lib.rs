@@ -36,6 +36,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Secure mode
+//!
+//! [`NodeBuilder::secure`] runs a node in Zyre's secure mode (CURVE encryption and authentication
+//! on every connection, version-3 beacons with the public key, `X-PUBLICKEY` in HELLO), with an
+//! optional allow-list ([`NodeBuilder::allow_list`]); plain nodes and secure ones ignore each other.
+//! Every peer's UUID is bound to the key it was announced with, so an admitted peer cannot speak
+//! as another ([`Node::peer_key`]). Keys and certificates: [`curve`]. Details: `docs/curve.md`.
+//!
 //! # Delivery contracts
 //!
 //! * **Events** ([`Events`], [`GroupEvents`]) go through a bounded queue (default 10,000) that is

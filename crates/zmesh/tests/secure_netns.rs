@@ -288,7 +288,10 @@ fn secure_nodes_leave_no_plaintext_on_the_link_and_an_unlisted_node_meets_nobody
         ],
     );
     let packets = pcap_packets(&pcap);
-    eprintln!("secure exchange: {packets} packets, {} bytes captured", pcap.len());
+    eprintln!(
+        "secure exchange: {packets} packets, {} bytes captured",
+        pcap.len()
+    );
     assert!(packets >= 10, "only {packets} packets captured");
     assert!(
         contains(&pcap, b"CURVE"),
@@ -349,7 +352,10 @@ fn plain_nodes_show_their_plaintext_on_the_link() {
     require_netns();
     let Exchanged { pcap, markers, .. } = exchange("plain", 5882, [16952, 16953], [&[], &[]]);
     let packets = pcap_packets(&pcap);
-    eprintln!("plain exchange: {packets} packets, {} bytes captured", pcap.len());
+    eprintln!(
+        "plain exchange: {packets} packets, {} bytes captured",
+        pcap.len()
+    );
     assert!(packets >= 10, "only {packets} packets captured");
     assert!(contains(&pcap, b"NULL"), "no NULL greeting in the capture");
     for m in &markers {

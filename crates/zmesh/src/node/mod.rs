@@ -39,7 +39,8 @@
 //!
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
-//! `requests.rs` (request/reply and ticks), `groups.rs` (per-group event streams).
+//! `requests.rs` (request/reply and ticks), `groups.rs` (per-group event streams), `secure.rs`
+//! (secure mode: the key pair and allow-list as CURVE settings of the inbox and outboxes).
 //!
 //! # Interface
 //!
