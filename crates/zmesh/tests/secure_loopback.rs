@@ -321,6 +321,50 @@ async fn a_peer_cannot_speak_as_another_peers_uuid() {
         if peer == b.uuid() && content == vec![Bytes::from("real")]));
 }
 
+/// A node that crashes and comes back with the same UUID but a new key is refused while the old
+/// binding lives, then seen again once it has expired; with the same key it is seen at once.
+#[tokio::test]
+async fn a_restart_under_a_new_key_is_seen_once_the_old_binding_expires() {
+    let p = port();
+    let fast = |name: &str, keys: &CurveKeyPair| {
+        builder(name, p)
+            .secure(keys.clone())
+            .outbox_config(quick_outboxes())
+            .evasive_timeout(Duration::from_millis(300))
+            .expired_timeout(Duration::from_millis(1500))
+    };
+    let (ka, k1, k2) = (
+        CurveKeyPair::generate(),
+        CurveKeyPair::generate(),
+        CurveKeyPair::generate(),
+    );
+    let ub = Uuid::new_v4();
+    let (a, mut ea) = fast("alice", &ka).start().await.unwrap();
+    let (b, _eb) = fast("bob", &k1).uuid(ub).start().await.unwrap();
+    wait_for(&mut ea, "a sees b", |e| is_enter(e, ub)).await;
+    // Same UUID, same key: a crash and restart is an ordinary restart.
+    b.abort().await;
+    let (b, _eb) = fast("bob", &k1).uuid(ub).start().await.unwrap();
+    wait_for(&mut ea, "a sees b again", |e| is_enter(e, ub)).await;
+    assert_eq!(a.peer_key(ub), Some(k1.public()));
+    // Same UUID, new key: refused until the old binding expires, then bound to the new key.
+    b.abort().await;
+    let (_b, mut eb) = fast("bob", &k2).uuid(ub).start().await.unwrap();
+    wait_for(&mut eb, "new b sees a", |e| is_enter(e, a.uuid())).await;
+    let mut enter = None;
+    while enter.is_none() {
+        let ev = wait_for(&mut ea, "a sees new b", |e| {
+            matches!(e, Event::Enter { .. } | Event::Exit { .. })
+        })
+        .await;
+        if is_enter(&ev, ub) {
+            enter = Some(ev);
+        }
+    }
+    assert_eq!(a.peer_key(ub), Some(k2.public()));
+    assert!(a.stats().engine.impersonations + a.stats().engine.key_conflicts > 0);
+}
+
 #[tokio::test]
 async fn an_allow_list_without_keys_is_a_config_error() {
     let r = builder("x", port())
