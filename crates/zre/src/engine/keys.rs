@@ -10,6 +10,7 @@
 //! | sighting of a known UUID | same | must equal the bound key, else ignored ([`Stats::key_conflicts`]) |
 //! | HELLO | the connection's authenticated key, and `X-PUBLICKEY` | the header must be present (else ignored, [`Stats::mode_mismatches`]), equal the connection's key, and equal the bound key if the UUID is known; an unknown UUID is created bound to it |
 //! | any other message | the connection's authenticated key | must equal the sender's bound key ([`Stats::impersonations`]) |
+//! | a new UUID at a known peer's endpoint | its key | purges that peer only if both keys are equal (`create_peer`) |
 //!
 //! A connection's key is proven by the CURVE handshake (the client's vouch), and checked by the
 //! inbox's authenticator (the allow-list) before any message is read, so it is the one fact

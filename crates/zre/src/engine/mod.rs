@@ -62,7 +62,9 @@
 //!   connection's key is the key of the UUID it claims, and a HELLO only if its `X-PUBLICKEY`
 //!   equals both that connection key and the key already announced for the UUID. A peer that
 //!   claims another's UUID is refused and counted ([`Stats::impersonations`]); a sighting that
-//!   announces a known UUID with another key is ignored ([`Stats::key_conflicts`]).
+//!   announces a known UUID with another key is ignored ([`Stats::key_conflicts`]). And a new
+//!   UUID at a known peer's endpoint purges that peer only if both carry the same key (the same
+//!   node restarted under a new UUID), so a HELLO cannot evict another peer either.
 //!   Since the CURVE handshake proves possession of the secret key, speaking as UUID U now needs
 //!   U's secret key, not just an admitted key of one's own.
 //! * **What stays open:** the binding is made by the first announcement of a UUID (trust on
@@ -466,7 +468,9 @@ impl Engine {
     }
 
     /// `require_peer` for an unknown UUID (zre-spec §5.1): purge others at the same endpoint,
-    /// create the peer (bound to `public_key` in secure mode), Connect, HELLO.
+    /// create the peer (bound to `public_key` in secure mode), Connect, HELLO. In secure mode only
+    /// peers bound to the same key are purged (the same node under a new UUID): a peer admitted
+    /// with its own key cannot evict another by claiming its endpoint in a HELLO.
     fn create_peer(
         &mut self,
         now: Instant,
@@ -474,9 +478,12 @@ impl Engine {
         endpoint: &str,
         public_key: Option<[u8; 32]>,
     ) {
-        let others = self
-            .peers
-            .uuids(|p| p.is_connected() && p.endpoint == endpoint && p.uuid != uuid);
+        let others = self.peers.uuids(|p| {
+            p.is_connected()
+                && p.endpoint == endpoint
+                && p.uuid != uuid
+                && (public_key.is_none() || p.public_key == public_key)
+        });
         for other in others {
             self.purge_peer(other);
         }

@@ -411,3 +411,31 @@ fn two_secure_engines_meet_and_a_third_cannot_pose_as_one() {
     assert_eq!(b.stats().impersonations, 2);
     assert_eq!(b.peers(), vec![a.uuid()]);
 }
+
+/// A new UUID at a peer's endpoint purges it only when both are the same key (the same node
+/// under a new UUID); an admitted node claiming another's endpoint in its HELLO evicts nobody.
+#[test]
+fn only_the_same_key_purges_a_peer_at_its_endpoint() {
+    let t0 = Instant::now();
+    let mut e = secure_engine(t0);
+    let mut b = Keyed::new(2, key(2));
+    b.sighting(&mut e, t0);
+    b.hello(&mut e, t0);
+    drain(&mut e);
+    // Another key, another UUID, B's endpoint: both stay.
+    let mut x = Keyed::new(9, key(9));
+    x.r.endpoint = b.r.endpoint.clone();
+    x.hello(&mut e, t0);
+    let outs = drain(&mut e);
+    assert!(entered(&outs, x.uuid()), "{outs:?}");
+    assert!(!outs.contains(&exit(&b.r)), "{outs:?}");
+    assert_eq!(e.stats().purged, 0);
+    assert!(e.peers().contains(&b.uuid()));
+    // B's key under a new UUID at B's endpoint: B restarted; the old record is purged.
+    let mut b2 = Keyed::new(3, key(2));
+    b2.r.endpoint = b.r.endpoint.clone();
+    b2.sighting(&mut e, t0);
+    let outs = drain(&mut e);
+    assert!(outs.contains(&exit(&b.r)), "{outs:?}");
+    assert_eq!(e.stats().purged, 1);
+}
