@@ -10,16 +10,19 @@
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
 //!   drive (the protocol of `interop/README.md`, shared with the pyre and zyre.js agents; `agent.rs`).
 //! * `zmesh tester` — churn a mesh in one process and check it never breaks (`tester.rs`).
+//! * `zmesh keygen NAME` — a CURVE key pair as czmq certificates `NAME` and `NAME_secret`.
 //! * `zmesh completions SHELL` / `zmesh man` — shell completions and the man page (`docs.rs`).
 //!
 //! Global flags pick the interface (`--iface`), the beacon port (`--port`), headers (`--header K=V`)
 //! and `--json` output (one JSON object per event; UUIDs as 32 upper-case hex digits, like Zyre).
+//! `--curve-secret FILE` and `--allow DIR` run the node in secure mode (`curve.rs`).
 //! Every long-running command stops politely (leave beacon, GOODBYE) on SIGINT or SIGTERM
 //! (`signal.rs`).
 #![forbid(unsafe_code)]
 
 mod agent;
 mod chat;
+mod curve;
 mod demo;
 mod docs;
 mod listen;
@@ -31,6 +34,7 @@ mod resolve;
 mod signal;
 mod tester;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -60,6 +64,17 @@ pub(crate) struct Cli {
     /// Coloured only when stderr is a terminal and NO_COLOR is not set.
     #[arg(long, global = true, help_heading = GLOBAL)]
     log: Option<String>,
+    /// Secure mode (CURVE, as Zyre's zyre_set_zcert): the node's secret certificate (czmq/pyzmq
+    /// format, as `zmesh keygen` writes it). Without --allow any CURVE peer is accepted, and the
+    /// traffic is still encrypted.
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "FILE")]
+    curve_secret: Option<PathBuf>,
+    /// Secure mode: admit only the peers whose public certificates are in DIR (reread on SIGHUP).
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
+    allow: Option<PathBuf>,
+    /// `--curve-secret` and `--allow`, loaded before any node starts.
+    #[arg(skip)]
+    security: Option<curve::Security>,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +122,8 @@ enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) to stdout, e.g. `zmesh man > zmesh.1`.
     Man,
+    /// Make a CURVE key pair: NAME (public certificate) and NAME_secret, in czmq's format.
+    Keygen(curve::KeygenArgs),
 }
 
 /// Options shared by the commands that run one node.
@@ -156,6 +173,9 @@ impl Cli {
         if let Some(a) = &args.advertise {
             b = b.advertised_endpoint(a);
         }
+        if let Some(s) = &self.security {
+            b = s.apply(b);
+        }
         b
     }
 
@@ -185,7 +205,11 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
+async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
+    cli.security = curve::Security::load(cli.curve_secret.as_deref(), cli.allow.as_deref())?;
+    if let Some(s) = &cli.security {
+        s.reload_on_sighup();
+    }
     match &cli.command {
         Command::Demo(args) => demo::run(&cli_demo_opts(&cli), args).await,
         Command::Chat { node, group } => chat::run(&cli, node, group).await,
@@ -197,6 +221,7 @@ async fn run(cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Reply(args) => reqrep::reply(&cli, args).await,
         Command::Completions(args) => Ok(docs::completions(args)),
         Command::Man => docs::man(),
+        Command::Keygen(args) => curve::keygen(args, cli.json),
     }
 }
 

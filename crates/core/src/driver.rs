@@ -39,9 +39,10 @@ use crate::reqrep::{self, ReqRep};
 
 /// The shell's per-peer outboxes, as the driver sees them.
 pub trait Transport {
-    /// Creates the outbox for `peer` (DEALER to `endpoint`). `false`: it could not be created
-    /// (reported to the engine as a failed send).
-    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool;
+    /// Creates the outbox for `peer` (DEALER to `endpoint`; in secure mode a CURVE client with
+    /// `public_key` as the server key). `false`: it could not be created (reported to the engine
+    /// as a failed send).
+    fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool;
     /// Queues one ZRE message on the peer's outbox. `false`: refused (full or closed).
     fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool;
     /// Drops the peer's outbox (a stopping shell may keep it open for a linger first).
@@ -178,8 +179,12 @@ impl<W> Driver<W> {
             let mut new_failures = Vec::new();
             while let Some(output) = self.engine.poll_output() {
                 match output {
-                    Output::Connect { peer, endpoint } => {
-                        if !transport.connect(peer, &endpoint) {
+                    Output::Connect {
+                        peer,
+                        endpoint,
+                        public_key,
+                    } => {
+                        if !transport.connect(peer, &endpoint, public_key.as_ref()) {
                             new_failures.push(peer);
                         }
                     }

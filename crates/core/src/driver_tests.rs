@@ -38,7 +38,7 @@ struct Net<'a> {
 }
 
 impl Transport for Net<'_> {
-    fn connect(&mut self, _peer: Uuid, _endpoint: &str) -> bool {
+    fn connect(&mut self, _peer: Uuid, _endpoint: &str, _key: Option<&[u8; 32]>) -> bool {
         true
     }
     fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {

@@ -96,10 +96,14 @@ pub struct CheckedTransport<'a, T> {
 }
 
 impl<T: Transport> Transport for CheckedTransport<'_, T> {
-    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool {
-        let r = self.checker.contract.borrow_mut().connect(peer, endpoint);
+    fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool {
+        let r = self
+            .checker
+            .contract
+            .borrow_mut()
+            .connect(peer, endpoint, public_key);
         self.checker.note(r);
-        self.inner.connect(peer, endpoint)
+        self.inner.connect(peer, endpoint, public_key)
     }
 
     fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {

@@ -53,6 +53,9 @@ pub enum Error {
     /// The transport refused a request (e.g. an unparsable advertised endpoint).
     #[error("transport: {0}")]
     Transport(#[from] zmesh_zmtp::TransportError),
+    /// A CURVE key or certificate is unusable (unreadable file, bad Z85, no secret key).
+    #[error("CURVE: {0}")]
+    Curve(#[from] zmesh_zmtp::curve::CurveError),
 }
 
 impl From<EngineError> for Error {

@@ -28,8 +28,8 @@ pub mod sequence;
 pub mod testing;
 
 pub use beacon::{
-    Beacon, BeaconError, BEACON_PREFIX, BEACON_V1_LEN, BEACON_V3_LEN, BEACON_VERSION_V1,
-    BEACON_VERSION_V3,
+    is_usable_key, Beacon, BeaconError, BeaconRefusal, BEACON_PREFIX, BEACON_V1_LEN, BEACON_V3_LEN,
+    BEACON_VERSION_V1, BEACON_VERSION_V3,
 };
 pub use bytes::Bytes;
 pub use engine::{

@@ -69,6 +69,8 @@ pub struct PeerInfo {
     pub evasive: bool,
     /// Its current status counter as we track it.
     pub status: u8,
+    /// Secure mode: the CURVE public key its UUID is bound to (`None` in plain mode).
+    pub public_key: Option<[u8; 32]>,
 }
 
 /// Engine-internal peer record.
@@ -104,6 +106,9 @@ pub(crate) struct Peer {
     pub(crate) liveness: Liveness,
     /// This side of the pair pings an idle link later (the peer's UUID is smaller than ours).
     pub(crate) defers_ping: bool,
+    /// Secure mode: the key its UUID was announced with; every message from it must come over a
+    /// connection authenticated with this key (engine module documentation).
+    pub(crate) public_key: Option<[u8; 32]>,
 }
 
 impl Peer {
@@ -128,6 +133,7 @@ impl Peer {
             zmesh: false,
             liveness: Liveness::Alive,
             defers_ping: false,
+            public_key: None,
         }
     }
 
@@ -160,6 +166,7 @@ impl Peer {
             accepts_extensions: self.accepts_extensions(),
             evasive: self.liveness != Liveness::Alive,
             status: self.status,
+            public_key: self.public_key,
         }
     }
 }

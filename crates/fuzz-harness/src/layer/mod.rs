@@ -256,7 +256,7 @@ impl Shadow {
 struct Shell(Rc<RefCell<Shadow>>);
 
 impl Transport for Shell {
-    fn connect(&mut self, peer: Uuid, _endpoint: &str) -> bool {
+    fn connect(&mut self, peer: Uuid, _endpoint: &str, _key: Option<&[u8; 32]>) -> bool {
         let mut s = self.0.borrow_mut();
         assert!(s.connected.insert(peer), "Connect to a connected peer");
         true

@@ -39,7 +39,8 @@
 //!
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
-//! `requests.rs` (request/reply and ticks), `groups.rs` (per-group event streams).
+//! `requests.rs` (request/reply and ticks), `groups.rs` (per-group event streams), `secure.rs`
+//! (secure mode: the key pair and allow-list as CURVE settings of the inbox and outboxes).
 //!
 //! # Interface
 //!
@@ -66,10 +67,12 @@ use crate::event::Event;
 use crate::events::{EventQueue, POP_BATCH};
 use crate::iface::SelectedInterface;
 use shared::Shared;
+use zmesh_zmtp::curve::CurvePublicKey;
 
 mod builder;
 mod groups;
 mod requests;
+mod secure;
 mod shared;
 mod task;
 
@@ -103,6 +106,10 @@ pub struct NodeStats {
     pub handshake_failures: u64,
     /// Messages that could not be queued for a peer (its outbox was full or closed).
     pub send_failures: u64,
+    /// Secure mode: CURVE clients the allow-list refused at the inbox.
+    pub curve_refused: u64,
+    /// Secure mode: sightings of keys the allow-list does not hold (ignored).
+    pub unlisted_sightings: u64,
     /// Protocol-level counters from the ZRE engine (malformed messages, sequence gaps, …).
     pub engine: crate::stats::EngineStats,
     /// Envelope counters (undecodable, unknown layer).
@@ -190,6 +197,9 @@ pub struct PeerInfo {
     pub status: u8,
     /// True if it runs zmesh's request/reply layer (requests to it can succeed).
     pub speaks_requests: bool,
+    /// Secure mode: the CURVE key its UUID is bound to; every message from it was authenticated
+    /// with this key. `None` for a plain node.
+    pub public_key: Option<CurvePublicKey>,
 }
 
 impl Node {
@@ -341,7 +351,21 @@ impl Node {
             evasive: p.evasive,
             status: p.status,
             speaks_requests: state.driver.reqrep_ref().is_capable(peer),
+            public_key: p.public_key.map(CurvePublicKey::from_bytes),
         })
+    }
+
+    /// Secure mode: this node's CURVE public key (what peers must allow); `None` for a plain node.
+    pub fn public_key(&self) -> Option<CurvePublicKey> {
+        self.shared().security.as_ref().map(|s| s.public_key())
+    }
+
+    /// Secure mode: the CURVE key a peer's UUID is bound to (every message from it came over a
+    /// connection authenticated with this key).
+    pub fn peer_key(&self, peer: Uuid) -> Option<CurvePublicKey> {
+        let state = self.shared().lock();
+        let key = state.driver.engine_ref().peer(peer)?.public_key?;
+        Some(CurvePublicKey::from_bytes(key))
     }
 
     /// The ready peers whose name is `name` (names are not unique).
@@ -385,6 +409,12 @@ impl Node {
             bad_beacons: s.bad_beacons.load(Ordering::Relaxed),
             handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
             send_failures: s.send_failures.load(Ordering::Relaxed),
+            curve_refused: self
+                .shared()
+                .security
+                .as_ref()
+                .map_or(0, |sec| sec.stats().refused()),
+            unlisted_sightings: s.unlisted_sightings.load(Ordering::Relaxed),
             engine: state.driver.engine_ref().stats().clone(),
             envelopes: state.driver.stats().clone(),
             requests: rr.stats().clone(),

@@ -44,6 +44,37 @@
 //! closes the outboxes (and sends the port-0 beacon, which is its business). After `stop` the engine
 //! ignores all inputs, commands return [`EngineError::Stopped`], and `poll_timeout` is `None`.
 //!
+//! # Secure mode, and how it closes the impersonation hole
+//!
+//! With [`Config::public_key`] set the engine runs Zyre's secure mode (`zyre_set_zcert`), and more
+//! (rules and reasons in `engine/keys.rs`):
+//!
+//! * **Like Zyre:** our HELLO carries `X-PUBLICKEY` (the Z85 text of our key); every peer must be
+//!   announced with a key (a version-3 beacon, a keyed sighting, or the `X-PUBLICKEY` of its
+//!   HELLO), and [`Output::Connect`] carries it, so the shell's outbox is a CURVE client that
+//!   only completes its handshake with the holder of that key. Keyless sightings and HELLOs are
+//!   ignored ([`Stats::mode_mismatches`], logged once): no silent downgrade.
+//! * **Beyond Zyre (zyre#533):** in Zyre a ZRE message names its sender only by the routing id
+//!   the sender chose (`0x01` + UUID), and nothing ties that id to the CURVE key the connection
+//!   was authenticated with, so any peer admitted by the authenticator can send as any other
+//!   UUID: join groups, shout, whisper in its name. Here the shell passes the connection's
+//!   authenticated key with every message ([`Engine::handle_message_with_key`]), and the engine
+//!   binds each UUID to the key it was announced with: a message is accepted only if its
+//!   connection's key is the key of the UUID it claims, and a HELLO only if its `X-PUBLICKEY`
+//!   equals both that connection key and the key already announced for the UUID. A peer that
+//!   claims another's UUID is refused and counted ([`Stats::impersonations`]); a sighting that
+//!   announces a known UUID with another key is ignored ([`Stats::key_conflicts`]). And a new
+//!   UUID at a known peer's endpoint purges that peer only if both carry the same key (the same
+//!   node restarted under a new UUID), so a HELLO cannot evict another peer either.
+//!   Since the CURVE handshake proves possession of the secret key, speaking as UUID U now needs
+//!   U's secret key, not just an admitted key of one's own.
+//! * **What stays open:** the binding is made by the first announcement of a UUID (trust on
+//!   first use): a node admitted by the authenticator can still claim a UUID *nobody here has
+//!   seen yet*, which no ZRE-compatible scheme can prevent since UUIDs are not derived from
+//!   keys; an allow-list bounds who can. Beacons are unauthenticated UDP, as in Zyre: a forged
+//!   leave beacon or a beacon at a peer's endpoint can still make us drop a peer until its next
+//!   beacon.
+//!
 //! # Other differences from C Zyre
 //!
 //! * [`Engine::peers`] lists ready peers only (C lists every peer object, including ones that
@@ -55,6 +86,7 @@
 
 mod config;
 mod error;
+mod keys;
 pub(crate) mod liveness;
 mod output;
 mod receive;
@@ -76,6 +108,7 @@ pub use config::{
     IDENTITY_LEN, MAX_REAP_INTERVAL,
 };
 pub use error::EngineError;
+pub use keys::PUBLICKEY_HEADER;
 pub use output::{Event, Output};
 pub use stats::Stats;
 
@@ -101,6 +134,10 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     stats: Stats,
     stopped: bool,
+    /// Our CURVE public key: `Some` = secure mode (module documentation).
+    public_key: Option<[u8; 32]>,
+    /// What secure mode has already said once in the log.
+    notices: keys::Notices,
 }
 
 impl Engine {
@@ -125,6 +162,9 @@ impl Engine {
         if !headers.iter().any(|(k, _)| k == ZMESH_HEADER) {
             headers.push((ZMESH_HEADER.to_owned(), ZMESH_HEADER_VALUE.to_owned()));
         }
+        if let Some(key) = &config.public_key {
+            keys::set_header(&mut headers, key);
+        }
         Ok(Engine {
             uuid: config.uuid,
             name: config.name,
@@ -139,6 +179,8 @@ impl Engine {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             stopped: false,
+            public_key: config.public_key,
+            notices: keys::Notices::default(),
         })
     }
 
@@ -178,6 +220,16 @@ impl Engine {
     /// The headers we send in HELLO (configured ones plus `X-ZMESH`).
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
+    }
+
+    /// Our CURVE public key; `Some` in secure mode.
+    pub fn public_key(&self) -> Option<&[u8; 32]> {
+        self.public_key.as_ref()
+    }
+
+    /// True in secure mode ([`Config::public_key`] set).
+    pub fn is_secure(&self) -> bool {
+        self.public_key.is_some()
     }
 
     /// Our current status counter.
@@ -417,11 +469,22 @@ impl Engine {
     }
 
     /// `require_peer` for an unknown UUID (docs/zre.md §5.1): purge others at the same endpoint,
-    /// create the peer, Connect, HELLO.
-    fn create_peer(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
-        let others = self
-            .peers
-            .uuids(|p| p.is_connected() && p.endpoint == endpoint && p.uuid != uuid);
+    /// create the peer (bound to `public_key` in secure mode), Connect, HELLO. In secure mode only
+    /// peers bound to the same key are purged (the same node under a new UUID): a peer admitted
+    /// with its own key cannot evict another by claiming its endpoint in a HELLO.
+    fn create_peer(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        endpoint: &str,
+        public_key: Option<[u8; 32]>,
+    ) {
+        let others = self.peers.uuids(|p| {
+            p.is_connected()
+                && p.endpoint == endpoint
+                && p.uuid != uuid
+                && (public_key.is_none() || p.public_key == public_key)
+        });
         for other in others {
             self.purge_peer(other);
         }
@@ -429,11 +492,13 @@ impl Engine {
         // Only one side of each pair needs to ping an idle link: the smaller UUID pings at
         // `ping_interval`, the other waits longer and is normally refreshed by that PING first.
         peer.defers_ping = self.uuid > uuid;
+        peer.public_key = public_key;
         self.lower_wake(peer.next_deadline(&self.timing));
         self.peers.insert(uuid, peer);
         self.outputs.push_back(Output::Connect {
             peer: uuid,
             endpoint: endpoint.to_owned(),
+            public_key,
         });
         let hello = self.hello();
         self.send_to(uuid, &hello);

@@ -15,6 +15,9 @@ pub enum Output {
         peer: Uuid,
         /// Where to connect.
         endpoint: String,
+        /// Secure mode: the peer's CURVE public key, the server key the outbox must use (always
+        /// `Some` in secure mode, always `None` otherwise).
+        public_key: Option<[u8; 32]>,
     },
     /// Queue these frames on that peer's outbox (sequence numbers already assigned; must not be
     /// reordered or dropped silently — call [`Engine::handle_send_failed`] if they cannot be queued).

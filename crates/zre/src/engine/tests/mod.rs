@@ -188,6 +188,7 @@ fn run(e: &mut Engine, r: &mut Remote, until: Instant, answer: bool) -> Vec<Outp
 }
 
 mod commands;
+mod keys;
 mod liveness;
 mod receive;
 mod two_engines;

@@ -17,7 +17,8 @@ fn sighting_connects_and_sends_hello_seq_1() {
         outs[0],
         Output::Connect {
             peer: r.uuid,
-            endpoint: r.endpoint.clone()
+            endpoint: r.endpoint.clone(),
+            public_key: None
         }
     );
     assert_eq!(outs.len(), 2);
@@ -130,7 +131,8 @@ fn hello_from_unknown_peer_creates_it() {
         outs[0],
         Output::Connect {
             peer: r.uuid,
-            endpoint: r.endpoint.clone()
+            endpoint: r.endpoint.clone(),
+            public_key: None
         }
     );
     let sent = sent_to(&outs, r.uuid);
@@ -529,7 +531,8 @@ fn hello_from_ready_peer_is_a_restart() {
         outs[2],
         Output::Connect {
             peer: r.uuid,
-            endpoint: r.endpoint.clone()
+            endpoint: r.endpoint.clone(),
+            public_key: None
         }
     );
     assert!(matches!(
@@ -562,7 +565,8 @@ fn new_uuid_at_same_endpoint_purges_the_old_peer() {
         outs[2],
         Output::Connect {
             peer: new.uuid,
-            endpoint: new.endpoint.clone()
+            endpoint: new.endpoint.clone(),
+            public_key: None
         }
     );
     assert_eq!(e.stats().purged, 1);
