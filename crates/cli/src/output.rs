@@ -40,24 +40,24 @@ pub fn event_json(event: &Event) -> Value {
             headers: h,
             endpoint,
         } => json!({
-            "event": "ENTER", "peer": uuid_to_string(peer), "name": name,
+            "event": "ENTER", "peer": uuid_to_string(peer), "name": name.as_str(),
             "headers": headers(h), "endpoint": endpoint,
         }),
         Event::Exit { peer, name } => {
-            json!({"event": "EXIT", "peer": uuid_to_string(peer), "name": name})
+            json!({"event": "EXIT", "peer": uuid_to_string(peer), "name": name.as_str()})
         }
         Event::Join { peer, name, group } => {
-            json!({"event": "JOIN", "peer": uuid_to_string(peer), "name": name, "group": group})
+            json!({"event": "JOIN", "peer": uuid_to_string(peer), "name": name.as_str(), "group": group})
         }
         Event::Leave { peer, name, group } => {
-            json!({"event": "LEAVE", "peer": uuid_to_string(peer), "name": name, "group": group})
+            json!({"event": "LEAVE", "peer": uuid_to_string(peer), "name": name.as_str(), "group": group})
         }
         Event::Whisper {
             peer,
             name,
             content,
         } => json!({
-            "event": "WHISPER", "peer": uuid_to_string(peer), "name": name, "frames": frames(content),
+            "event": "WHISPER", "peer": uuid_to_string(peer), "name": name.as_str(), "frames": frames(content),
         }),
         Event::Shout {
             peer,
@@ -65,17 +65,17 @@ pub fn event_json(event: &Event) -> Value {
             group,
             content,
         } => json!({
-            "event": "SHOUT", "peer": uuid_to_string(peer), "name": name, "group": group,
+            "event": "SHOUT", "peer": uuid_to_string(peer), "name": name.as_str(), "group": group,
             "frames": frames(content),
         }),
         Event::Evasive { peer, name } => {
-            json!({"event": "EVASIVE", "peer": uuid_to_string(peer), "name": name})
+            json!({"event": "EVASIVE", "peer": uuid_to_string(peer), "name": name.as_str()})
         }
         Event::Silent { peer, name } => {
-            json!({"event": "SILENT", "peer": uuid_to_string(peer), "name": name})
+            json!({"event": "SILENT", "peer": uuid_to_string(peer), "name": name.as_str()})
         }
         Event::Stop { uuid, name } => {
-            json!({"event": "STOP", "peer": uuid_to_string(uuid), "name": name})
+            json!({"event": "STOP", "peer": uuid_to_string(uuid), "name": name.as_str()})
         }
         other => json!({"event": "OTHER", "debug": format!("{other:?}")}),
     }

@@ -271,7 +271,7 @@ pub fn engine_messages(data: &[u8]) {
                 let Some(frames) = build(r, &seq, &msg) else {
                     continue;
                 };
-                engine.handle_message(now, &identity, frames);
+                engine.handle_message(now, &identity, frames.into());
             }
             Step::Damaged {
                 from,
@@ -291,7 +291,7 @@ pub fn engine_messages(data: &[u8]) {
                     first[i] ^= flip.1;
                 }
                 frames[0] = Bytes::from(first);
-                engine.handle_message(now, &identity, frames);
+                engine.handle_message(now, &identity, frames.into());
             }
             Step::Raw { from, frames } => {
                 let (identity, _) = identity(&from);
@@ -368,8 +368,12 @@ pub fn engine_messages(data: &[u8]) {
                 match engine.whisper(uuid, content.clone()) {
                     Ok(()) => {
                         assert!(shadow.connected.contains_key(&uuid));
-                        expect =
-                            Expect::ToEach(BTreeSet::from([uuid]), ZreMessage::Whisper { content });
+                        expect = Expect::ToEach(
+                            BTreeSet::from([uuid]),
+                            ZreMessage::Whisper {
+                                content: content.into(),
+                            },
+                        );
                     }
                     Err(EngineError::EmptyContent) => assert!(content.is_empty()),
                     Err(EngineError::UnknownPeer(x)) => {
@@ -387,7 +391,13 @@ pub fn engine_messages(data: &[u8]) {
                 match engine.shout(&g, content.clone()) {
                     Ok(n) => {
                         assert_eq!(n, members.len());
-                        expect = Expect::ToEach(members, ZreMessage::Shout { group: g, content });
+                        expect = Expect::ToEach(
+                            members,
+                            ZreMessage::Shout {
+                                group: g,
+                                content: content.into(),
+                            },
+                        );
                     }
                     Err(EngineError::EmptyContent) => assert!(content.is_empty()),
                     Err(EngineError::Wire(_)) => assert!(g.len() > 255),
@@ -543,7 +553,7 @@ fn build(r: &mut Remote, seq: &SeqChoice, spec: &MsgSpec) -> Option<Vec<Bytes>> 
         ZreMessage::Join { status, .. } | ZreMessage::Leave { status, .. } => r.status = *status,
         _ => {}
     }
-    Some(frames)
+    Some(frames.to_vec())
 }
 
 /// Per-outbox state the shell would hold.

@@ -50,7 +50,7 @@ impl Transport for Shell<'_> {
             endpoint: endpoint.to_owned(),
         })
     }
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         self.apply(Output::Send { peer, frames })
     }
     fn disconnect(&mut self, peer: Uuid) {

@@ -86,7 +86,7 @@ pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
 pub use zmesh_core::reqrep::{NoResponders, RequestError};
 pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
 pub use zmesh_zre::{
-    uuid_from_str, uuid_to_string, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
+    uuid_from_str, uuid_to_string, Content, Name, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
 };
 
 /// The counters inside [`NodeStats`], by layer.

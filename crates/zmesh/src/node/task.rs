@@ -259,10 +259,7 @@ impl NodeTask {
         while let Some(event) = next {
             match event {
                 InboxEvent::Message { identity, frames } => {
-                    state
-                        .driver
-                        .engine()
-                        .handle_message(now, &identity, frames.into_vec());
+                    state.driver.engine().handle_message(now, &identity, frames);
                 }
                 InboxEvent::Accepted { peer, .. } => debug!(%peer, "peer connected to inbox"),
                 InboxEvent::HandshakeFailed { peer, reason } => {

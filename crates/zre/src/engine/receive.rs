@@ -40,7 +40,8 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::content::Frames;
+use crate::name::Name;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -96,7 +97,7 @@ impl Engine {
 
     /// One message from the inbox: `identity` is the ROUTER's identity frame, `frames` the rest.
     /// Applies all receiver rules (`engine/receive.rs`); never panics.
-    pub fn handle_message(&mut self, now: Instant, identity: &[u8], frames: Vec<Bytes>) {
+    pub fn handle_message(&mut self, now: Instant, identity: &[u8], frames: Frames) {
         if self.stopped {
             return;
         }
@@ -281,6 +282,7 @@ impl Engine {
                 name,
                 headers,
             } => {
+                let name: Name = name.into();
                 peer.name = name.clone();
                 peer.zmesh = headers.iter().any(|(k, _)| k == ZMESH_HEADER);
                 peer.headers = headers.clone();

@@ -74,18 +74,18 @@ fn hello_enters_joins_and_adopts_status() {
         vec![
             Event::Enter {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 headers: vec![("X-ROLE".into(), "remote".into())],
                 endpoint: r.endpoint.clone(),
             },
             Event::Join {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 group: "A".into()
             },
             Event::Join {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 group: "B".into()
             },
         ]
@@ -113,7 +113,7 @@ fn hello_enters_joins_and_adopts_status() {
         events(&drain(&mut e)),
         vec![Event::Join {
             peer: r.uuid,
-            name: r.name(),
+            name: r.name().into(),
             group: "C".into()
         }]
     );
@@ -164,7 +164,7 @@ fn non_hello_first_is_dropped_and_counted() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: vec![Bytes::from_static(b"x")],
+            content: vec![Bytes::from_static(b"x")].into(),
         },
     );
     assert!(drain(&mut e).is_empty());
@@ -271,7 +271,8 @@ fn malformed_frame_is_dropped_without_advancing_sequence() {
         &routing_id(&r.uuid),
         vec![Bytes::from_static(&[
             0xAA, 0xA1, 0x04, 0x02, 0x00, 0x02, 0x09,
-        ])],
+        ])]
+        .into(),
     );
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.stats().malformed, 1);
@@ -280,7 +281,7 @@ fn malformed_frame_is_dropped_without_advancing_sequence() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: vec![Bytes::from_static(b"ok")],
+            content: vec![Bytes::from_static(b"ok")].into(),
         },
     );
     assert_eq!(r.seq, 2);
@@ -391,7 +392,7 @@ fn remote_status_wraps_and_duplicates_emit_no_event() {
         events(&drain(&mut e)),
         vec![Event::Leave {
             peer: r.uuid,
-            name: r.name(),
+            name: r.name().into(),
             group: "A".into()
         }]
     );
