@@ -96,24 +96,25 @@ pub fn event_json(event: &Event) -> Value {
             headers: h,
             endpoint,
         } => json!({
-            "event": "ENTER", "peer": uuid_to_string(peer), "name": name,
+            "event": "ENTER", "peer": uuid_to_string(peer), "name": name.as_str(),
             "headers": headers(h), "endpoint": endpoint,
         }),
         Event::Exit { peer, name } => {
-            json!({"event": "EXIT", "peer": uuid_to_string(peer), "name": name})
+            json!({"event": "EXIT", "peer": uuid_to_string(peer), "name": name.as_str()})
         }
         Event::Join { peer, name, group } => {
-            json!({"event": "JOIN", "peer": uuid_to_string(peer), "name": name, "group": group})
+            json!({"event": "JOIN", "peer": uuid_to_string(peer), "name": name.as_str(), "group": group})
         }
         Event::Leave { peer, name, group } => {
-            json!({"event": "LEAVE", "peer": uuid_to_string(peer), "name": name, "group": group})
+            json!({"event": "LEAVE", "peer": uuid_to_string(peer), "name": name.as_str(), "group": group})
         }
         Event::Whisper {
             peer,
             name,
             content,
         } => {
-            let mut o = json!({"event": "WHISPER", "peer": uuid_to_string(peer), "name": name});
+            let mut o =
+                json!({"event": "WHISPER", "peer": uuid_to_string(peer), "name": name.as_str()});
             put_frames(&mut o, content);
             o
         }
@@ -124,19 +125,19 @@ pub fn event_json(event: &Event) -> Value {
             content,
         } => {
             let mut o = json!({
-                "event": "SHOUT", "peer": uuid_to_string(peer), "name": name, "group": group,
+                "event": "SHOUT", "peer": uuid_to_string(peer), "name": name.as_str(), "group": group,
             });
             put_frames(&mut o, content);
             o
         }
         Event::Evasive { peer, name } => {
-            json!({"event": "EVASIVE", "peer": uuid_to_string(peer), "name": name})
+            json!({"event": "EVASIVE", "peer": uuid_to_string(peer), "name": name.as_str()})
         }
         Event::Silent { peer, name } => {
-            json!({"event": "SILENT", "peer": uuid_to_string(peer), "name": name})
+            json!({"event": "SILENT", "peer": uuid_to_string(peer), "name": name.as_str()})
         }
         Event::Stop { uuid, name } => {
-            json!({"event": "STOP", "peer": uuid_to_string(uuid), "name": name})
+            json!({"event": "STOP", "peer": uuid_to_string(uuid), "name": name.as_str()})
         }
         other => json!({"event": "OTHER", "debug": format!("{other:?}")}),
     }
@@ -262,7 +263,8 @@ mod tests {
             content: vec![
                 Bytes::from_static(b"\x1b]0;owned\x07"),
                 Bytes::from_static(b"\xc3"),
-            ],
+            ]
+            .into(),
         });
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
         assert_eq!(line, "[ev\\x1bil -> me] \\x1b]0;owned\\x07 | \\xc3");
@@ -273,7 +275,7 @@ mod tests {
         let text = event_json(&Event::Whisper {
             peer: Uuid::nil(),
             name: "n".into(),
-            content: vec![Bytes::from_static(b"hi \x1b")],
+            content: vec![Bytes::from_static(b"hi \x1b")].into(),
         });
         assert_eq!(text["frames"], json!(["hi \u{1b}"]));
         assert!(text.get("frames_hex").is_none());
@@ -284,7 +286,8 @@ mod tests {
             content: vec![
                 Bytes::from_static(b"ok"),
                 Bytes::from_static(&[0xff, 0x00, 0x41]),
-            ],
+            ]
+            .into(),
         });
         assert_eq!(bin["frames"], json!(["ok", "\u{fffd}\u{0}A"]));
         assert_eq!(bin["frames_hex"], json!(["6f6b", "ff0041"]));

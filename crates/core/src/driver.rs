@@ -30,7 +30,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::debug;
 use uuid::Uuid;
-use zmesh_zre::{Config as EngineConfig, Engine, EngineError, Event, Output};
+use zmesh_zre::{Config as EngineConfig, Engine, EngineError, Event, Frames, Output};
 
 use crate::caps::{Caps, CAPS_HEADER};
 use crate::envelope::{self, Envelope};
@@ -44,7 +44,7 @@ pub trait Transport {
     /// as a failed send).
     fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool;
     /// Queues one ZRE message on the peer's outbox. `false`: refused (full or closed).
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool;
+    fn send(&mut self, peer: Uuid, frames: Frames) -> bool;
     /// Drops the peer's outbox (a stopping shell may keep it open for a linger first).
     fn disconnect(&mut self, peer: Uuid);
 }

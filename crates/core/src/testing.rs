@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
 use uuid::Uuid;
 use zmesh_zre::testing::{Contract, OwnFacts};
 use zmesh_zre::{Engine, Event, ZreMessage};
@@ -106,7 +105,7 @@ impl<T: Transport> Transport for CheckedTransport<'_, T> {
         self.inner.connect(peer, endpoint, public_key)
     }
 
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         let r = {
             let mut c = self.checker.contract.borrow_mut();
             c.send(peer, &frames).and_then(|msg| {

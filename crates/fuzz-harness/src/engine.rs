@@ -339,7 +339,7 @@ fn run(data: &[u8], secure: bool) {
                 let Some(frames) = build(r, &seq, &msg) else {
                     continue;
                 };
-                engine.handle_message_with_key(now, &identity, frames, key);
+                engine.handle_message_with_key(now, &identity, frames.into_iter().collect(), key);
             }
             Step::Damaged {
                 from,
@@ -359,7 +359,7 @@ fn run(data: &[u8], secure: bool) {
                     first[i] ^= flip.1;
                 }
                 frames[0] = Bytes::from(first);
-                engine.handle_message(now, &identity, frames);
+                engine.handle_message(now, &identity, frames.into());
             }
             Step::Raw { from, frames } => {
                 let (identity, _) = identity(&from);
@@ -442,8 +442,12 @@ fn run(data: &[u8], secure: bool) {
                 match engine.whisper(uuid, content.clone()) {
                     Ok(()) => {
                         assert!(shadow.connected.contains_key(&uuid));
-                        expect =
-                            Expect::ToEach(BTreeSet::from([uuid]), ZreMessage::Whisper { content });
+                        expect = Expect::ToEach(
+                            BTreeSet::from([uuid]),
+                            ZreMessage::Whisper {
+                                content: content.into(),
+                            },
+                        );
                     }
                     Err(EngineError::EmptyContent) => assert!(content.is_empty()),
                     Err(EngineError::UnknownPeer(x)) => {
@@ -461,7 +465,13 @@ fn run(data: &[u8], secure: bool) {
                 match engine.shout(&g, content.clone()) {
                     Ok(n) => {
                         assert_eq!(n, members.len());
-                        expect = Expect::ToEach(members, ZreMessage::Shout { group: g, content });
+                        expect = Expect::ToEach(
+                            members,
+                            ZreMessage::Shout {
+                                group: g,
+                                content: content.into(),
+                            },
+                        );
                     }
                     Err(EngineError::EmptyContent) => assert!(content.is_empty()),
                     Err(EngineError::Wire(_)) => assert!(g.len() > 255),
@@ -635,7 +645,7 @@ fn build(r: &mut Remote, seq: &SeqChoice, spec: &MsgSpec) -> Option<Vec<Bytes>> 
         ZreMessage::Join { status, .. } | ZreMessage::Leave { status, .. } => r.status = *status,
         _ => {}
     }
-    Some(frames)
+    Some(frames.to_vec())
 }
 
 /// Per-outbox state the shell would hold.

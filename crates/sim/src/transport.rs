@@ -51,7 +51,7 @@ impl Transport for Shell<'_> {
             public_key: public_key.copied(),
         })
     }
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         self.apply(Output::Send { peer, frames })
     }
     fn disconnect(&mut self, peer: Uuid) {

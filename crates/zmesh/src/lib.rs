@@ -108,7 +108,7 @@ pub mod curve {
     pub use zmesh_zre::is_usable_key;
 }
 pub use zmesh_zre::{
-    uuid_from_str, uuid_to_string, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
+    uuid_from_str, uuid_to_string, Content, Name, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
 };
 
 /// The counters inside [`NodeStats`], by layer.

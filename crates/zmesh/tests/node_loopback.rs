@@ -355,7 +355,7 @@ async fn protocol_violations_drop_only_the_offender() {
     let o1 = raw_peer(&ep, u1);
     o1.try_send(
         ZreMessage::Whisper {
-            content: vec![Bytes::from("sneaky")],
+            content: vec![Bytes::from("sneaky")].into(),
         }
         .encode(1)
         .unwrap(),
@@ -375,7 +375,7 @@ async fn protocol_violations_drop_only_the_offender() {
     wait_for(&mut ea, "raw enter", |e| is_enter(e, u2)).await;
     o2.try_send(
         ZreMessage::Whisper {
-            content: vec![Bytes::from("gap")],
+            content: vec![Bytes::from("gap")].into(),
         }
         .encode(5)
         .unwrap(),

@@ -300,7 +300,7 @@ async fn a_peer_cannot_speak_as_another_peers_uuid() {
         .try_send(hello_frames("tcp://127.0.0.1:1", &headers))
         .unwrap();
     let whisper = ZreMessage::Whisper {
-        content: vec![Bytes::from("forged")],
+        content: vec![Bytes::from("forged")].into(),
     };
     impostor.try_send(whisper.encode(2).unwrap()).unwrap();
     wait_stats(&a, "impostor refused", |s| s.engine.impersonations >= 2).await;
@@ -415,4 +415,5 @@ fn hello_frames(endpoint: &str, headers: &[(&str, String)]) -> Vec<Bytes> {
     }
     .encode(1)
     .unwrap()
+    .to_vec()
 }

@@ -19,9 +19,11 @@
 #![forbid(unsafe_code)]
 
 pub mod beacon;
+mod content;
 pub mod engine;
 mod group;
 pub mod msg;
+mod name;
 pub mod peer;
 pub mod sequence;
 #[cfg(any(test, feature = "testing"))]
@@ -32,10 +34,12 @@ pub use beacon::{
     BEACON_VERSION_V1, BEACON_VERSION_V3,
 };
 pub use bytes::Bytes;
+pub use content::{Content, Frames};
 pub use engine::{
     routing_id, Config, Engine, EngineError, Event, Output, Stats, DEFAULT_EVASIVE_TIMEOUT,
     DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL, IDENTITY_LEN,
 };
 pub use msg::{uuid_from_str, uuid_to_string, WireError, ZreMessage};
+pub use name::Name;
 pub use peer::{PeerInfo, PeerState, ZMESH_HEADER, ZMESH_HEADER_VALUE};
 pub use uuid::Uuid;

@@ -20,11 +20,13 @@
 //! the engine's liveness module, with the policy it implements.
 
 use std::collections::HashMap;
+
 use std::time::Instant;
 
 use uuid::Uuid;
 
 use crate::engine::liveness::Liveness;
+use crate::name::Name;
 use crate::sequence::{SeqWrap, PLAIN_PEER_WRAP};
 
 /// Header that marks a zmesh node. A peer whose HELLO carries it (any value) is known to accept
@@ -80,7 +82,7 @@ pub(crate) struct Peer {
     pub(crate) endpoint: String,
     /// Session state: Discovered → Ready, or Disconnected once purged.
     pub(crate) state: PeerState,
-    pub(crate) name: String,
+    pub(crate) name: Name,
     pub(crate) hello_endpoint: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) groups: Vec<String>,
@@ -118,7 +120,7 @@ impl Peer {
             uuid,
             endpoint: endpoint.to_owned(),
             state: PeerState::Discovered,
-            name: String::new(),
+            name: Name::default(),
             hello_endpoint: None,
             headers: Vec::new(),
             groups: Vec::new(),
@@ -156,7 +158,7 @@ impl Peer {
     pub(crate) fn info(&self) -> PeerInfo {
         PeerInfo {
             uuid: self.uuid,
-            name: self.name.clone(),
+            name: self.name.to_string(),
             endpoint: self.endpoint.clone(),
             hello_endpoint: self.hello_endpoint.clone(),
             headers: self.headers.clone(),

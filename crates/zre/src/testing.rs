@@ -418,7 +418,7 @@ mod tests {
         let whisper = Event::Whisper {
             peer: p,
             name: "p".into(),
-            content: vec![],
+            content: vec![].into(),
         };
         assert!(c.event(&whisper).is_err(), "whisper before enter");
         c.disconnect(p).unwrap();

@@ -262,7 +262,7 @@ impl Transport for Shell {
         true
     }
 
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         let mut s = self.0.borrow_mut();
         assert!(s.connected.contains(&peer), "Send without an outbox");
         let (_, msg) = ZreMessage::decode(&frames).expect("our message decodes");
@@ -366,7 +366,7 @@ impl Player {
         self.message(
             from,
             &ZreMessage::Whisper {
-                content: vec![frame],
+                content: vec![frame].into(),
             },
         );
     }

@@ -61,6 +61,7 @@ use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use zmesh_core::envelope;
+use zmesh_zre::Content;
 
 use crate::error::Error;
 use crate::event::Event;
@@ -253,7 +254,8 @@ impl Node {
     }
 
     /// Sends a multi-frame message to one peer.
-    pub fn whisper(&self, peer: Uuid, content: Vec<Bytes>) -> Result<(), Error> {
+    pub fn whisper(&self, peer: Uuid, content: impl Into<Content>) -> Result<(), Error> {
+        let content = content.into();
         check_content(&content)?;
         let (r, failed) = self
             .shared()
@@ -268,7 +270,8 @@ impl Node {
     /// Like [`Node::whisper`], but when the peer's outgoing queue is full it waits for room instead
     /// of dropping the peer: back-pressure for bulk senders. Returns once the message is queued;
     /// fails if the peer is unknown or leaves meanwhile, or the node stops.
-    pub async fn whisper_wait(&self, peer: Uuid, content: Vec<Bytes>) -> Result<(), Error> {
+    pub async fn whisper_wait(&self, peer: Uuid, content: impl Into<Content>) -> Result<(), Error> {
+        let content = content.into();
         check_content(&content)?;
         // Queue accounting counts payload bytes: the content plus the 6-byte WHISPER frame.
         let size = content.iter().map(Bytes::len).sum::<usize>() + 6;
@@ -303,7 +306,8 @@ impl Node {
 
     /// Sends a multi-frame message to every peer known to be in `group` (not to ourselves). Returns
     /// how many peers it was queued for; 0 when nobody is in the group (not an error, as in Zyre).
-    pub fn shout(&self, group: &str, content: Vec<Bytes>) -> Result<usize, Error> {
+    pub fn shout(&self, group: &str, content: impl Into<Content>) -> Result<usize, Error> {
+        let content = content.into();
         check_str("group", group)?;
         check_content(&content)?;
         let (r, failed) = self

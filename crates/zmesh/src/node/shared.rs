@@ -113,7 +113,7 @@ impl Transport for Outboxes<'_> {
         }
     }
 
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         let Some(outbox) = self.map.get(&peer) else {
             return true;
         };

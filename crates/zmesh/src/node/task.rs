@@ -268,12 +268,10 @@ impl NodeTask {
                         (Some(_), Some(inbox)) => inbox.peer_key(&identity).map(|k| *k.as_bytes()),
                         _ => None,
                     };
-                    state.driver.engine().handle_message_with_key(
-                        now,
-                        &identity,
-                        frames.into_vec(),
-                        key,
-                    );
+                    state
+                        .driver
+                        .engine()
+                        .handle_message_with_key(now, &identity, frames, key);
                 }
                 InboxEvent::Accepted { peer, peer_key, .. } => {
                     debug!(%peer, key = ?peer_key, "peer connected to inbox")

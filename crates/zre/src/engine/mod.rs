@@ -95,7 +95,7 @@ mod stats;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::content::Content;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -288,7 +288,8 @@ impl Engine {
 
     /// Sends `content` to one peer. The peer must be known and connected (a not-yet-ready peer is
     /// allowed, as in C: it already has our HELLO).
-    pub fn whisper(&mut self, peer: Uuid, content: Vec<Bytes>) -> Result<(), EngineError> {
+    pub fn whisper(&mut self, peer: Uuid, content: impl Into<Content>) -> Result<(), EngineError> {
+        let content = content.into();
         self.check_command()?;
         if content.is_empty() {
             return Err(EngineError::EmptyContent);
@@ -303,7 +304,11 @@ impl Engine {
 
     /// Sends `content` to every ready peer known to be in `group` (we need not be in it). Returns
     /// how many peers it was sent to (0 if nobody is in the group).
-    pub fn shout(&mut self, group: &str, content: Vec<Bytes>) -> Result<usize, EngineError> {
+    pub fn shout(
+        &mut self,
+        group: &str,
+        content: impl Into<Content>,
+    ) -> Result<usize, EngineError> {
         self.shout_to(group, content, |_| true)
     }
 
@@ -313,9 +318,10 @@ impl Engine {
     pub fn shout_to(
         &mut self,
         group: &str,
-        content: Vec<Bytes>,
+        content: impl Into<Content>,
         keep: impl Fn(&Uuid) -> bool,
     ) -> Result<usize, EngineError> {
+        let content = content.into();
         self.check_command()?;
         if content.is_empty() {
             return Err(EngineError::EmptyContent);
@@ -365,7 +371,7 @@ impl Engine {
         self.stopped = true;
         self.event(Event::Stop {
             uuid: self.uuid,
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
         });
     }
 

@@ -1,6 +1,7 @@
 //! What the engine asks of the shell ([`Output`]) and the application events it carries.
 
-use bytes::Bytes;
+use crate::content::{Content, Frames};
+use crate::name::Name;
 use uuid::Uuid;
 
 /// Something the shell must do.
@@ -27,7 +28,7 @@ pub enum Output {
         /// Destination peer.
         peer: Uuid,
         /// ZRE frame followed by content frames.
-        frames: Vec<Bytes>,
+        frames: Frames,
     },
     /// Drop that peer's outbox.
     Disconnect {
@@ -46,7 +47,7 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Its HELLO headers.
         headers: Vec<(String, String)>,
         /// The endpoint declared in its HELLO.
@@ -57,14 +58,14 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// A peer joined a group.
     Join {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
     },
@@ -73,7 +74,7 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
     },
@@ -82,41 +83,41 @@ pub enum Event {
         /// Sender.
         peer: Uuid,
         /// Sender's name.
-        name: String,
+        name: Name,
         /// Content frames.
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// A message to a group.
     Shout {
         /// Sender.
         peer: Uuid,
         /// Sender's name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
         /// Content frames.
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// Nothing heard from the peer for the evasive timeout (once per episode).
     Evasive {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// The PING sent when the peer became evasive was not answered (once per episode).
     Silent {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// We stopped.
     Stop {
         /// Our UUID.
         uuid: Uuid,
         /// Our name.
-        name: String,
+        name: Name,
     },
 }
 

@@ -48,7 +48,8 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::content::Frames;
+use crate::name::Name;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -127,7 +128,7 @@ impl Engine {
     /// One message from the inbox: `identity` is the ROUTER's identity frame, `frames` the rest.
     /// Applies all receiver rules (`engine/receive.rs`); never panics. A secure engine refuses
     /// it: use [`Engine::handle_message_with_key`].
-    pub fn handle_message(&mut self, now: Instant, identity: &[u8], frames: Vec<Bytes>) {
+    pub fn handle_message(&mut self, now: Instant, identity: &[u8], frames: Frames) {
         self.handle_message_with_key(now, identity, frames, None)
     }
 
@@ -139,7 +140,7 @@ impl Engine {
         &mut self,
         now: Instant,
         identity: &[u8],
-        frames: Vec<Bytes>,
+        frames: Frames,
         conn_key: Option<[u8; 32]>,
     ) {
         if self.stopped {
@@ -355,6 +356,7 @@ impl Engine {
                 name,
                 headers,
             } => {
+                let name: Name = name.into();
                 peer.name = name.clone();
                 peer.zmesh = headers.iter().any(|(k, _)| k == ZMESH_HEADER);
                 if peer.zmesh {

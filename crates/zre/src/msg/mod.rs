@@ -43,8 +43,9 @@ mod encode;
 mod tests;
 mod uuid_text;
 
-use bytes::Bytes;
 use thiserror::Error;
+
+use crate::content::{Content, Frames};
 
 pub use uuid_text::{uuid_from_str, uuid_to_string};
 
@@ -95,14 +96,14 @@ pub enum ZreMessage {
     /// A message to one peer.
     Whisper {
         /// Content frames (at least one when encoding).
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// A message to a group, sent once to every member.
     Shout {
         /// Target group.
         group: String,
         /// Content frames (at least one when encoding).
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// The sender joined `group`; `status` is its incremented group-change counter.
     Join {

@@ -78,7 +78,7 @@ impl Keyed {
 
     fn whisper(text: &str) -> ZreMessage {
         ZreMessage::Whisper {
-            content: vec![Bytes::copy_from_slice(text.as_bytes())],
+            content: vec![Bytes::copy_from_slice(text.as_bytes())].into(),
         }
     }
 }

@@ -2,7 +2,9 @@
 //! frames encoded exactly as a remote peer would send them.
 
 use super::*;
+
 use crate::msg::ZreMessage;
+use bytes::Bytes;
 use std::time::Duration;
 
 use crate::msg::{uuid_to_string, WireError};
@@ -140,7 +142,7 @@ fn sent_to(outs: &[Output], peer: Uuid) -> Vec<(u16, ZreMessage)> {
 fn exit(r: &Remote) -> Output {
     Output::Event(Event::Exit {
         peer: r.uuid,
-        name: r.name(),
+        name: r.name().into(),
     })
 }
 

@@ -75,18 +75,18 @@ fn hello_enters_joins_and_adopts_status() {
         vec![
             Event::Enter {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 headers: vec![("X-ROLE".into(), "remote".into())],
                 endpoint: r.endpoint.clone(),
             },
             Event::Join {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 group: "A".into()
             },
             Event::Join {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 group: "B".into()
             },
         ]
@@ -114,7 +114,7 @@ fn hello_enters_joins_and_adopts_status() {
         events(&drain(&mut e)),
         vec![Event::Join {
             peer: r.uuid,
-            name: r.name(),
+            name: r.name().into(),
             group: "C".into()
         }]
     );
@@ -166,7 +166,7 @@ fn non_hello_first_is_dropped_and_counted() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: vec![Bytes::from_static(b"x")],
+            content: vec![Bytes::from_static(b"x")].into(),
         },
     );
     assert!(drain(&mut e).is_empty());
@@ -339,7 +339,7 @@ fn a_c_style_peer_that_wrapped_first_gets_the_c_wrap() {
             &mut e,
             t0,
             ZreMessage::Whisper {
-                content: vec![Bytes::from_static(b"x")],
+                content: vec![Bytes::from_static(b"x")].into(),
             },
         );
         drain(&mut e);
@@ -383,7 +383,8 @@ fn malformed_frame_is_dropped_without_advancing_sequence() {
         &routing_id(&r.uuid),
         vec![Bytes::from_static(&[
             0xAA, 0xA1, 0x04, 0x02, 0x00, 0x02, 0x09,
-        ])],
+        ])]
+        .into(),
     );
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.stats().malformed, 1);
@@ -392,7 +393,7 @@ fn malformed_frame_is_dropped_without_advancing_sequence() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: vec![Bytes::from_static(b"ok")],
+            content: vec![Bytes::from_static(b"ok")].into(),
         },
     );
     assert_eq!(r.seq, 2);
@@ -503,7 +504,7 @@ fn remote_status_wraps_and_duplicates_emit_no_event() {
         events(&drain(&mut e)),
         vec![Event::Leave {
             peer: r.uuid,
-            name: r.name(),
+            name: r.name().into(),
             group: "A".into()
         }]
     );
