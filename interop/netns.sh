@@ -5,7 +5,7 @@
 #   interop/netns.sh down     remove everything (idempotent)
 #   interop/netns.sh status   print the layout
 #
-# Layout (see notes/AGENT_PROTOCOL.md):
+# Layout (see interop/README.md):
 #
 #   netns zmesh-br:  bridge br0 (up), lo up, veth ends vh1..vh4 enslaved to br0
 #   netns zmesh-hN:  lo up, eth0 = veth (peer of vhN) with 10.77.0.1N/24

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyre-gevent interop agent: one real Pyre node driven by JSON lines.
 
-Protocol: notes/AGENT_PROTOCOL.md. Commands arrive as JSON objects, one per
+Protocol: interop/README.md. Commands arrive as JSON objects, one per
 line, on stdin; events leave as JSON objects, one per line, on stdout (flushed
 at once). Everything else (logging, errors) goes to stderr.
 
@@ -222,6 +222,13 @@ def main(argv):
                 node.leave(cmd["group"])
             elif op == "whisper":
                 node.whisper(uuid.UUID(hex=cmd["peer"]), frames_of(cmd))
+            elif op == "whispers":
+                # A numbered run, in order: "<prefix><from>", ... (long interop runs).
+                peer = uuid.UUID(hex=cmd["peer"])
+                prefix = str(cmd.get("prefix", ""))
+                start = int(cmd.get("from", 0))
+                for i in range(start, start + int(cmd["count"])):
+                    node.whisper(peer, [("%s%d" % (prefix, i)).encode("utf-8")])
             elif op == "shout":
                 node.shout(cmd["group"], frames_of(cmd))
             elif op == "peers":

@@ -2,7 +2,7 @@
 /*
  * zyre.js interop agent: one real zyre.js 1.3.0 node driven by JSON lines.
  *
- * Protocol: notes/AGENT_PROTOCOL.md. Commands arrive as JSON objects, one per
+ * Protocol: interop/README.md. Commands arrive as JSON objects, one per
  * line, on stdin; events leave as JSON objects, one per line, on stdout.
  * Logs go to stderr only.
  *
@@ -213,6 +213,16 @@ async function main() {
         case 'join': zyre.join(String(cmd.group)); break;
         case 'leave': zyre.leave(String(cmd.group)); break;
         case 'whisper': zyre.whisper(String(cmd.peer).toLowerCase(), firstFrame(cmd)); break;
+        case 'whispers': {
+          // A numbered run, in order: `${prefix}${from}`, ... (long interop runs).
+          const peer = String(cmd.peer).toLowerCase();
+          const prefix = String(cmd.prefix || '');
+          const from = Number(cmd.from || 0);
+          for (let i = from; i < from + Number(cmd.count); i += 1) {
+            zyre.whisper(peer, Buffer.from(`${prefix}${i}`, 'utf8'));
+          }
+          break;
+        }
         case 'shout': zyre.shout(String(cmd.group), firstFrame(cmd)); break;
         case 'peers':
           emit({ event: 'PEERS', peers: Object.keys(zyre.getPeers()).map(up).sort() });

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use zmesh::{Bytes, Event, InterfaceSpec, Node, Uuid};
 
 use crate::output::{event_json, print_json};
+use crate::signal::StopSignal;
 
 /// Flags shared with the rest of the CLI.
 pub struct GlobalOpts {
@@ -23,20 +24,30 @@ pub struct GlobalOpts {
 /// `zmesh demo` options.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Number of nodes.
-    #[arg(long, default_value_t = 5)]
-    nodes: usize,
+    /// Number of nodes, 2 to 50.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(2..=MAX_NODES))]
+    nodes: u8,
     /// Beacon interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     interval: u64,
     /// Time allowed for each step, in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
 }
+
+/// Most nodes a demo runs (a full mesh of n nodes prints n × (n - 1) ENTERs).
+const MAX_NODES: i64 = 50;
 
 const NAMES: [&str; 8] = [
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
 ];
+
+/// The name of the `i`-th node: the eight names above, then `node9`, `node10`, ...
+fn name(i: usize) -> String {
+    NAMES
+        .get(i)
+        .map_or_else(|| format!("node{}", i + 1), |n| n.to_string())
+}
 
 struct Mesh {
     nodes: Vec<Node>,
@@ -81,18 +92,19 @@ impl Mesh {
 
 /// Runs the demo; returns the process exit code.
 pub async fn run(opts: &GlobalOpts, args: &DemoArgs) -> Result<i32, zmesh::Error> {
-    let n = args.nodes.clamp(2, NAMES.len());
+    let n = usize::from(args.nodes);
+    let names: Vec<String> = (0..n).map(name).collect();
     let iface = opts
         .iface
         .clone()
         .unwrap_or(InterfaceSpec::Name("lo".into()));
-    let port = opts.port.unwrap_or_else(|| 20000 + (rand_u16() % 20000));
+    let port = opts.port.unwrap_or_else(random_port);
     let (tx, rx) = mpsc::unbounded_channel();
     let mut nodes = Vec::new();
     let started = Instant::now();
-    for (i, name) in NAMES.iter().take(n).enumerate() {
+    for (i, name) in names.iter().enumerate() {
         let (node, mut events) = Node::builder()
-            .name(*name)
+            .name(name)
             .header("X-DEMO-ROLE", if i == 0 { "leader" } else { "member" })
             .interface(iface.clone())
             .beacon_port(port)
@@ -117,21 +129,29 @@ pub async fn run(opts: &GlobalOpts, args: &DemoArgs) -> Result<i32, zmesh::Error
     };
     mesh.say(format!(
         "started {n} nodes on {iface} (beacon port {port}): {}",
-        NAMES[..n].join(", ")
+        names.join(", ")
     ));
-    match script(&mut mesh, n, started).await {
+    let mut stop = StopSignal::new()?;
+    let outcome = tokio::select! {
+        biased;
+        _ = stop.recv() => Err(None),
+        r = script(&mut mesh, &names, started) => r.map_err(Some),
+    };
+    match outcome {
         Ok(()) => Ok(0),
-        Err(e) => {
-            eprintln!("demo failed: {e}");
-            for node in &mesh.nodes {
-                node.stop().await;
+        Err(why) => {
+            match &why {
+                Some(e) => eprintln!("demo failed: {e}"),
+                None => eprintln!("demo interrupted; stopping every node politely"),
             }
-            Ok(1)
+            stop_all(mesh.nodes.iter().cloned()).await;
+            Ok(if why.is_some() { 1 } else { 130 })
         }
     }
 }
 
-async fn script(mesh: &mut Mesh, n: usize, started: Instant) -> Result<(), String> {
+async fn script(mesh: &mut Mesh, names: &[String], started: Instant) -> Result<(), String> {
+    let n = names.len();
     let uuids: Vec<Uuid> = mesh.nodes.iter().map(Node::uuid).collect();
     let index: HashMap<Uuid, usize> = uuids.iter().enumerate().map(|(i, u)| (*u, i)).collect();
 
@@ -229,7 +249,7 @@ async fn script(mesh: &mut Mesh, n: usize, started: Instant) -> Result<(), Strin
     .await?;
     mesh.say(format!(
         "leave: {} stopped; all {} others saw EXIT after {:.1} ms",
-        NAMES[leaver],
+        names[leaver],
         n - 1,
         ms(stop_at.elapsed())
     ));
@@ -244,8 +264,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn rand_u16() -> u16 {
-    // A random beacon port per demo, from the random UUID generator already in use.
-    let b = Uuid::new_v4();
-    u16::from_be_bytes([b.as_bytes()[0], b.as_bytes()[1]])
+/// A random beacon port in 20000..40000, so two demos or testers never mix.
+pub fn random_port() -> u16 {
+    rand::Rng::gen_range(&mut rand::thread_rng(), 20000..40000)
+}
+
+/// Stops `nodes` politely, all at once (each stop lingers up to half a second).
+pub async fn stop_all(nodes: impl Iterator<Item = Node>) {
+    let stops: Vec<_> = nodes
+        .map(|n| tokio::spawn(async move { n.stop().await }))
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
 }

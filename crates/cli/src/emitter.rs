@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use zmesh::{Bytes, OnOptions, Overflow};
 
 use crate::output::{print_json, put_bytes};
-use crate::{stop_signal, Cli, NodeArgs};
+use crate::signal::StopSignal;
+use crate::{Cli, NodeArgs};
 
 /// `zmesh emit TOPIC [PAYLOAD]`.
 #[derive(Args, Debug)]
@@ -121,12 +122,11 @@ pub async fn on(cli: &Cli, args: &OnArgs) -> Result<i32, zmesh::Error> {
             node.uuid_string()
         );
     }
-    let stop = stop_signal();
-    tokio::pin!(stop);
+    let mut stop = StopSignal::new()?;
     let mut seen = 0u64;
     while args.count.is_none_or(|c| seen < c) {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = stop.recv() => break,
             ev = events.recv() => if ev.is_none() { break },
             e = on.recv() => match e {
                 Some(e) => {

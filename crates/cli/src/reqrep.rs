@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use zmesh::{Bytes, Event, IncomingRequest, RequestError};
 
 use crate::output::print_json;
-use crate::{resolve_peer, stop_signal, Cli, NodeArgs};
+use crate::resolve::{self, PeerError};
+use crate::signal::StopSignal;
+use crate::{Cli, NodeArgs};
 
 /// Exit status for each outcome of a request.
 pub fn exit_code(r: &Result<Bytes, RequestError>) -> i32 {
@@ -81,6 +83,7 @@ pub async fn request(cli: &Cli, args: &RequestArgs) -> Result<i32, zmesh::Error>
         Some(p) => Bytes::from(p.to_owned()),
         None => Bytes::new(),
     };
+    resolve::require_interface(&cli.iface())?;
     let target = crate::routing::parse_target(&args.target)?;
     if let zmesh::Target::Any(_) | zmesh::Target::All(_) = target {
         return crate::routing::request_routed(
@@ -99,9 +102,12 @@ pub async fn request(cli: &Cli, args: &RequestArgs) -> Result<i32, zmesh::Error>
     // Wait until the target is known (by UUID or name), or give up after --discover.
     let deadline = Instant::now() + args.discover;
     let target = loop {
-        if let Some(p) = resolve_peer(&node, &args.target) {
-            if node.peer_info(p).is_some_and(|i| i.ready) {
-                break Some(p);
+        match resolve::peer(&node, &args.target) {
+            Ok(p) if node.peer_info(p).is_some_and(|i| i.ready) => break Some(p),
+            Ok(_) | Err(PeerError::Unknown(_)) => {}
+            Err(e @ PeerError::Ambiguous(..)) => {
+                node.stop().await;
+                return Err(zmesh::Error::Config(e.to_string()));
             }
         }
         match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -188,6 +194,8 @@ fn outcome_name(e: &RequestError) -> &'static str {
 }
 
 pub async fn reply(cli: &Cli, args: &ReplyArgs) -> Result<i32, zmesh::Error> {
+    resolve::note_missing_interface(&cli.iface());
+    let mut stop = StopSignal::new()?;
     let (node, mut events) = cli.builder(&args.node).start().await?;
     let patterns = if args.events.is_empty() {
         vec!["**".to_owned()]
@@ -215,11 +223,10 @@ pub async fn reply(cli: &Cli, args: &ReplyArgs) -> Result<i32, zmesh::Error> {
             node.uuid_string()
         );
     }
-    let stop = stop_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            biased;
+            _ = stop.recv() => break,
             ev = events.recv() => match ev {
                 Some(Event::Stop { .. }) | None => break,
                 Some(_) => {}

@@ -17,7 +17,7 @@ use zmesh::{Bytes, GatherEnd, Node, RequestError, Target};
 
 use crate::output::{print_json, put_bytes};
 use crate::reqrep::{exit_code, outcome_of};
-use crate::{resolve_peer, Cli, NodeArgs};
+use crate::{resolve, Cli, NodeArgs};
 
 /// The target and filter syntax, for `--help` (the grammar lives in `zmesh_core::filter`).
 macro_rules! filter_help {
@@ -277,7 +277,7 @@ pub async fn tick(cli: &Cli, args: &TickArgs) -> Result<i32, zmesh::Error> {
     let t = target.clone();
     let count = move || match &t {
         Target::Any(f) | Target::All(f) => n.tick_responders(f, &event).len(),
-        Target::Name(name) => usize::from(resolve_peer(&n, name).is_some()),
+        Target::Name(name) => usize::from(resolve::peer(&n, name).is_ok()),
         Target::Peer(p) => usize::from(n.peer_info(*p).is_some()),
         _ => 0,
     };
@@ -292,9 +292,9 @@ pub async fn tick(cli: &Cli, args: &TickArgs) -> Result<i32, zmesh::Error> {
     })
     .await;
     let target = match target {
-        Target::Name(name) => match resolve_peer(&node, &name) {
-            Some(p) => Target::Peer(p),
-            None => Target::Name(name),
+        Target::Name(name) => match resolve::peer(&node, &name) {
+            Ok(p) => Target::Peer(p),
+            Err(_) => Target::Name(name),
         },
         t => t,
     };
@@ -323,18 +323,16 @@ pub async fn tick(cli: &Cli, args: &TickArgs) -> Result<i32, zmesh::Error> {
 
 /// The agent's `{"cmd":"options","set":{"K":"V"},"remove":["K"]}`: changes this node's
 /// options and prints `{"event":"OPTIONS","options":{...}}`.
-pub fn agent_options(node: &Node, v: &serde_json::Value) -> Result<(), String> {
-    if let Some(set) = v.get("set").and_then(|s| s.as_object()) {
-        for (k, val) in set {
-            let val = val.as_str().ok_or("option values must be strings")?;
-            node.set_option(k, val).map_err(|e| e.to_string())?;
-        }
+pub fn agent_options(
+    node: &Node,
+    set: &std::collections::BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<(), String> {
+    for (k, val) in set {
+        node.set_option(k, val).map_err(|e| e.to_string())?;
     }
-    if let Some(rm) = v.get("remove").and_then(|s| s.as_array()) {
-        for k in rm {
-            let k = k.as_str().ok_or("option keys must be strings")?;
-            node.remove_option(k).map_err(|e| e.to_string())?;
-        }
+    for k in remove {
+        node.remove_option(k).map_err(|e| e.to_string())?;
     }
     print_json(&json!({"event": "OPTIONS", "options": node.options()}));
     Ok(())

@@ -26,7 +26,8 @@
 //!
 //! The run prints progress on stderr and a summary on stdout (one JSON line with `--json`), and
 //! exits 1 if anything was violated. Loopback is pinned unless `--iface` is given, and the beacon
-//! port is random unless `--port` is given, so concurrent runs never see each other.
+//! port is random unless `--port` is given, so concurrent runs never see each other. SIGINT or
+//! SIGTERM stops every running node politely and exits 130 without a verdict.
 //!
 //! The code is split by concept: `args` (options), `churn` (the orchestrator: starting and
 //! stopping slots, the phases of a run), `checks` (convergence and the whisper ledger), `summary`
@@ -50,6 +51,7 @@ use tokio::task::JoinHandle;
 use zmesh::{InterfaceSpec, Node, NodeStats, Uuid};
 
 use crate::output::print_json;
+use crate::signal::StopSignal;
 use node::NodeRecord;
 use report::RssLog;
 use rng::Rng;
@@ -221,16 +223,10 @@ pub async fn run(
         return bad("--initial cannot exceed --nodes".into());
     }
     install_panic_counter();
-    let seed = args.seed.unwrap_or_else(|| {
-        let b = Uuid::new_v4();
-        u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([7; 8]))
-    });
+    let seed = args.seed.unwrap_or_else(rand::random);
     let rng = Rng::new(seed, u64::MAX);
     // The port is random even for a fixed seed, so two runs with the same seed never mix.
-    let port = port.unwrap_or_else(|| {
-        let b = Uuid::new_v4();
-        20000 + u16::from_le_bytes([b.as_bytes()[0], b.as_bytes()[1]]) % 20000
-    });
+    let port = port.unwrap_or_else(crate::demo::random_port);
     let loopback_only = iface.is_none();
     let iface = iface.unwrap_or(InterfaceSpec::Name("lo".into()));
     let shared = Arc::new(Shared {
@@ -265,7 +261,17 @@ pub async fn run(
         "tester: {} slots, {:?} of churn, seed {seed}, {} beacon port {port}, timeouts {}/{} ms",
         args.nodes, args.duration, t.iface, args.evasive, args.expired
     );
-    let summary = t.run_all().await?;
+    let mut stop = StopSignal::new()?;
+    let summary = tokio::select! {
+        biased;
+        _ = stop.recv() => {
+            eprintln!("tester: interrupted; stopping every node politely");
+            let nodes = t.slots.iter().flatten().map(|r| r.node.clone());
+            crate::demo::stop_all(nodes).await;
+            return Ok(130);
+        }
+        s = t.run_all() => s?,
+    };
     let ok = summary["ok"].as_bool().unwrap_or(false);
     if json {
         print_json(&summary);

@@ -40,7 +40,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::debug;
 use uuid::Uuid;
-use zmesh_zre::{Config as EngineConfig, Engine, EngineError, Event, Output};
+use zmesh_zre::{Config as EngineConfig, Engine, EngineError, Event, Frames, Output};
 
 use crate::caps::{Caps, CAPS_HEADER};
 use crate::control::{self, Control, Options};
@@ -56,11 +56,12 @@ pub use routes::Routed;
 
 /// The shell's per-peer outboxes, as the driver sees them.
 pub trait Transport {
-    /// Creates the outbox for `peer` (DEALER to `endpoint`). `false`: it could not be created
-    /// (reported to the engine as a failed send).
-    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool;
+    /// Creates the outbox for `peer` (DEALER to `endpoint`; in secure mode a CURVE client with
+    /// `public_key` as the server key). `false`: it could not be created (reported to the engine
+    /// as a failed send).
+    fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool;
     /// Queues one ZRE message on the peer's outbox. `false`: refused (full or closed).
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool;
+    fn send(&mut self, peer: Uuid, frames: Frames) -> bool;
     /// Drops the peer's outbox (a stopping shell may keep it open for a linger first).
     fn disconnect(&mut self, peer: Uuid);
 }
@@ -127,13 +128,13 @@ impl<L: Layer> Hosted<L> {
 
 /// What the driver does with every slot alike (object-safe: the slots differ in types).
 /// A slot's frames to send: to peers, to groups.
-type Frames<'a> = (&'a mut Vec<(Uuid, Bytes)>, &'a mut Vec<(String, Bytes)>);
+type SlotFrames<'a> = (&'a mut Vec<(Uuid, Bytes)>, &'a mut Vec<(String, Bytes)>);
 
 trait Slot {
     fn id(&self) -> envelope::Layer;
     fn input(&mut self, input: Input<'_, Infallible>, now: Instant);
     fn deadline(&self) -> Option<Instant>;
-    fn frames(&mut self) -> Frames<'_>;
+    fn frames(&mut self) -> SlotFrames<'_>;
 }
 
 impl<L: Layer> Slot for Hosted<L> {
@@ -146,7 +147,7 @@ impl<L: Layer> Slot for Hosted<L> {
     fn deadline(&self) -> Option<Instant> {
         self.layer.poll_timeout()
     }
-    fn frames(&mut self) -> Frames<'_> {
+    fn frames(&mut self) -> SlotFrames<'_> {
         (&mut self.out.sent, &mut self.out.shouted)
     }
 }
@@ -345,8 +346,12 @@ impl<W> Driver<W> {
             let mut new_failures = Vec::new();
             while let Some(output) = self.engine.poll_output() {
                 match output {
-                    Output::Connect { peer, endpoint } => {
-                        if !transport.connect(peer, &endpoint) {
+                    Output::Connect {
+                        peer,
+                        endpoint,
+                        public_key,
+                    } => {
+                        if !transport.connect(peer, &endpoint, public_key.as_ref()) {
                             new_failures.push(peer);
                         }
                     }

@@ -38,11 +38,11 @@ struct Net<'a> {
 }
 
 impl Transport for Net<'_> {
-    fn connect(&mut self, _peer: Uuid, _endpoint: &str) -> bool {
+    fn connect(&mut self, _peer: Uuid, _endpoint: &str, _key: Option<&[u8; 32]>) -> bool {
         true
     }
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
-        self.wire.push_back((self.from, peer, frames));
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
+        self.wire.push_back((self.from, peer, frames.to_vec()));
         true
     }
     fn disconnect(&mut self, _peer: Uuid) {}
@@ -110,9 +110,11 @@ impl Plain {
     fn flush(&mut self, wire: &mut Wire) {
         while let Some(out) = self.engine.poll_output() {
             match out {
-                Output::Send { peer, frames } => wire.push_back((C, peer, frames)),
+                Output::Send { peer, frames } => wire.push_back((C, peer, frames.to_vec())),
                 Output::Event(Event::Whisper { content, .. })
-                | Output::Event(Event::Shout { content, .. }) => self.received.push(content),
+                | Output::Event(Event::Shout { content, .. }) => {
+                    self.received.push(content.to_vec())
+                }
                 _ => {}
             }
         }
@@ -154,9 +156,17 @@ impl World {
             };
             let id = routing_id(&from);
             match to {
-                A => self.a.driver.engine().handle_message(now, &id, frames),
-                B => self.b.driver.engine().handle_message(now, &id, frames),
-                C => self.c.engine.handle_message(now, &id, frames),
+                A => self
+                    .a
+                    .driver
+                    .engine()
+                    .handle_message(now, &id, frames.into()),
+                B => self
+                    .b
+                    .driver
+                    .engine()
+                    .handle_message(now, &id, frames.into()),
+                C => self.c.engine.handle_message(now, &id, frames.into()),
                 _ => unreachable!(),
             }
         }

@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
 use uuid::Uuid;
 use zmesh_zre::testing::{Contract, OwnFacts};
 use zmesh_zre::{Engine, Event, ZreMessage};
@@ -97,13 +96,17 @@ pub struct CheckedTransport<'a, T> {
 }
 
 impl<T: Transport> Transport for CheckedTransport<'_, T> {
-    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool {
-        let r = self.checker.contract.borrow_mut().connect(peer, endpoint);
+    fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool {
+        let r = self
+            .checker
+            .contract
+            .borrow_mut()
+            .connect(peer, endpoint, public_key);
         self.checker.note(r);
-        self.inner.connect(peer, endpoint)
+        self.inner.connect(peer, endpoint, public_key)
     }
 
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         let r = {
             let mut c = self.checker.contract.borrow_mut();
             c.send(peer, &frames).and_then(|msg| {

@@ -73,11 +73,11 @@ fn main() {
             headers: vec![("X-ZMESH".into(), "1".into()), ("X-A".into(), "b".into())],
         },
         ZreMessage::Whisper {
-            content: content.clone(),
+            content: content.clone().into(),
         },
         ZreMessage::Shout {
             group: "chat".into(),
-            content,
+            content: content.into(),
         },
         ZreMessage::Join {
             group: "chat".into(),

@@ -95,7 +95,7 @@ pub fn zre_message_decode(data: &[u8]) {
     let _ = msg.name();
     match &msg {
         ZreMessage::Whisper { content } | ZreMessage::Shout { content, .. } => {
-            assert_eq!(content.as_slice(), &frames[1..]);
+            assert_eq!(&content[..], &frames[1..]);
         }
         _ => assert_eq!(frames.len(), 1, "{} accepted extra frames", msg.name()),
     }

@@ -1,4 +1,5 @@
-//! Harness for the sans-IO ZRE engine: `engine_messages`.
+//! Harness for the sans-IO ZRE engine: `engine_messages`, and `engine_secure` (the same scripts
+//! against an engine in secure mode).
 //!
 //! The input is decoded with [`arbitrary`] into a script of [`Step`]s — messages from a handful of
 //! simulated peers (mostly well formed, with the right or a wrong sequence number and status),
@@ -19,6 +20,14 @@
 //!   produces output any more;
 //! * the timer makes progress: after `handle_timeout(now)`, `poll_timeout()` is `None` or later
 //!   than `now` (otherwise the shell would spin).
+//!
+//! `engine_secure` plays the same scripts against an engine with a CURVE key. Every simulated
+//! peer has a key ([`peer_key`]); spare bits of the script's choices make a message arrive on an
+//! impostor's connection (another peer's key) or an unauthenticated one, a HELLO announce no key
+//! or the wrong one in `X-PUBLICKEY`, a sighting carry another key or none. The contract then also
+//! checks that every `Connect` carries a key, and the harness checks the binding of UUIDs to keys:
+//! an event about the UUID a message claims (ENTER, JOIN, WHISPER, EXIT, ...) is produced only
+//! if the message's connection key is the key that UUID is bound to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -234,8 +243,50 @@ struct Remote {
 /// Upper bound on steps per input, to keep executions fast.
 const MAX_STEPS: usize = 200;
 
+/// Our own CURVE key in `engine_secure`.
+pub const OWN_KEY: [u8; 32] = [0xA1; 32];
+
+/// The CURVE key of simulated peer `uuid` in `engine_secure` (first byte never 0).
+pub fn peer_key(uuid: &Uuid) -> [u8; 32] {
+    let mut k = [0x5A; 32];
+    k[..16].copy_from_slice(uuid.as_bytes());
+    k[0] |= 0x80;
+    k
+}
+
 /// `engine_messages`: plays the script decoded from `data` (see the module documentation).
 pub fn engine_messages(data: &[u8]) {
+    run(data, false)
+}
+
+/// `engine_secure`: the same scripts against an engine in secure mode (module documentation).
+pub fn engine_secure(data: &[u8]) {
+    run(data, true)
+}
+
+/// The connection key a message from `who` arrives with in secure mode: its own, an
+/// impostor's (bit 7 of the peer index) or none (bit 0 of an odd first byte).
+fn conn_key(who: &Who, uuid: &Uuid) -> Option<[u8; 32]> {
+    match who {
+        Who::Peer(p) if p & 0x80 != 0 => Some(peer_key(&peer(p.wrapping_add(1)))),
+        Who::OddFirstByte(b, _) if b & 1 == 1 => None,
+        Who::Raw(_) => None,
+        _ => Some(peer_key(uuid)),
+    }
+}
+
+/// The `X-PUBLICKEY` a HELLO announces in secure mode, chosen by its name's length: the
+/// sender's key, none, another peer's key, or junk.
+fn announced_key(name: &str, uuid: &Uuid) -> Option<String> {
+    match name.len() % 4 {
+        0 | 1 => Some(z85::encode(peer_key(uuid))),
+        2 => None,
+        _ if name.is_empty() => None,
+        _ => Some(z85::encode(peer_key(&Uuid::from_u128(uuid.as_u128() ^ 1)))),
+    }
+}
+
+fn run(data: &[u8], secure: bool) {
     let mut u = Unstructured::new(data);
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return;
@@ -249,6 +300,9 @@ pub fn engine_messages(data: &[u8]) {
     }
     if setup.own_zmesh_header {
         config.headers.push((ZMESH_HEADER.into(), "7".into()));
+    }
+    if secure {
+        config.public_key = Some(OWN_KEY);
     }
     let mut now = Instant::now();
     let mut engine = Engine::try_new(config, now).expect("valid config");
@@ -264,14 +318,28 @@ pub fn engine_messages(data: &[u8]) {
         };
         let connected_before: BTreeSet<Uuid> = shadow.connected.keys().copied().collect();
         let mut expect = Expect::Nothing;
+        let mut claimed: Option<Claim> = None;
         match step {
-            Step::Message { from, seq, msg } => {
+            Step::Message { from, seq, mut msg } => {
                 let (identity, uuid) = identity(&from);
+                let key = secure.then(|| conn_key(&from, &uuid)).flatten();
+                if secure {
+                    if let MsgSpec::Hello { name, headers, .. } = &mut msg {
+                        if let Some(k) = announced_key(name, &uuid) {
+                            headers.push(("X-PUBLICKEY".into(), k));
+                        }
+                    }
+                    claimed = Some(Claim {
+                        uuid,
+                        before: engine.peer(uuid).and_then(|p| p.public_key),
+                        key,
+                    });
+                }
                 let r = remotes.entry(uuid).or_default();
                 let Some(frames) = build(r, &seq, &msg) else {
                     continue;
                 };
-                engine.handle_message(now, &identity, frames);
+                engine.handle_message_with_key(now, &identity, frames.into_iter().collect(), key);
             }
             Step::Damaged {
                 from,
@@ -291,7 +359,7 @@ pub fn engine_messages(data: &[u8]) {
                     first[i] ^= flip.1;
                 }
                 frames[0] = Bytes::from(first);
-                engine.handle_message(now, &identity, frames);
+                engine.handle_message(now, &identity, frames.into());
             }
             Step::Raw { from, frames } => {
                 let (identity, _) = identity(&from);
@@ -306,7 +374,13 @@ pub fn engine_messages(data: &[u8]) {
                 endpoint: e,
             } => {
                 let uuid = if p % 5 == 4 { OWN_UUID } else { peer(p) };
-                engine.handle_sighting(now, uuid, endpoint(e));
+                // Secure mode: its own key, another peer's (bit 7), or none (bit 6).
+                let key = match e {
+                    _ if !secure || e & 0x40 != 0 => None,
+                    _ if e & 0x80 != 0 => Some(peer_key(&peer(p.wrapping_add(1)))),
+                    _ => Some(peer_key(&uuid)),
+                };
+                engine.handle_sighting_with_key(now, uuid, endpoint(e), key);
             }
             Step::Departure(p) => engine.handle_departure(now, peer(p)),
             Step::SendFailed(p) => engine.handle_send_failed(now, peer(p)),
@@ -368,8 +442,12 @@ pub fn engine_messages(data: &[u8]) {
                 match engine.whisper(uuid, content.clone()) {
                     Ok(()) => {
                         assert!(shadow.connected.contains_key(&uuid));
-                        expect =
-                            Expect::ToEach(BTreeSet::from([uuid]), ZreMessage::Whisper { content });
+                        expect = Expect::ToEach(
+                            BTreeSet::from([uuid]),
+                            ZreMessage::Whisper {
+                                content: content.into(),
+                            },
+                        );
                     }
                     Err(EngineError::EmptyContent) => assert!(content.is_empty()),
                     Err(EngineError::UnknownPeer(x)) => {
@@ -387,7 +465,13 @@ pub fn engine_messages(data: &[u8]) {
                 match engine.shout(&g, content.clone()) {
                     Ok(n) => {
                         assert_eq!(n, members.len());
-                        expect = Expect::ToEach(members, ZreMessage::Shout { group: g, content });
+                        expect = Expect::ToEach(
+                            members,
+                            ZreMessage::Shout {
+                                group: g,
+                                content: content.into(),
+                            },
+                        );
                     }
                     Err(EngineError::EmptyContent) => assert!(content.is_empty()),
                     Err(EngineError::Wire(_)) => assert!(g.len() > 255),
@@ -414,6 +498,16 @@ pub fn engine_messages(data: &[u8]) {
             if let Err(v) = shadow.contract.output(&out) {
                 panic!("output contract violated: {v}");
             }
+            if let (Some(c), Output::Event(ev)) = (&claimed, &out) {
+                if ev.peer() == Some(c.uuid) {
+                    let bound = engine.peer(c.uuid).and_then(|p| p.public_key).or(c.before);
+                    assert!(
+                        c.key.is_some() && bound == c.key,
+                        "{ev:?} from a message on a connection keyed {:?}, UUID bound to {bound:?}",
+                        c.key
+                    );
+                }
+            }
             shadow.apply(&engine, out, &mut sends);
         }
         if stopped_before {
@@ -432,6 +526,14 @@ pub fn engine_messages(data: &[u8]) {
         }
         shadow.check_queries(&engine);
     }
+}
+
+/// Secure mode: the UUID a message claims, its bound key before the step, and the key of the
+/// connection the message came over.
+struct Claim {
+    uuid: Uuid,
+    before: Option<[u8; 32]>,
+    key: Option<[u8; 32]>,
 }
 
 /// Messages a command must produce: this message to exactly these peers.
@@ -543,7 +645,7 @@ fn build(r: &mut Remote, seq: &SeqChoice, spec: &MsgSpec) -> Option<Vec<Bytes>> 
         ZreMessage::Join { status, .. } | ZreMessage::Leave { status, .. } => r.status = *status,
         _ => {}
     }
-    Some(frames)
+    Some(frames.to_vec())
 }
 
 /// Per-outbox state the shell would hold.

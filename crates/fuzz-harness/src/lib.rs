@@ -35,7 +35,7 @@ pub use codecs::{
     beacon_decode, zmtp_frame_decode, zmtp_greeting_and_command_decode, zre_message_decode,
 };
 pub use curve::curve_handshake_and_message;
-pub use engine::engine_messages;
+pub use engine::{engine_messages, engine_secure};
 pub use envelope::envelope_decode;
 pub use events::events_decode;
 pub use layer::layer_envelopes;
@@ -55,6 +55,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
         zmtp_greeting_and_command_decode,
     ),
     ("engine_messages", engine_messages),
+    ("engine_secure", engine_secure),
     ("envelope_decode", envelope_decode),
     ("layer_envelopes", layer_envelopes),
     ("curve_handshake_and_message", curve_handshake_and_message),

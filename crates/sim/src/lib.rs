@@ -180,7 +180,7 @@ struct Msg {
     deliver_at: Duration,
     seq: u16,
     kind: Kind,
-    frames: Vec<Bytes>,
+    frames: zmesh_zre::Frames,
 }
 
 /// One DEALER outbox: from an instance to an endpoint.

@@ -44,13 +44,14 @@ impl Shell<'_> {
 }
 
 impl Transport for Shell<'_> {
-    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool {
+    fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool {
         self.apply(Output::Connect {
             peer,
             endpoint: endpoint.to_owned(),
+            public_key: public_key.copied(),
         })
     }
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         self.apply(Output::Send { peer, frames })
     }
     fn disconnect(&mut self, peer: Uuid) {
@@ -196,7 +197,7 @@ impl Sim {
         let inst = &self.insts[&id];
         let name = inst.name.clone();
         match out {
-            Output::Connect { peer, endpoint } => {
+            Output::Connect { peer, endpoint, .. } => {
                 if inst.conns.contains_key(&peer) {
                     return Err(format!(
                         "{name}: Connect to {} which has an open outbox",

@@ -26,7 +26,7 @@ pub enum Error {
     #[error("invalid event name or pattern: {0}")]
     InvalidName(#[from] NameError),
     /// No peer with this UUID is known (it never appeared, or it has left).
-    #[error("unknown peer {0}")]
+    #[error("unknown peer {}", zmesh_zre::uuid_to_string(.0))]
     UnknownPeer(Uuid),
     /// WHISPER/SHOUT content must have at least one frame.
     #[error("message content must have at least one frame")]
@@ -36,7 +36,7 @@ pub enum Error {
     ReservedPrefix,
     /// The peer's outgoing queue was full (it stopped reading); the peer has been dropped and will be
     /// rediscovered by its next beacon.
-    #[error("outgoing queue to peer {0} is full; peer dropped")]
+    #[error("outgoing queue to peer {} is full; peer dropped", zmesh_zre::uuid_to_string(.0))]
     PeerOverflow(Uuid),
     /// A tick could not be sent (nobody can receive it, or it is too large).
     #[error("tick not sent: {0}")]
@@ -59,6 +59,9 @@ pub enum Error {
     /// The transport refused a request (e.g. an unparsable advertised endpoint).
     #[error("transport: {0}")]
     Transport(#[from] zmesh_zmtp::TransportError),
+    /// A CURVE key or certificate is unusable (unreadable file, bad Z85, no secret key).
+    #[error("CURVE: {0}")]
+    Curve(#[from] zmesh_zmtp::curve::CurveError),
 }
 
 impl From<EngineError> for Error {
@@ -95,5 +98,30 @@ impl From<TickError> for Error {
             TickError::Name(n) => Error::InvalidName(n),
             TickError::Request(r) => Error::Request(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_in_errors_are_32_upper_case_hex_like_everywhere_else() {
+        let u = Uuid::from_u128(0x3a07_fc75_400a_5b36_f319_333f_a849_2a52);
+        assert_eq!(
+            Error::UnknownPeer(u).to_string(),
+            "unknown peer 3A07FC75400A5B36F319333FA8492A52"
+        );
+        assert_eq!(
+            Error::from(EngineError::UnknownPeer(u)).to_string(),
+            "unknown peer 3A07FC75400A5B36F319333FA8492A52"
+        );
+        assert_eq!(
+            EngineError::UnknownPeer(u).to_string(),
+            "unknown peer 3A07FC75400A5B36F319333FA8492A52"
+        );
+        assert!(Error::PeerOverflow(u)
+            .to_string()
+            .contains("3A07FC75400A5B36F319333FA8492A52"));
     }
 }

@@ -1,8 +1,8 @@
 //! The application's events: zmesh's own type, converted from the ZRE engine's, so the engine can
 //! change without breaking applications and new kinds of events can be added.
 
-use bytes::Bytes;
 use uuid::Uuid;
+use zmesh_zre::{Content, Name};
 
 /// Something that happened in the mesh, as Zyre reports it (ENTER, EXIT, JOIN, LEAVE, WHISPER,
 /// SHOUT, EVASIVE, SILENT, STOP). Layer traffic (requests, replies, ticks) never appears here.
@@ -14,7 +14,7 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Its HELLO headers.
         headers: Vec<(String, String)>,
         /// The endpoint declared in its HELLO.
@@ -25,14 +25,14 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// A peer joined a group.
     Join {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
     },
@@ -41,7 +41,7 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
     },
@@ -50,41 +50,41 @@ pub enum Event {
         /// Sender.
         peer: Uuid,
         /// Sender's name.
-        name: String,
+        name: Name,
         /// Content frames.
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// A message to a group.
     Shout {
         /// Sender.
         peer: Uuid,
         /// Sender's name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
         /// Content frames.
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// Nothing heard from the peer for the evasive timeout (once per episode).
     Evasive {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// The PING sent when the peer became evasive was not answered (once per episode).
     Silent {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// This node stopped; the stream ends after it.
     Stop {
         /// Our UUID.
         uuid: Uuid,
         /// Our name.
-        name: String,
+        name: Name,
     },
 }
 

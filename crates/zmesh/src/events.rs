@@ -352,7 +352,7 @@ mod tests {
         Event::Whisper {
             peer,
             name: "p".into(),
-            content: vec![Bytes::from(i.to_string())],
+            content: vec![Bytes::from(i.to_string())].into(),
         }
     }
 
@@ -503,18 +503,18 @@ mod tests {
         let name = || "p".to_string();
         let mut pushed = vec![Event::Enter {
             peer: p,
-            name: name(),
+            name: name().into(),
             headers: vec![],
             endpoint: "e".into(),
         }];
         pushed.extend((0..5).map(|i| whisper(p, i)));
         pushed.push(Event::Exit {
             peer: p,
-            name: name(),
+            name: name().into(),
         });
         pushed.push(Event::Enter {
             peer: p,
-            name: name(),
+            name: name().into(),
             headers: vec![],
             endpoint: "e".into(),
         });
@@ -535,7 +535,7 @@ mod tests {
             whisper(p, 1),
             Event::Exit {
                 peer: p,
-                name: name(),
+                name: name().into(),
             },
         ] {
             q.push(e);

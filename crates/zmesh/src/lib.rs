@@ -36,6 +36,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Programs without an async runtime use [`blocking`]: the same node from plain threads
+//! (`recv_timeout`, `whisper`, `request`, ...), like Zyre's `zyre_recv`.
+//!
+//! # Secure mode
+//!
+//! [`NodeBuilder::secure`] runs a node in Zyre's secure mode (CURVE encryption and authentication
+//! on every connection, version-3 beacons with the public key, `X-PUBLICKEY` in HELLO), with an
+//! optional allow-list ([`NodeBuilder::allow_list`]); plain nodes and secure ones ignore each other.
+//! Every peer's UUID is bound to the key it was announced with, so an admitted peer cannot speak
+//! as another ([`Node::peer_key`]). Keys and certificates: [`curve`]. Details: `docs/curve.md`.
+//!
 //! # Delivery contracts
 //!
 //! * **Events** ([`Events`], [`GroupEvents`]) go through a bounded queue (default 10,000) that is
@@ -65,6 +76,8 @@
 //! | `zmesh` [`node`](Node) | the async shell: node task, sockets, timers, the public API |
 //! | `zmesh` `events`, `event` | the application's fair, bounded event queue and [`Event`] |
 //! | `zmesh` `discovery`, `iface` | UDP beacons and interface selection |
+//! | `zmesh` [`blocking`] | the node from plain threads, on a runtime of its own |
+//! | `zmesh` [`curve`] | keys, certificates and allow-lists for secure mode (CURVE) |
 //! | [`zmesh_core`] | sans-IO layers above ZRE: the envelope, the layer seam, request/reply, the driver |
 //! | [`zmesh_zre`] | the ZRE wire codec and the sans-IO protocol engine |
 //! | [`zmesh_zmtp`] | the ZMTP 3.1 transport |
@@ -73,6 +86,7 @@
 //! repository.
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 pub mod discovery;
 mod error;
 mod event;
@@ -99,8 +113,16 @@ pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
 pub use zmesh_core::reqrep::{NoResponders, RequestError};
 pub use zmesh_core::routing::{Target, TargetError};
 pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
+
+/// CURVE keys, certificates and allow-lists for secure mode ([`NodeBuilder::secure`],
+/// [`NodeBuilder::allow_list`]); the transport's own types, re-exported.
+pub mod curve {
+    pub use zmesh_zmtp::curve::cert::secret_path;
+    pub use zmesh_zmtp::curve::{AllowList, Certificate, CurveError, CurveKeyPair, CurvePublicKey};
+    pub use zmesh_zre::is_usable_key;
+}
 pub use zmesh_zre::{
-    uuid_from_str, uuid_to_string, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
+    uuid_from_str, uuid_to_string, Content, Name, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,
 };
 
 /// The counters inside [`NodeStats`], by layer.

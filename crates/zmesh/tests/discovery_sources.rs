@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 
+use zmesh::curve::CurveKeyPair;
 use zmesh::discovery::{Heard, Sighting, Source};
 use zmesh::Uuid;
 
@@ -14,7 +15,8 @@ use loopback::{builder, is_enter, port, wait_for};
 /// A static peer list: every announce re-emits the sightings (as a re-resolved DNS name would).
 #[derive(Debug)]
 struct StaticPeers {
-    peers: Vec<(Uuid, SocketAddr)>,
+    /// UUID, address and (for secure nodes) CURVE public key.
+    peers: Vec<(Uuid, SocketAddr, Option<[u8; 32]>)>,
     queue: Vec<Sighting>,
     announced: Vec<u16>,
     waker: Option<Waker>,
@@ -39,7 +41,10 @@ impl Source for StaticPeers {
         self.announced.push(tcp_port);
         if tcp_port != 0 {
             self.queue
-                .extend(self.peers.iter().map(|(u, a)| Sighting::seen(*u, *a)));
+                .extend(self.peers.iter().map(|(u, a, k)| match k {
+                    Some(k) => Sighting::seen_with_key(*u, *a, *k),
+                    None => Sighting::seen(*u, *a),
+                }));
             if let Some(w) = self.waker.take() {
                 w.wake();
             }
@@ -62,7 +67,7 @@ async fn a_node_without_beacons_meets_its_peer_through_a_static_source() {
     };
     let addr = zmesh::endpoint_addr(&a_ep).unwrap();
     let source = StaticPeers {
-        peers: vec![(a.uuid(), addr)],
+        peers: vec![(a.uuid(), addr, None)],
         queue: Vec::new(),
         announced: Vec::new(),
         waker: None,
@@ -84,6 +89,44 @@ async fn a_node_without_beacons_meets_its_peer_through_a_static_source() {
         }
     });
     assert_eq!(&b.request(a.uuid(), "e", "x").await.unwrap()[..], b"x");
+}
+
+/// Secure nodes through a source: the sighting carries the peer's key, and the node connects as a
+/// CURVE client of that key.
+#[tokio::test]
+async fn a_secure_node_meets_its_peer_through_a_keyed_source() {
+    let (ka, kb) = (CurveKeyPair::generate(), CurveKeyPair::generate());
+    let (a, mut ea) = builder("a", port())
+        .secure(ka.clone())
+        .start()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + loopback::WAIT;
+    let a_ep = loop {
+        if let Some(ep) = a.endpoint() {
+            break ep;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a never attached");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let addr = zmesh::endpoint_addr(&a_ep).unwrap();
+    let source = StaticPeers {
+        peers: vec![(a.uuid(), addr, Some(*ka.public().as_bytes()))],
+        queue: Vec::new(),
+        announced: Vec::new(),
+        waker: None,
+    };
+    let (b, mut eb) = builder("b", port())
+        .secure(kb.clone())
+        .beacons(false)
+        .discovery_source(source)
+        .start()
+        .await
+        .unwrap();
+    wait_for(&mut eb, "b enters a", |e| is_enter(e, a.uuid())).await;
+    wait_for(&mut ea, "a enters b", |e| is_enter(e, b.uuid())).await;
+    assert_eq!(b.peer_key(a.uuid()), Some(ka.public()));
+    assert_eq!(a.peer_key(b.uuid()), Some(kb.public()));
 }
 
 #[test]

@@ -671,7 +671,7 @@ async fn flood_scenario() -> FloodReport {
             while !stop.load(Ordering::Relaxed) {
                 seq = seq.wrapping_add(1);
                 let msg = ZreMessage::Whisper {
-                    content: vec![payload.clone()],
+                    content: vec![payload.clone()].into(),
                 }
                 .encode(seq)
                 .unwrap();

@@ -85,7 +85,7 @@ fn pyre_and_zyrejs_talk_through_the_harness() {
 }
 
 /// The `Zmesh` agent kind starts the `zmesh` CLI with the argv of
-/// AGENT_PROTOCOL.md (binary from `$ZMESH_BIN`, see `support::zmesh_bin`): it
+/// `interop/README.md` (binary from `$ZMESH_BIN`, see `support::zmesh_bin`): it
 /// gets READY and exchanges multi-frame whispers with pyre (which supports
 /// multi-frame content). Full zmesh interop coverage lives in other test files.
 #[test]

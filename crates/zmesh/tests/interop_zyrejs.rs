@@ -175,3 +175,13 @@ fn requests_beside_plain_zyrejs_peer() {
     require_netns();
     scenario::requests_beside_plain_peer(&ZYREJS, 5847);
 }
+
+/// More than 70,000 WHISPERs each way, both directions at once: all delivered in order and
+/// neither side drops the other across the 16-bit sequence wrap (zyrejs wraps 65534 -> 0, zmesh
+/// follows it; docs/zre.md §4.4).
+#[test]
+#[ignore = "needs root + interop peers: run scripts/test.sh"]
+fn zyrejs_sequence_wrap_70k_whispers_each_way() {
+    require_netns();
+    scenario::sequence_wrap_both_ways(&ZYREJS, 5848);
+}

@@ -136,6 +136,59 @@ async fn polite_stop_is_seen_at_once() {
     assert!(a.peers().is_empty());
 }
 
+/// A polite stop sends exactly one leave beacon (port 0): a second one makes Pyre log "We don't
+/// know peer id" and zyre.js emit a second EXIT without a name (it creates a peer from the leave
+/// beacon of a peer it already removed). Counted by a UDP socket of our own on the beacon port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polite_stop_sends_one_leave_beacon() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let p = port();
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    sock.set_reuse_address(true).unwrap();
+    sock.set_reuse_port(true).unwrap();
+    sock.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], p)).into())
+        .unwrap();
+    let sock: std::net::UdpSocket = sock.into();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (a, _ea) = builder("alice", p).start().await.unwrap();
+    let me = a.uuid();
+    // Read beacons of `me` until `until`; returns (ordinary, leave) counts.
+    let count = |until: std::time::Instant, stop_at_first: bool| {
+        let (mut ordinary, mut leave) = (0, 0);
+        let mut buf = [0u8; 256];
+        while std::time::Instant::now() < until {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(b) = zmesh_zre::Beacon::decode(&buf[..n]) else {
+                continue;
+            };
+            if b.uuid != me {
+                continue;
+            }
+            if b.port == 0 {
+                leave += 1;
+            } else {
+                ordinary += 1;
+                if stop_at_first {
+                    break;
+                }
+            }
+        }
+        (ordinary, leave)
+    };
+    // The socket hears the node's beacons.
+    let deadline = std::time::Instant::now() + WAIT;
+    let (ordinary, _) = tokio::task::block_in_place(|| count(deadline, true));
+    assert_eq!(ordinary, 1, "no beacon from the node within {WAIT:?}");
+    a.stop().await;
+    // Everything the stop sent is out once it returned; half a second covers loopback delivery.
+    let until = std::time::Instant::now() + Duration::from_millis(500);
+    let (_, leave) = tokio::task::block_in_place(|| count(until, false));
+    assert_eq!(leave, 1, "leave beacons after a polite stop");
+}
+
 #[tokio::test]
 async fn crashed_peer_expires() {
     let p = port();
@@ -302,7 +355,7 @@ async fn protocol_violations_drop_only_the_offender() {
     let o1 = raw_peer(&ep, u1);
     o1.try_send(
         ZreMessage::Whisper {
-            content: vec![Bytes::from("sneaky")],
+            content: vec![Bytes::from("sneaky")].into(),
         }
         .encode(1)
         .unwrap(),
@@ -322,7 +375,7 @@ async fn protocol_violations_drop_only_the_offender() {
     wait_for(&mut ea, "raw enter", |e| is_enter(e, u2)).await;
     o2.try_send(
         ZreMessage::Whisper {
-            content: vec![Bytes::from("gap")],
+            content: vec![Bytes::from("gap")].into(),
         }
         .encode(5)
         .unwrap(),

@@ -209,6 +209,53 @@ impl FrameDecoder {
         Some(buf.split_to(len).freeze())
     }
 
+    /// Fast path for a whole data message of two frames (a ZRE message: its ZRE frame, then one
+    /// content frame), the shape of almost every message between zmesh nodes: when no header is
+    /// pending and `buf` starts with a complete data frame with MORE followed by a complete final
+    /// data frame, both within the size limit and together within `limit` (counted like the
+    /// general path: body + 32 per frame), split both off. Anything else returns `None` without
+    /// consuming a byte, and the caller takes the general path ([`FrameDecoder::decode`]).
+    #[inline]
+    pub fn decode_data_pair(&mut self, buf: &mut BytesMut, limit: usize) -> Option<[Bytes; 2]> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let (h1, n1) = self.data_header(buf, 0, FLAG_MORE)?;
+        let second = h1 + n1;
+        let (h2, n2) = self.data_header(buf, second, 0)?;
+        if buf.len() - second - h2 < n2 || (n1 + 32) + (n2 + 32) > limit.saturating_add(32) {
+            return None;
+        }
+        buf.advance(h1);
+        let a = buf.split_to(n1).freeze();
+        buf.advance(h2);
+        let b = buf.split_to(n2).freeze();
+        Some([a, b])
+    }
+
+    /// The header at `at` of a data frame whose flags are exactly `more` (plus LONG), within the
+    /// size limit and whose header is complete: (header length, body length). For the first frame
+    /// of a pair the body must be complete too (the second header follows it).
+    #[inline]
+    fn data_header(&self, buf: &[u8], at: usize, more: u8) -> Option<(usize, usize)> {
+        let rest = buf.get(at..)?;
+        let (header_len, len) = match *rest.first()? {
+            f if f == more && rest.len() >= 2 => (2, rest[1] as usize),
+            f if f == more | FLAG_LONG && rest.len() >= 9 => {
+                let size = u64::from_be_bytes(rest[1..9].try_into().expect("8 bytes"));
+                if size > self.max_frame as u64 {
+                    return None;
+                }
+                (9, size as usize)
+            }
+            _ => return None,
+        };
+        if len > self.max_frame || (more != 0 && rest.len() - header_len < len) {
+            return None;
+        }
+        Some((header_len, len))
+    }
+
     /// Bytes still missing for the body of a frame whose header was already read (0 if none).
     /// Used as a hint to reserve read-buffer space once for a large frame.
     pub fn body_remaining(&self, buffered: usize) -> usize {

@@ -321,6 +321,51 @@ proptest! {
         }
     }
 
+    /// The two-frame fast path agrees with the full decoder on any input: it either declines
+    /// without consuming anything, or returns exactly the two frames `decode` would (a data frame
+    /// with MORE, then a final data frame) within the message limit.
+    #[test]
+    fn pair_fast_path_agrees_with_decode(
+        frames in prop::collection::vec(arb_frame(), 0..6),
+        junk in prop::collection::vec(any::<u8>(), 0..40),
+        cut in 0usize..2000,
+        max in 0usize..512,
+        limit in 0usize..600,
+    ) {
+        let mut wire = BytesMut::new();
+        for (more, command, body) in &frames {
+            zmesh_zmtp::encode_frame(*more, *command, body, &mut wire);
+        }
+        wire.extend_from_slice(&junk);
+        let wire = wire.split_to(cut.min(wire.len()));
+        let (mut fast_buf, mut slow_buf) = (wire.clone(), wire);
+        let (mut fast, mut slow) = (FrameDecoder::new(max), FrameDecoder::new(max));
+        loop {
+            let before = fast_buf.len();
+            match fast.decode_data_pair(&mut fast_buf, limit) {
+                Some([a, b]) => {
+                    let f1 = slow.decode(&mut slow_buf).expect("valid").expect("complete");
+                    let f2 = slow.decode(&mut slow_buf).expect("valid").expect("complete");
+                    prop_assert!(f1.more && !f1.command && !f2.more && !f2.command);
+                    prop_assert!(f1.body.len() + f2.body.len() + 64 <= limit + 32);
+                    prop_assert_eq!(a, f1.body);
+                    prop_assert_eq!(b, f2.body);
+                    prop_assert_eq!(fast_buf.len(), slow_buf.len());
+                }
+                None => {
+                    prop_assert_eq!(fast_buf.len(), before, "declining consumes nothing");
+                    match (fast.decode(&mut fast_buf), slow.decode(&mut slow_buf)) {
+                        (Ok(Some(a)), Ok(Some(b))) => prop_assert_eq!(a, b),
+                        (a, b) => {
+                            prop_assert_eq!(a.is_err(), b.is_err());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn commands_roundtrip(name in "[A-Z]{1,12}", props in prop::collection::vec(("[A-Za-z-]{1,20}", prop::collection::vec(any::<u8>(), 0..40)), 0..5), ctx in prop::collection::vec(any::<u8>(), 0..=16), ttl in any::<u16>()) {
         let meta = Metadata(props.into_iter().map(|(n, v)| (n, Bytes::from(v))).collect());
@@ -356,4 +401,32 @@ fn frames_macro_builds_the_same_vectors() {
     grown.push(b("b"));
     grown.push(b("c"));
     assert_eq!(grown, three);
+}
+
+/// Golden: a ZRE WHISPER as it arrives (ZRE frame with MORE, then the content) is taken whole by
+/// the two-frame fast path; short, long and incomplete variants behave as documented.
+#[test]
+fn pair_fast_path_golden() {
+    let mut dec = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::from(&[1u8, 6, 0xAA, 0xA1, 2, 2, 0, 1, 0, 2, b'h', b'i', 0xFF][..]);
+    let [a, b] = dec.decode_data_pair(&mut buf, 1 << 20).expect("whole pair");
+    assert_eq!(&a[..], &[0xAA, 0xA1, 2, 2, 0, 1]);
+    assert_eq!(&b[..], b"hi");
+    assert_eq!(&buf[..], &[0xFF], "only the pair is consumed");
+    // Long second frame.
+    let mut buf = BytesMut::from(&[1u8, 1, 7, 2, 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3][..]);
+    let [a, b] = dec.decode_data_pair(&mut buf, 1 << 20).expect("long frame");
+    assert_eq!((&a[..], &b[..]), (&[7u8][..], &[1u8, 2, 3][..]));
+    assert!(buf.is_empty());
+    // Incomplete second body, a single frame, a command, over the limit: declined, nothing eaten.
+    for (bytes, limit) in [
+        (&[1u8, 1, 7, 0, 3, 1, 2][..], 1 << 20),
+        (&[0u8, 2, 1, 2][..], 1 << 20),
+        (&[5u8, 1, 7, 0, 1, 1][..], 1 << 20),
+        (&[1u8, 1, 7, 0, 1, 1][..], 30),
+    ] {
+        let mut buf = BytesMut::from(bytes);
+        assert!(dec.decode_data_pair(&mut buf, limit).is_none(), "{bytes:?}");
+        assert_eq!(&buf[..], bytes);
+    }
 }

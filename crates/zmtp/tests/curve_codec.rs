@@ -188,8 +188,7 @@ fn message_golden_both_directions() {
     let (c, s) = (public_of(&k.c_short), public_of(&k.s_short));
     let mut out = BytesMut::new();
     seal_message(
-        &session_box(&s, &k.c_short),
-        CLIENT_PREFIX,
+        &DirectionKey::new(&s, &k.c_short, CLIENT_PREFIX),
         3,
         INNER_MORE,
         b"hello",
@@ -202,7 +201,7 @@ fn message_golden_both_directions() {
         "outer frame: no flags, short size"
     );
     assert_eq!(&out[2..], &want[..]);
-    let mut server = MessageCodec::new(session_box(&c, &k.s_short), true, 2, 2);
+    let mut server = MessageCodec::new(&c, &k.s_short, true, 2, 2);
     let f = server.open(&want).unwrap();
     assert!(f.more && !f.command);
     assert_eq!(&f.body[..], b"hello");
@@ -212,7 +211,7 @@ fn message_golden_both_directions() {
         CurveError::NonceReplay { last: 3, got: 3 }
     );
 
-    let mut client = MessageCodec::new(session_box(&s, &k.c_short), false, 3, 1);
+    let mut client = MessageCodec::new(&s, &k.c_short, false, 3, 1);
     let f = client.open(&unhex(MESSAGE_S2)).unwrap();
     assert!(f.command && !f.more);
     assert_eq!(&f.body[..], b"\x04PING\x00\x64");
@@ -270,7 +269,7 @@ fn every_truncation_of_every_command_is_a_typed_error() {
         assert!(decode_ready(&ready[..n], &cli).is_err());
     }
     for n in 0..msg.len() {
-        let mut server = MessageCodec::new(session_box(&c, &k.s_short), true, 2, 2);
+        let mut server = MessageCodec::new(&c, &k.s_short, true, 2, 2);
         assert!(server.open(&msg[..n]).is_err());
     }
 }
@@ -283,7 +282,7 @@ fn every_flipped_bit_in_a_box_is_refused() {
     for bit in 0..msg.len() * 8 {
         let mut m = msg.clone();
         m[bit / 8] ^= 1 << (bit % 8);
-        let mut server = MessageCodec::new(session_box(&c, &k.s_short), true, 2, 2);
+        let mut server = MessageCodec::new(&c, &k.s_short, true, 2, 2);
         assert!(server.open(&m).is_err(), "bit {bit} flipped yet opened");
     }
     let ready = unhex(READY);
@@ -307,8 +306,8 @@ proptest! {
         (any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..600)), 1..8)) {
         let a = SecretKey::from_bytes([11; 32]);
         let b = SecretKey::from_bytes([12; 32]);
-        let mut client = MessageCodec::new(session_box(&public_of(&b), &a), false, 3, 1);
-        let mut server = MessageCodec::new(session_box(&public_of(&a), &b), true, 2, 2);
+        let mut client = MessageCodec::new(&public_of(&b), &a, false, 3, 1);
+        let mut server = MessageCodec::new(&public_of(&a), &b, true, 2, 2);
         let mut wire = BytesMut::new();
         for (more, command, body) in &frames {
             client.seal_into(*more, *command, body, &mut wire).unwrap();
@@ -339,8 +338,38 @@ proptest! {
         }
         let _ = decode_ready(&b, &srv);
         let _ = open_cookie(&[3; 32], &b);
-        let mut m = MessageCodec::new(srv, true, 2, 2);
+        let mut m = MessageCodec::new(&public_of(&k.c_short), &k.s_short, true, 2, 2);
         let _ = m.open(&b);
         let _ = handshake::HELLO_LEN;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The codec's precomputed direction key (HSalsa20 once per connection) seals exactly what
+    /// NaCl's `crypto_box` (RustCrypto's `SalsaBox`, the whole 24-byte nonce each time) seals, for
+    /// any keys, nonce and body, in both directions; and opens it.
+    #[test]
+    fn direction_key_equals_crypto_box(
+        a in any::<[u8; 32]>(), b in any::<[u8; 32]>(), n in any::<u64>(), server in any::<bool>(),
+        body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        use crypto_box::aead::AeadInPlace;
+        let (a, b) = (SecretKey::from_bytes(a), SecretKey::from_bytes(b));
+        let prefix = if server { SERVER_PREFIX } else { CLIENT_PREFIX };
+        let mut nonce = crypto_box::Nonce::default();
+        nonce[..16].copy_from_slice(prefix);
+        nonce[16..].copy_from_slice(&n.to_be_bytes());
+        let mut want = body.clone();
+        let want_tag = session_box(&public_of(&b), &a)
+            .encrypt_in_place_detached(&nonce, b"", &mut want)
+            .unwrap();
+        let mut got = body.clone();
+        let tag = DirectionKey::new(&public_of(&b), &a, prefix).seal_in_place(n, &mut got);
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(&tag[..], &want_tag[..]);
+        // The other side (its own secret, our public key) opens it.
+        DirectionKey::new(&public_of(&a), &b, prefix).open_in_place(n, &mut got, &tag).unwrap();
+        prop_assert_eq!(got, body);
     }
 }

@@ -409,7 +409,10 @@ async fn raw_handshake(
     }
     let (n, _) = decode_ready(&ready.body, &session).unwrap();
     assert_eq!(n, 1);
-    (raw, Some(MessageCodec::new(session, false, 3, n)))
+    (
+        raw,
+        Some(MessageCodec::new(&server_short, &short, false, 3, n)),
+    )
 }
 
 /// A healthy CURVE outbox that must keep delivering while hostile clients come and go.

@@ -1,4 +1,4 @@
-//! UDP discovery beacons (zre-spec §2.1), as pure functions over byte slices.
+//! UDP discovery beacons (docs/zre.md §2.1), as pure functions over byte slices.
 //!
 //! A ZRE node announces itself with a small UDP datagram:
 //!
@@ -14,8 +14,9 @@
 //! Version 0x01 beacons are 22 bytes, version 0x03 beacons 54 bytes. C Zyre copies a 22- or 54-byte
 //! datagram into a zeroed struct and then looks at the version byte, so a 54-byte datagram with
 //! version 0x01 is a valid v1 beacon (the trailing 32 bytes are ignored). [`Beacon::decode`]
-//! reproduces exactly that acceptance rule; it does *not* decide whether a version is welcome (a
-//! non-CURVE node drops v3 beacons and vice versa) — that is the caller's policy.
+//! reproduces exactly that acceptance rule. Whether a decoded beacon is welcome is a separate
+//! rule, [`Beacon::admit`]: Zyre's secure-mode rules (a node takes only beacons of its own
+//! version, and in secure mode only keys whose first byte is not zero), written once here.
 //!
 //! Nothing here allocates except the encoder's output vector, and nothing can panic on any input.
 
@@ -33,6 +34,34 @@ pub const BEACON_VERSION_V1: u8 = 0x01;
 pub const BEACON_VERSION_V3: u8 = 0x03;
 /// The three protocol bytes every beacon starts with.
 pub const BEACON_PREFIX: &[u8; 3] = b"ZRE";
+
+/// Zyre's test for "this beacon carries a key" (`beacon.public_key[0] == 0` means no key, "to
+/// avoid down-grade attacks"). A node in secure mode ignores keys that fail it, whatever source
+/// they come from: an all-zero key would give an X25519 secret anyone can compute.
+///
+/// A side effect Zyre has too: a real key whose first byte happens to be 0 (1 in 256) is never
+/// accepted, so `zmesh keygen` never makes one.
+pub fn is_usable_key(key: &[u8; 32]) -> bool {
+    key[0] != 0
+}
+
+/// Why a node ignores a well-formed beacon (Zyre's rules in `zyre_node_recv_beacon`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum BeaconRefusal {
+    /// A beacon of the other security mode: plain nodes send version 1, secure nodes version 3,
+    /// and each ignores the other's.
+    #[error("beacon version {got:#04x} ignored (this node speaks {want:#04x})")]
+    OtherVersion {
+        /// The beacon's version.
+        got: u8,
+        /// Ours.
+        want: u8,
+    },
+    /// A version-3 beacon whose key fails [`is_usable_key`] (a downgrade attempt).
+    #[error("version 3 beacon without a usable public key ignored")]
+    NoKey,
+}
 
 /// One decoded (or to-be-encoded) discovery beacon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +115,32 @@ impl Beacon {
             port,
             public_key: Some(public_key),
         }
+    }
+
+    /// The beacon version a node sends: 3 in secure mode (it has a CURVE key), 1 otherwise.
+    pub fn version_for(secure: bool) -> u8 {
+        if secure {
+            BEACON_VERSION_V3
+        } else {
+            BEACON_VERSION_V1
+        }
+    }
+
+    /// Whether a node in `secure` mode takes this beacon, as Zyre decides: the version must be
+    /// the node's own ([`Beacon::version_for`]), and in secure mode the key must pass
+    /// [`is_usable_key`]. Leave beacons (port 0) follow the same rule.
+    pub fn admit(&self, secure: bool) -> Result<(), BeaconRefusal> {
+        let want = Beacon::version_for(secure);
+        if self.version != want {
+            return Err(BeaconRefusal::OtherVersion {
+                got: self.version,
+                want,
+            });
+        }
+        if secure && !self.public_key.as_ref().is_some_and(is_usable_key) {
+            return Err(BeaconRefusal::NoKey);
+        }
+        Ok(())
     }
 
     /// Returns true if this beacon announces a departure (port 0).
@@ -159,7 +214,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The example of zre-spec §2.1.
+    /// The example of docs/zre.md §2.1.
     const GOLDEN: [u8; 22] = [
         0x5A, 0x52, 0x45, 0x01, 0x3A, 0x07, 0xFC, 0x75, 0x40, 0x0A, 0x5B, 0x36, 0xF3, 0x19, 0x33,
         0x3F, 0xA8, 0x49, 0x2A, 0x52, 0xC0, 0x00,
@@ -175,6 +230,64 @@ mod tests {
         assert_eq!(b.encode(), GOLDEN.to_vec());
         assert_eq!(Beacon::decode(&GOLDEN).unwrap(), b);
         assert!(!b.is_leaving());
+    }
+
+    /// A version-3 beacon as Zyre's `beacon_t` lays it out ("ZRE", 0x03, uuid, port in network
+    /// order, key), packed by Python's `struct` (`b"ZRE\x03" + uuid + pack(">H", 49152) + key`)
+    /// with libzmq's test public key `Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID` (decoded by
+    /// pyzmq's `z85.decode`), independently of this codec.
+    const GOLDEN_V3: [u8; 54] = [
+        0x5A, 0x52, 0x45, 0x03, 0x3A, 0x07, 0xFC, 0x75, 0x40, 0x0A, 0x5B, 0x36, 0xF3, 0x19, 0x33,
+        0x3F, 0xA8, 0x49, 0x2A, 0x52, 0xC0, 0x00, 0xBB, 0x88, 0x47, 0x1D, 0x65, 0xE2, 0x65, 0x9B,
+        0x30, 0xC5, 0x5A, 0x53, 0x21, 0xCE, 0xBB, 0x5A, 0xAB, 0x2B, 0x70, 0xA3, 0x98, 0x64, 0x5C,
+        0x26, 0xDC, 0xA2, 0xB2, 0xFC, 0xB4, 0x3F, 0xC5, 0x18,
+    ];
+
+    fn golden_key() -> [u8; 32] {
+        GOLDEN_V3[22..].try_into().unwrap()
+    }
+
+    #[test]
+    fn golden_v3_encode_and_decode() {
+        let b = Beacon::v3(golden_uuid(), 49152, golden_key());
+        assert_eq!(b.encode(), GOLDEN_V3.to_vec());
+        assert_eq!(Beacon::decode(&GOLDEN_V3).unwrap(), b);
+        assert_eq!(b.admit(true), Ok(()));
+        // The leave beacon of a secure node is a 54-byte version-3 beacon with port 0.
+        let mut leave = GOLDEN_V3;
+        leave[20] = 0;
+        leave[21] = 0;
+        let l = Beacon::decode(&leave).unwrap();
+        assert!(l.is_leaving());
+        assert_eq!(l.admit(true), Ok(()));
+        assert_eq!(Beacon::v3(golden_uuid(), 0, golden_key()).encode(), leave);
+    }
+
+    #[test]
+    fn each_mode_takes_only_its_own_version() {
+        let v1 = Beacon::decode(&GOLDEN).unwrap();
+        let v3 = Beacon::decode(&GOLDEN_V3).unwrap();
+        assert_eq!(v1.admit(false), Ok(()));
+        assert_eq!(v3.admit(true), Ok(()));
+        assert_eq!(
+            v1.admit(true),
+            Err(BeaconRefusal::OtherVersion { got: 1, want: 3 })
+        );
+        assert_eq!(
+            v3.admit(false),
+            Err(BeaconRefusal::OtherVersion { got: 3, want: 1 })
+        );
+        // Zyre's downgrade guard: a key whose first byte is 0 counts as no key.
+        let mut zero = GOLDEN_V3;
+        zero[22] = 0;
+        let z = Beacon::decode(&zero).unwrap();
+        assert_eq!(z.admit(true), Err(BeaconRefusal::NoKey));
+        assert_eq!(
+            Beacon::v3(golden_uuid(), 1, [0; 32]).admit(true),
+            Err(BeaconRefusal::NoKey)
+        );
+        assert_eq!(Beacon::version_for(true), BEACON_VERSION_V3);
+        assert_eq!(Beacon::version_for(false), BEACON_VERSION_V1);
     }
 
     #[test]
@@ -251,6 +364,23 @@ mod tests {
                 None => Beacon::v1(Uuid::from_u128(uuid), port),
             };
             prop_assert_eq!(Beacon::decode(&b.encode()).unwrap(), b);
+        }
+
+        /// Every accepted version-3 datagram is 54 bytes, carries its last 32 bytes as the key,
+        /// and is admitted in secure mode exactly when that key's first byte is not 0 (and never
+        /// in plain mode).
+        #[test]
+        fn v3_datagrams_and_the_secure_mode_rule(uuid in any::<[u8; 16]>(), port in any::<u16>(), key in any::<[u8; 32]>()) {
+            let mut dg = b"ZRE\x03".to_vec();
+            dg.extend_from_slice(&uuid);
+            dg.extend_from_slice(&port.to_be_bytes());
+            dg.extend_from_slice(&key);
+            let b = Beacon::decode(&dg).unwrap();
+            prop_assert_eq!(b, Beacon::v3(Uuid::from_bytes(uuid), port, key));
+            prop_assert_eq!(b.encode(), dg.clone());
+            prop_assert_eq!(b.admit(true).is_ok(), key[0] != 0);
+            prop_assert!(b.admit(false).is_err());
+            prop_assert!(Beacon::decode(&dg[..BEACON_V1_LEN]).is_err());
         }
     }
 }

@@ -8,7 +8,7 @@
 //!   members right now.
 //! * [`OwnGroups`] is our own membership in join order plus the `status` counter — the `u8`
 //!   group-change counter that must be incremented exactly once per real change, because a C
-//!   receiver `assert`s on it (zre-spec §5.2, §6).
+//!   receiver `assert`s on it (docs/zre.md §5.2, §6).
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! liveness timers.
 //!
 //! A peer object lives from the moment we decide to talk to a UUID (a sighting or its HELLO) until
-//! it is removed. Its session states (zre-spec §7, made explicit here) are the [`PeerState`] it
+//! it is removed. Its session states (docs/zre.md §7, made explicit here) are the [`PeerState`] it
 //! holds:
 //!
 //! | state          | outbox | meaning                                                          |
@@ -13,17 +13,21 @@
 //!
 //! Sequence numbers are per peer object: `sent_sequence` is pre-incremented for every message we
 //! send (so our HELLO is 1) and `want_sequence` is the last sequence accepted from them. A new peer
-//! object (after a removal) starts again at 0, exactly like C Zyre.
+//! object (after a removal) starts again at 0, exactly like C Zyre. How the two wrap after 65534
+//! depends on the peer's implementation: see [`crate::sequence`].
 //!
 //! The liveness computation (`Peer::tick`, `Peer::next_deadline`, the liveness episode) lives in
 //! the engine's liveness module, with the policy it implements.
 
 use std::collections::HashMap;
+
 use std::time::Instant;
 
 use uuid::Uuid;
 
 use crate::engine::liveness::Liveness;
+use crate::name::Name;
+use crate::sequence::{SeqWrap, PLAIN_PEER_WRAP};
 
 /// Header that marks a zmesh node. A peer whose HELLO carries it (any value) is known to accept
 /// the messages C Zyre ≤ 2.0.0 does not understand (ELECT, LEADER, GOODBYE).
@@ -67,6 +71,8 @@ pub struct PeerInfo {
     pub evasive: bool,
     /// Its current status counter as we track it.
     pub status: u8,
+    /// Secure mode: the CURVE public key its UUID is bound to (`None` in plain mode).
+    pub public_key: Option<[u8; 32]>,
 }
 
 /// Engine-internal peer record.
@@ -76,12 +82,14 @@ pub(crate) struct Peer {
     pub(crate) endpoint: String,
     /// Session state: Discovered → Ready, or Disconnected once purged.
     pub(crate) state: PeerState,
-    pub(crate) name: String,
+    pub(crate) name: Name,
     pub(crate) hello_endpoint: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) groups: Vec<String>,
     pub(crate) sent_sequence: u16,
     pub(crate) want_sequence: u16,
+    /// How our sequence to it goes on after 65534: what it expects (see [`crate::sequence`]).
+    pub(crate) wrap: SeqWrap,
     pub(crate) status: u8,
     /// Last accepted TCP message (or creation).
     pub(crate) last_heard: Instant,
@@ -100,6 +108,9 @@ pub(crate) struct Peer {
     pub(crate) liveness: Liveness,
     /// This side of the pair pings an idle link later (the peer's UUID is smaller than ours).
     pub(crate) defers_ping: bool,
+    /// Secure mode: the key its UUID was announced with; every message from it must come over a
+    /// connection authenticated with this key (engine module documentation).
+    pub(crate) public_key: Option<[u8; 32]>,
 }
 
 impl Peer {
@@ -109,12 +120,13 @@ impl Peer {
             uuid,
             endpoint: endpoint.to_owned(),
             state: PeerState::Discovered,
-            name: String::new(),
+            name: Name::default(),
             hello_endpoint: None,
             headers: Vec::new(),
             groups: Vec::new(),
             sent_sequence: 0,
             want_sequence: 0,
+            wrap: PLAIN_PEER_WRAP,
             status: 0,
             last_heard: now,
             last_beacon: None,
@@ -123,6 +135,7 @@ impl Peer {
             zmesh: false,
             liveness: Liveness::Alive,
             defers_ping: false,
+            public_key: None,
         }
     }
 
@@ -145,7 +158,7 @@ impl Peer {
     pub(crate) fn info(&self) -> PeerInfo {
         PeerInfo {
             uuid: self.uuid,
-            name: self.name.clone(),
+            name: self.name.to_string(),
             endpoint: self.endpoint.clone(),
             hello_endpoint: self.hello_endpoint.clone(),
             headers: self.headers.clone(),
@@ -155,6 +168,7 @@ impl Peer {
             accepts_extensions: self.accepts_extensions(),
             evasive: self.liveness != Liveness::Alive,
             status: self.status,
+            public_key: self.public_key,
         }
     }
 }

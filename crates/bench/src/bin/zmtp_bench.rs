@@ -503,12 +503,12 @@ fn main() {
 /// In-process cost of the CURVE MESSAGE codec alone (seal, then open, of `size`-byte frames), in ns
 /// per frame: the floor under the CURVE rows of the socket scenarios.
 fn curve_codec_cost(size: usize, count: usize) -> (f64, f64) {
-    use zmesh_zmtp::curve::handshake::{public_of, session_box};
+    use zmesh_zmtp::curve::handshake::public_of;
     use zmesh_zmtp::curve::{MessageCodec, SecretKey};
     let a = SecretKey::from_bytes([11; 32]);
     let b = SecretKey::from_bytes([12; 32]);
-    let mut tx = MessageCodec::new(session_box(&public_of(&b), &a), false, 3, 1);
-    let mut rx = MessageCodec::new(session_box(&public_of(&a), &b), true, 2, 2);
+    let mut tx = MessageCodec::new(&public_of(&b), &a, false, 3, 1);
+    let mut rx = MessageCodec::new(&public_of(&a), &b, true, 2, 2);
     let body = vec![0xab; size];
     let header = if size + 33 <= 255 { 2 } else { 9 };
     let mut wire = bytes::BytesMut::with_capacity((size + 64) * 1024);

@@ -11,7 +11,7 @@ pub struct TesterArgs {
     #[arg(long, default_value_t = 100)]
     pub(super) nodes: usize,
     /// How long to churn: 90s, 10m, 1h, 500ms (a bare number is seconds).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::parse::positive_duration)]
     pub(super) duration: Duration,
     /// Seed for every random choice (default: random; printed in the summary to replay a run).
     #[arg(long)]
@@ -49,44 +49,4 @@ pub struct TesterArgs {
     /// Seconds between progress lines on stderr (0 = none).
     #[arg(long, default_value_t = 10)]
     pub(super) progress: u64,
-}
-
-/// Parses `500ms`, `90s`, `10m`, `1h` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 90s, 10m, 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("bad duration unit {unit:?} in {s:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("duration must be positive: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("10x").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 }

@@ -1,34 +1,35 @@
-//! A tiny seeded random generator (SplitMix64) so a tester run's *choices* are reproducible from
-//! `--seed` without a dependency. Timing on a real network is not reproducible, so a seed replays
-//! the same script of starts, stops, kills, joins and replies, not the same interleaving.
+//! The tester's seeded random generator, so a run's *choices* are reproducible from `--seed`.
+//! Timing on a real network is not reproducible, so a seed replays the same script of starts,
+//! stops, kills, joins and replies, not the same interleaving.
+//!
+//! A thin wrapper over `rand` with ChaCha8 (`rand_chacha`, whose output for a seed is fixed
+//! across versions, unlike `StdRng`'s): the tester asks for numbers in the few shapes below.
 
 use std::time::Duration;
 
-/// SplitMix64: fast, decent quality, one `u64` of state.
+use rand::{Rng as _, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A seeded generator.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(ChaCha8Rng);
 
 impl Rng {
     /// A generator for `seed`; different `stream`s give unrelated sequences for the same seed.
     pub fn new(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
-        // Mix once so that neighbouring seeds do not start with correlated outputs.
-        r.next_u64();
-        r
+        let mut r = ChaCha8Rng::seed_from_u64(seed);
+        r.set_stream(stream);
+        Rng(r)
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
-    /// A number in `0..n` (`n > 0`; the modulo bias is irrelevant here).
+    /// A number in `0..n` (`0` when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        self.0.gen_range(0..n.max(1))
     }
 
     /// True with probability `num / den`.
@@ -36,18 +37,16 @@ impl Rng {
         self.below(den) < num
     }
 
-    /// True with probability `p` (0.0 ..= 1.0).
+    /// True with probability `p` (clamped to 0.0 ..= 1.0).
     pub fn chance_f(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+        self.0.gen_bool(p.clamp(0.0, 1.0))
     }
 
-    /// A duration uniformly in `lo ..= hi`.
+    /// A duration uniformly in `lo ..= hi` (millisecond steps).
     pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
-        let (lo, hi) = (
-            lo.as_millis() as u64,
-            hi.as_millis().max(lo.as_millis()) as u64,
-        );
-        Duration::from_millis(lo + self.below(hi - lo + 1))
+        let lo = lo.as_millis() as u64;
+        let hi = (hi.as_millis() as u64).max(lo);
+        Duration::from_millis(self.0.gen_range(lo..=hi))
     }
 }
 

@@ -36,11 +36,11 @@ struct Net<'a> {
 }
 
 impl Transport for Net<'_> {
-    fn connect(&mut self, _peer: Uuid, _endpoint: &str) -> bool {
+    fn connect(&mut self, _peer: Uuid, _endpoint: &str, _key: Option<&[u8; 32]>) -> bool {
         true
     }
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
-        self.wire.push_back((self.from, peer, frames));
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
+        self.wire.push_back((self.from, peer, frames.to_vec()));
         true
     }
     fn disconnect(&mut self, _peer: Uuid) {}
@@ -172,7 +172,9 @@ impl Mesh {
         }
         while let Some(out) = self.plain.1.poll_output() {
             match out {
-                Output::Send { peer, frames } => self.wire.push_back((PLAIN, peer, frames)),
+                Output::Send { peer, frames } => {
+                    self.wire.push_back((PLAIN, peer, frames.to_vec()))
+                }
                 Output::Event(Event::Whisper { .. }) | Output::Event(Event::Shout { .. }) => {
                     self.plain.2 += 1
                 }
@@ -189,10 +191,12 @@ impl Mesh {
         };
         let id = routing_id(&from);
         if to == PLAIN {
-            self.plain.1.handle_message(self.now, &id, frames);
+            self.plain.1.handle_message(self.now, &id, frames.into());
         } else {
             let n = &mut self.nodes[(to.as_u128() - 1) as usize];
-            n.driver.engine().handle_message(self.now, &id, frames);
+            n.driver
+                .engine()
+                .handle_message(self.now, &id, frames.into());
         }
         self.flush_all();
         true

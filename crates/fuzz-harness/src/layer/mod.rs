@@ -256,13 +256,13 @@ impl Shadow {
 struct Shell(Rc<RefCell<Shadow>>);
 
 impl Transport for Shell {
-    fn connect(&mut self, peer: Uuid, _endpoint: &str) -> bool {
+    fn connect(&mut self, peer: Uuid, _endpoint: &str, _key: Option<&[u8; 32]>) -> bool {
         let mut s = self.0.borrow_mut();
         assert!(s.connected.insert(peer), "Connect to a connected peer");
         true
     }
 
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         let mut s = self.0.borrow_mut();
         assert!(s.connected.contains(&peer), "Send without an outbox");
         let (_, msg) = ZreMessage::decode(&frames).expect("our message decodes");
@@ -397,7 +397,7 @@ impl Player {
         self.message(
             from,
             &ZreMessage::Whisper {
-                content: vec![frame],
+                content: vec![frame].into(),
             },
         );
     }

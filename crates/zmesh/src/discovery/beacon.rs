@@ -3,7 +3,10 @@
 //! The protocol engine does not care *how* a peer was found; it only consumes [`Sighting`]s — "a node
 //! with this UUID accepts ZRE connections at this endpoint" or "this node is leaving". This module
 //! provides the first source of sightings, UDP beacons ([`BeaconSocket`]), exactly as Zyre sends them
-//! (22-byte version-1 beacons on port 5670 to the interface's directed broadcast address). Later
+//! (22-byte version-1 beacons on port 5670 to the interface's directed broadcast address; in secure
+//! mode 54-byte version-3 beacons carrying the node's CURVE public key). A node takes only beacons
+//! of its own version, and in secure mode only usable keys (Zyre's rule, [`Beacon::admit`]); it
+//! says once in its log that it ignores the other mode's beacons. Later
 //! sources (IPv4 multicast, IPv6, gossip, static seed lists) produce the same [`Sighting`] values, so the
 //! node and the engine stay unchanged when they are added.
 //!
@@ -39,9 +42,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info};
 use uuid::Uuid;
-use zmesh_zre::Beacon;
+use zmesh_zre::{Beacon, BeaconRefusal};
 
 use super::{endpoint_of, Heard, Sighting, Source};
 
@@ -51,9 +54,10 @@ pub enum BeaconDropReason {
     /// Not a ZRE beacon at all, or malformed.
     #[error("undecodable beacon: {0}")]
     Undecodable(#[from] zmesh_zre::BeaconError),
-    /// A beacon of another version (e.g. a CURVE node's 0x03 beacon) than the one we send.
-    #[error("beacon version {0} ignored")]
-    OtherVersion(u8),
+    /// A beacon of the other security mode (a CURVE node's 0x03 beacon for a plain node, a plain
+    /// node's 0x01 beacon for a secure one), or a version-3 beacon without a usable key.
+    #[error(transparent)]
+    Refused(#[from] BeaconRefusal),
     /// Our own beacon, looped back.
     #[error("own beacon")]
     Own,
@@ -217,6 +221,10 @@ pub struct BeaconSocket {
     queue: mpsc::Receiver<Datagram>,
     target: SocketAddrV4,
     own_uuid: Uuid,
+    /// Our CURVE public key: `Some` = secure mode (version-3 beacons).
+    own_key: Option<[u8; 32]>,
+    /// The other mode's beacons were reported once in the log.
+    said_refused: bool,
 }
 
 impl Drop for BeaconSocket {
@@ -228,8 +236,14 @@ impl Drop for BeaconSocket {
 
 impl BeaconSocket {
     /// Joins this process's receive socket for `0.0.0.0:port` (shared with other nodes on this
-    /// host; created on first use) and prepares to send beacons to `broadcast:port`.
-    pub fn bind(port: u16, broadcast: Ipv4Addr, own_uuid: Uuid) -> io::Result<BeaconSocket> {
+    /// host; created on first use) and prepares to send beacons to `broadcast:port`: version 3
+    /// with `own_key` (secure mode), else version 1.
+    pub fn bind(
+        port: u16,
+        broadcast: Ipv4Addr,
+        own_uuid: Uuid,
+        own_key: Option<[u8; 32]>,
+    ) -> io::Result<BeaconSocket> {
         let hub = Hub::join(port)?;
         let id = hub.hub.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
@@ -244,16 +258,19 @@ impl BeaconSocket {
             queue: rx,
             target: SocketAddrV4::new(broadcast, port),
             own_uuid,
+            own_key,
+            said_refused: false,
         })
     }
 
-    /// Sends one version-1 beacon announcing `tcp_port` (0 = leaving).
+    /// Sends one beacon announcing `tcp_port` (0 = leaving): version 1, or version 3 with our
+    /// key in secure mode.
     pub fn send(&self, tcp_port: u16) -> io::Result<()> {
         let beacon = Beacon {
-            version: 1,
+            version: Beacon::version_for(self.own_key.is_some()),
             uuid: self.own_uuid,
             port: tcp_port,
-            public_key: None,
+            public_key: self.own_key,
         };
         self.hub.hub.socket.send_to(&beacon.encode(), self.target)?;
         Ok(())
@@ -274,6 +291,7 @@ impl BeaconSocket {
             &d.bytes[..d.len],
             d.from,
             self.own_uuid,
+            self.own_key.is_some(),
             |addr| match &d.endpoint {
                 Some((a, e)) if *a == addr => e.clone(),
                 _ => endpoint_of(addr),
@@ -294,11 +312,23 @@ impl Source for BeaconSocket {
     }
 
     fn poll_heard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Heard>> {
-        self.poll_recv(cx).map_ok(|r| match r {
+        let polled = std::task::ready!(self.poll_recv(cx));
+        let secure = self.own_key.is_some();
+        let said = &mut self.said_refused;
+        Poll::Ready(polled.map(|r| match r {
             Ok(s) => Heard::Sighting(s),
             Err(BeaconDropReason::Own) => Heard::Own,
-            Err(e) => Heard::Garbage(e.to_string()),
-        })
+            Err(e) => {
+                if matches!(e, BeaconDropReason::Refused(_)) && !std::mem::replace(said, true) {
+                    if secure {
+                        info!("secure mode: ignoring version-1 beacons of plain ZRE nodes (and keyless ones); said once");
+                    } else {
+                        info!("plain mode: ignoring version-3 beacons of secure (CURVE) nodes; said once");
+                    }
+                }
+                Heard::Garbage(e.to_string())
+            }
+        }))
     }
 
     fn announce(&mut self, tcp_port: u16) -> io::Result<()> {
@@ -317,14 +347,14 @@ fn sender_ip(from: SocketAddr) -> std::net::IpAddr {
     }
 }
 
-/// Turns one received datagram into a sighting (pure; unit-tested).
+/// Turns one received datagram into a sighting for a plain node (pure; unit-tested).
 #[cfg(test)]
 pub fn interpret(
     datagram: &[u8],
     from: SocketAddr,
     own_uuid: Uuid,
 ) -> Result<Sighting, BeaconDropReason> {
-    interpret_with(datagram, from, own_uuid, endpoint_of)
+    interpret_with(datagram, from, own_uuid, false, endpoint_of)
 }
 
 /// [`interpret`], with the endpoint string of `(sender ip, advertised port)` supplied by
@@ -333,12 +363,11 @@ fn interpret_with(
     datagram: &[u8],
     from: SocketAddr,
     own_uuid: Uuid,
+    secure: bool,
     endpoint: impl FnOnce(SocketAddr) -> Arc<str>,
 ) -> Result<Sighting, BeaconDropReason> {
     let beacon = Beacon::decode(datagram)?;
-    if beacon.version != 1 {
-        return Err(BeaconDropReason::OtherVersion(beacon.version));
-    }
+    beacon.admit(secure)?;
     if beacon.uuid == own_uuid {
         return Err(BeaconDropReason::Own);
     }
@@ -391,8 +420,8 @@ mod tests {
         let port = free_udp_port();
         let bcast = Ipv4Addr::new(127, 255, 255, 255);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let tx = BeaconSocket::bind(port, bcast, a).unwrap();
-        let mut rx = BeaconSocket::bind(port, bcast, b).unwrap();
+        let tx = BeaconSocket::bind(port, bcast, a, None).unwrap();
+        let mut rx = BeaconSocket::bind(port, bcast, b, None).unwrap();
         let mut seen = Vec::new();
         for _ in 0..2 {
             tx.send(4242).unwrap();
@@ -428,8 +457,8 @@ mod tests {
     fn one_hub_per_port_released_with_its_last_socket() {
         let port = free_udp_port();
         let bcast = Ipv4Addr::new(127, 255, 255, 255);
-        let a = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
-        let b = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+        let a = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
+        let b = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
         assert!(Arc::ptr_eq(&a.hub, &b.hub), "two hubs for one port");
         let hub = Arc::downgrade(&a.hub.hub);
         drop(a);
@@ -448,7 +477,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         // A new socket on the port gets a fresh hub.
-        let c = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
+        let c = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
         assert_eq!(c.hub.hub.port, port);
     }
 
@@ -466,8 +495,8 @@ mod tests {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let mut rx = BeaconSocket::bind(port, bcast, Uuid::new_v4()).unwrap();
-                    let tx = BeaconSocket::bind(port, bcast, sender).unwrap();
+                    let mut rx = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
+                    let tx = BeaconSocket::bind(port, bcast, sender, None).unwrap();
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                     loop {
                         tx.send(4243).unwrap();
@@ -513,7 +542,83 @@ mod tests {
         v3.extend_from_slice(&[9u8; 32]);
         assert!(matches!(
             interpret(&v3, from(), Uuid::nil()),
-            Err(BeaconDropReason::OtherVersion(3))
+            Err(BeaconDropReason::Refused(BeaconRefusal::OtherVersion {
+                got: 3,
+                want: 1
+            }))
         ));
+    }
+
+    #[test]
+    fn a_secure_node_takes_v3_beacons_with_their_key_and_nothing_else() {
+        let uuid = Uuid::new_v4();
+        let key = [0x42; 32];
+        let secure = |dg: &[u8]| interpret_with(dg, from(), Uuid::nil(), true, endpoint_of);
+        assert_eq!(
+            secure(&Beacon::v3(uuid, 49152, key).encode()).unwrap(),
+            Sighting::Seen {
+                uuid,
+                addr: "10.77.0.12:49152".parse().unwrap(),
+                endpoint: "tcp://10.77.0.12:49152".into(),
+                public_key: Some(key),
+            }
+        );
+        assert_eq!(
+            secure(&Beacon::v3(uuid, 0, key).encode()).unwrap(),
+            Sighting::Left { uuid }
+        );
+        assert!(matches!(
+            secure(&Beacon::v1(uuid, 49152).encode()),
+            Err(BeaconDropReason::Refused(BeaconRefusal::OtherVersion {
+                got: 1,
+                want: 3
+            }))
+        ));
+        let mut zero = key;
+        zero[0] = 0;
+        assert!(matches!(
+            secure(&Beacon::v3(uuid, 49152, zero).encode()),
+            Err(BeaconDropReason::Refused(BeaconRefusal::NoKey))
+        ));
+    }
+
+    /// A secure socket sends 54-byte version-3 beacons with its key (loopback only).
+    #[tokio::test]
+    async fn a_secure_socket_sends_v3_beacons() {
+        let port = free_udp_port();
+        let bcast = Ipv4Addr::new(127, 255, 255, 255);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = [0x42; 32];
+        let tx = BeaconSocket::bind(port, bcast, a, Some(key)).unwrap();
+        let mut rx = BeaconSocket::bind(port, bcast, b, Some([0x43; 32])).unwrap();
+        let mut plain = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
+        tx.send(4244).unwrap();
+        let deadline = Duration::from_secs(5);
+        loop {
+            let s = tokio::time::timeout(deadline, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Ok(Sighting::Seen {
+                uuid, public_key, ..
+            }) = s
+            {
+                assert_eq!(uuid, a);
+                assert_eq!(public_key, Some(key));
+                break;
+            }
+        }
+        // The plain node refuses it as the other mode's.
+        loop {
+            let s = tokio::time::timeout(deadline, plain.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            match s {
+                Err(BeaconDropReason::Refused(BeaconRefusal::OtherVersion { got: 3, .. })) => break,
+                Err(BeaconDropReason::Own) => {}
+                other => panic!("plain node took a v3 beacon: {other:?}"),
+            }
+        }
     }
 }

@@ -55,6 +55,17 @@ impl Sighting {
             public_key: None,
         }
     }
+
+    /// A `Seen` sighting of `uuid` at `addr` with its CURVE public key: what a secure node needs
+    /// (it ignores keyless sightings, and connects to the peer as a CURVE client of this key).
+    pub fn seen_with_key(uuid: Uuid, addr: SocketAddr, public_key: [u8; 32]) -> Sighting {
+        Sighting::Seen {
+            uuid,
+            addr,
+            endpoint: endpoint_of(addr),
+            public_key: Some(public_key),
+        }
+    }
 }
 
 /// The ZRE endpoint string of a TCP address: `tcp://ip:port`, `tcp://[ipv6]:port`.

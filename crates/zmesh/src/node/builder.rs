@@ -9,9 +9,11 @@ use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 use zmesh_core::driver::{Driver, LayerConfig};
 use zmesh_core::reqrep;
+use zmesh_zmtp::curve::{AllowList, CurveKeyPair};
 use zmesh_zmtp::{InboxConfig, OutboxConfig};
 use zmesh_zre::Config as EngineConfig;
 
+use super::secure::Security;
 use super::shared::{Shared, State, Stats};
 use super::task::NodeTask;
 use super::{HandleInner, Node, DEFAULT_BEACON_PORT};
@@ -60,6 +62,8 @@ pub struct NodeBuilder {
     pub(super) emitter_window: u32,
     pub(super) beacons: bool,
     sources: Vec<SourceSlot>,
+    curve_keys: Option<CurveKeyPair>,
+    allow_list: Option<AllowList>,
 }
 
 /// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
@@ -101,6 +105,8 @@ impl Default for NodeBuilder {
             emitter_window: zmesh_core::events::Config::default().window,
             beacons: true,
             sources: Vec::new(),
+            curve_keys: None,
+            allow_list: None,
         }
     }
 }
@@ -223,6 +229,27 @@ impl NodeBuilder {
         self
     }
 
+    /// **Secure mode**, wire-compatible with Zyre's `zyre_set_zcert`: the node's CURVE key pair
+    /// (e.g. `CurveKeyPair::load_cert("node.key")`, a czmq/pyzmq certificate). The inbox becomes a
+    /// CURVE server and every outbox a CURVE client of its peer's key; beacons are version 3
+    /// (with the key) and HELLO carries `X-PUBLICKEY`; plain ZRE nodes are ignored (and ignore
+    /// us). Every message must come over a connection authenticated with the key its sender's
+    /// UUID was announced with (see `docs/curve.md`). Without [`NodeBuilder::allow_list`] any
+    /// CURVE peer is accepted, and the traffic is still encrypted.
+    pub fn secure(mut self, keys: CurveKeyPair) -> Self {
+        self.curve_keys = Some(keys);
+        self
+    }
+
+    /// Secure mode only: the public keys allowed to connect (`AllowList::from_dir(dir)` for a
+    /// directory of public certificates). Keep a clone to change it at run time
+    /// ([`AllowList::reload`] rereads the directory). Peers announced with other keys are
+    /// ignored, so an unlisted node meets this one on neither side.
+    pub fn allow_list(mut self, list: AllowList) -> Self {
+        self.allow_list = Some(list);
+        self
+    }
+
     /// How long a request waits for its reply when it names no timeout (default 10 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.requests.default_timeout = timeout;
@@ -299,6 +326,11 @@ impl NodeBuilder {
         self.requests
             .validate()
             .map_err(|why| Error::Config(why.into()))?;
+        if self.allow_list.is_some() && self.curve_keys.is_none() {
+            return Err(Error::Config(
+                "an allow-list needs a key pair (secure mode: NodeBuilder::secure)".into(),
+            ));
+        }
         if let Some(ep) = &self.advertised_endpoint {
             ep.parse::<zmesh_zmtp::Endpoint>()
                 .map_err(|e| Error::Config(format!("advertised endpoint {ep:?}: {e}")))?;
@@ -326,6 +358,11 @@ impl NodeBuilder {
         config.ping_interval = self
             .ping_interval
             .unwrap_or_else(|| (self.evasive_timeout / 2).min(config.ping_interval));
+        let security = self
+            .curve_keys
+            .clone()
+            .map(|keys| Security::new(keys, self.allow_list.clone()));
+        config.public_key = security.as_ref().map(|s| *s.public_key().as_bytes());
         let requests = reqrep::Config {
             // Random, so a restart with the same UUID does not reuse ids peers may still hold.
             first_id: Uuid::new_v4().as_u64_pair().0,
@@ -370,12 +407,17 @@ impl NodeBuilder {
             stats: Stats::default(),
             runtime: tokio::runtime::Handle::current(),
             wake: Notify::new(),
+            security,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
         let sources = self.sources.iter().filter_map(|s| s.take()).collect();
+        let mut config = self;
+        if let Some(s) = &shared.security {
+            config.inbox.mechanism = s.inbox_mechanism();
+        }
         let task = NodeTask {
             shared: shared.clone(),
-            config: self,
+            config,
             inbox: None,
             beacon: None,
             sources,

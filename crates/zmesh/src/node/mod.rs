@@ -40,7 +40,9 @@
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
 //! `requests.rs` (request/reply and ticks), `routing.rs` (any/all/group targets, options, peer
-//! events), `groups.rs` (per-group event streams).
+//! events), `emitter.rs` (the distributed event emitter), `groups.rs` (per-group event streams),
+//! `secure.rs` (secure mode: the key pair and allow-list as CURVE settings of the inbox and
+//! outboxes).
 //!
 //! # Interface
 //!
@@ -61,18 +63,21 @@ use futures_core::Stream;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use zmesh_core::envelope;
+use zmesh_zre::Content;
 
 use crate::error::Error;
 use crate::event::Event;
 use crate::events::{EventQueue, POP_BATCH};
 use crate::iface::SelectedInterface;
 use shared::Shared;
+use zmesh_zmtp::curve::CurvePublicKey;
 
 mod builder;
 mod emitter;
 mod groups;
 mod requests;
 mod routing;
+mod secure;
 mod shared;
 mod task;
 
@@ -108,6 +113,10 @@ pub struct NodeStats {
     pub handshake_failures: u64,
     /// Messages that could not be queued for a peer (its outbox was full or closed).
     pub send_failures: u64,
+    /// Secure mode: CURVE clients the allow-list refused at the inbox.
+    pub curve_refused: u64,
+    /// Secure mode: sightings of keys the allow-list does not hold (ignored).
+    pub unlisted_sightings: u64,
     /// Protocol-level counters from the ZRE engine (malformed messages, sequence gaps, …).
     pub engine: crate::stats::EngineStats,
     /// Envelope counters (undecodable, unknown layer).
@@ -203,6 +212,9 @@ pub struct PeerInfo {
     pub status: u8,
     /// True if it runs zmesh's request/reply layer (requests to it can succeed).
     pub speaks_requests: bool,
+    /// Secure mode: the CURVE key its UUID is bound to; every message from it was authenticated
+    /// with this key. `None` for a plain node.
+    pub public_key: Option<CurvePublicKey>,
 }
 
 impl Node {
@@ -256,7 +268,8 @@ impl Node {
     }
 
     /// Sends a multi-frame message to one peer.
-    pub fn whisper(&self, peer: Uuid, content: Vec<Bytes>) -> Result<(), Error> {
+    pub fn whisper(&self, peer: Uuid, content: impl Into<Content>) -> Result<(), Error> {
+        let content = content.into();
         check_content(&content)?;
         let (r, failed) = self
             .shared()
@@ -271,7 +284,8 @@ impl Node {
     /// Like [`Node::whisper`], but when the peer's outgoing queue is full it waits for room instead
     /// of dropping the peer: back-pressure for bulk senders. Returns once the message is queued;
     /// fails if the peer is unknown or leaves meanwhile, or the node stops.
-    pub async fn whisper_wait(&self, peer: Uuid, content: Vec<Bytes>) -> Result<(), Error> {
+    pub async fn whisper_wait(&self, peer: Uuid, content: impl Into<Content>) -> Result<(), Error> {
+        let content = content.into();
         check_content(&content)?;
         // Queue accounting counts payload bytes: the content plus the 6-byte WHISPER frame.
         let size = content.iter().map(Bytes::len).sum::<usize>() + 6;
@@ -306,7 +320,8 @@ impl Node {
 
     /// Sends a multi-frame message to every peer known to be in `group` (not to ourselves). Returns
     /// how many peers it was queued for; 0 when nobody is in the group (not an error, as in Zyre).
-    pub fn shout(&self, group: &str, content: Vec<Bytes>) -> Result<usize, Error> {
+    pub fn shout(&self, group: &str, content: impl Into<Content>) -> Result<usize, Error> {
+        let content = content.into();
         check_str("group", group)?;
         check_content(&content)?;
         let (r, failed) = self
@@ -354,7 +369,21 @@ impl Node {
             evasive: p.evasive,
             status: p.status,
             speaks_requests: state.driver.reqrep_ref().is_capable(peer),
+            public_key: p.public_key.map(CurvePublicKey::from_bytes),
         })
+    }
+
+    /// Secure mode: this node's CURVE public key (what peers must allow); `None` for a plain node.
+    pub fn public_key(&self) -> Option<CurvePublicKey> {
+        self.shared().security.as_ref().map(|s| s.public_key())
+    }
+
+    /// Secure mode: the CURVE key a peer's UUID is bound to (every message from it came over a
+    /// connection authenticated with this key).
+    pub fn peer_key(&self, peer: Uuid) -> Option<CurvePublicKey> {
+        let state = self.shared().lock();
+        let key = state.driver.engine_ref().peer(peer)?.public_key?;
+        Some(CurvePublicKey::from_bytes(key))
     }
 
     /// The ready peers whose name is `name` (names are not unique).
@@ -398,6 +427,12 @@ impl Node {
             bad_beacons: s.bad_beacons.load(Ordering::Relaxed),
             handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
             send_failures: s.send_failures.load(Ordering::Relaxed),
+            curve_refused: self
+                .shared()
+                .security
+                .as_ref()
+                .map_or(0, |sec| sec.stats().refused()),
+            unlisted_sightings: s.unlisted_sightings.load(Ordering::Relaxed),
             engine: state.driver.engine_ref().stats().clone(),
             envelopes: state.driver.stats().clone(),
             requests: rr.stats().clone(),

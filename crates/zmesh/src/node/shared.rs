@@ -19,6 +19,7 @@ use super::emitter::EmitterShell;
 use super::groups::{fan_out, GroupSub};
 use super::requests::{CancelFlag, HandlerTx, Waiter};
 use super::routing::RoutingShell;
+use super::secure::Security;
 use crate::error::Error;
 use crate::event::Event;
 use crate::events::{EventQueue, UuidMap};
@@ -32,6 +33,8 @@ pub(super) struct Stats {
     pub(super) handshake_failures: AtomicU64,
     pub(super) send_failures: AtomicU64,
     pub(super) dropped_ticks: AtomicU64,
+    /// Secure mode: sightings of keys the allow-list does not hold.
+    pub(super) unlisted_sightings: AtomicU64,
 }
 
 pub(super) struct Shared {
@@ -42,6 +45,8 @@ pub(super) struct Shared {
     pub(super) runtime: tokio::runtime::Handle,
     /// Wakes the node task when a command moved the earliest deadline earlier.
     pub(super) wake: Notify,
+    /// Secure mode's keys and allow-list (`secure.rs`); `None` = plain.
+    pub(super) security: Option<Security>,
 }
 
 pub(super) struct State {
@@ -83,13 +88,24 @@ pub(super) struct Outboxes<'a> {
     pub(super) runtime: &'a tokio::runtime::Handle,
     pub(super) stats: &'a Stats,
     pub(super) linger: Option<&'a mut Vec<Outbox>>,
+    pub(super) security: Option<&'a Security>,
 }
 
 impl Transport for Outboxes<'_> {
-    fn connect(&mut self, peer: Uuid, endpoint: &str) -> bool {
+    fn connect(&mut self, peer: Uuid, endpoint: &str, public_key: Option<&[u8; 32]>) -> bool {
+        // Secure mode: a CURVE client of the key the engine bound the peer to.
+        let config = match (self.security, public_key) {
+            (None, None) => self.config.clone(),
+            (Some(s), Some(key)) => s.outbox_config(self.config, key),
+            // The engine's contract rules this out; refuse rather than connect insecurely.
+            _ => {
+                warn!(%peer, "connect without a key in secure mode (or with one in plain mode) refused");
+                return false;
+            }
+        };
         // Outboxes spawn their task on the node's runtime, whatever thread we are on.
         let _guard = self.runtime.enter();
-        match Outbox::connect(endpoint, self.identity.clone(), self.config.clone()) {
+        match Outbox::connect(endpoint, self.identity.clone(), config) {
             Ok(outbox) => {
                 debug!(%peer, endpoint, "connecting to peer");
                 self.map.insert(peer, outbox);
@@ -102,7 +118,7 @@ impl Transport for Outboxes<'_> {
         }
     }
 
-    fn send(&mut self, peer: Uuid, frames: Vec<Bytes>) -> bool {
+    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
         let Some(outbox) = self.map.get(&peer) else {
             return true;
         };
@@ -261,6 +277,7 @@ impl Shared {
             runtime: &self.runtime,
             stats: &self.stats,
             linger,
+            security: self.security.as_ref(),
         };
         let mut sink = AppSink {
             events: pending_events,

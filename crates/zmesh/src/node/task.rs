@@ -206,6 +206,10 @@ impl NodeTask {
                 self.config.beacon_port,
                 broadcast,
                 self.shared.uuid,
+                self.shared
+                    .security
+                    .as_ref()
+                    .map(|s| *s.public_key().as_bytes()),
             )?),
             (true, None) => {
                 warn!(interface = %chosen, "UDP beacons are IPv4 only; this node is found through its other discovery sources");
@@ -259,12 +263,19 @@ impl NodeTask {
         while let Some(event) = next {
             match event {
                 InboxEvent::Message { identity, frames } => {
+                    // Secure mode: the key the inbox authenticated for this message's connection.
+                    let key = match (&self.shared.security, &self.inbox) {
+                        (Some(_), Some(inbox)) => inbox.peer_key(&identity).map(|k| *k.as_bytes()),
+                        _ => None,
+                    };
                     state
                         .driver
                         .engine()
-                        .handle_message(now, &identity, frames.into_vec());
+                        .handle_message_with_key(now, &identity, frames, key);
                 }
-                InboxEvent::Accepted { peer, .. } => debug!(%peer, "peer connected to inbox"),
+                InboxEvent::Accepted { peer, peer_key, .. } => {
+                    debug!(%peer, key = ?peer_key, "peer connected to inbox")
+                }
                 InboxEvent::HandshakeFailed { peer, reason } => {
                     self.shared
                         .stats
@@ -288,9 +299,26 @@ impl NodeTask {
 
     fn on_sighting(&mut self, sighting: Sighting) {
         match sighting {
-            Sighting::Seen { uuid, endpoint, .. } => {
-                self.shared
-                    .in_task(|d, now| d.engine().handle_sighting(now, uuid, &endpoint));
+            Sighting::Seen {
+                uuid,
+                endpoint,
+                public_key,
+                ..
+            } => {
+                if let Some(s) = &self.shared.security {
+                    if !s.admits(public_key.as_ref()) {
+                        self.shared
+                            .stats
+                            .unlisted_sightings
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!(peer = %uuid, "sighting of a key not on the allow-list ignored");
+                        return;
+                    }
+                }
+                self.shared.in_task(|d, now| {
+                    d.engine()
+                        .handle_sighting_with_key(now, uuid, &endpoint, public_key)
+                });
             }
             Sighting::Left { uuid } => {
                 // The leave beacon (UDP) can overtake the peer's last messages (TCP): they are in
@@ -363,14 +391,14 @@ impl NodeTask {
             let _ = close.await;
         }
         if let Some(beacon) = &mut self.beacon {
-            // Port 0 = "I am leaving": peers see EXIT at once. Sent twice in case one is lost, and
-            // only after the outboxes have drained: the UDP beacon would otherwise overtake the
-            // last messages (and GOODBYEs) still queued on TCP, and peers would drop them as
-            // coming from a peer that already left.
-            for _ in 0..2 {
-                if let Err(e) = beacon.announce(0) {
-                    debug!(error = %e, "leave beacon not sent");
-                }
+            // Port 0 = "I am leaving": peers see EXIT at once. Sent only after the outboxes have
+            // drained: the UDP beacon would otherwise overtake the last messages (and GOODBYEs)
+            // still queued on TCP, and peers would drop them as coming from a peer that already
+            // left. Sent once, like C Zyre: a second one makes Pyre log "We don't know peer id"
+            // and zyre.js emit a second EXIT without a name; if the one is lost, zmesh peers
+            // still have the GOODBYE and the closed connection, and every peer the expiry.
+            if let Err(e) = beacon.announce(0) {
+                debug!(error = %e, "leave beacon not sent");
             }
         }
         for s in &mut self.sources {

@@ -2,7 +2,7 @@
 //! inside the interop network namespaces.
 //!
 //! Integration tests include this with `mod support;`. Every node is an
-//! *agent* process speaking the JSON-lines protocol of `notes/AGENT_PROTOCOL.md`:
+//! *agent* process speaking the JSON-lines protocol of `interop/README.md`:
 //! commands go to its stdin, events come back on its stdout, one JSON object per
 //! line. An [`Agent`] owns such a process, started as
 //! `ip netns exec <ns> <argv>` so all of its traffic stays on the private

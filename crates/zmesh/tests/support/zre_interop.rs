@@ -370,6 +370,20 @@ pub fn polite_stop_of_zmesh_is_exit_on_peer(peer: &ZrePeer, port: u16) {
     );
     println!("zmesh stop -> EXIT on {label}: {} ms", ms(took));
     assert!(took < POLITE_EXIT, "EXIT took {took:?} after zmesh's stop");
+    // One EXIT only: a second leave beacon made zyre.js emit a second EXIT without a name
+    // (and Pyre log "We don't know peer id"). Beacons after the stop would come within a
+    // beacon interval; half a second more covers them.
+    pa.drain_for(BEACON_INTERVAL + Duration::from_millis(500));
+    let exits: Vec<&Value> = pa
+        .history()
+        .iter()
+        .filter(|e| e["event"] == "EXIT")
+        .collect();
+    assert_eq!(
+        exits.len(),
+        1,
+        "[{label}] EXITs after zmesh's stop: {exits:?}"
+    );
     let status = zm.stop().unwrap();
     assert!(status.success(), "zmesh agent exit status {status}");
     // zmesh's own STOP event is the last thing it prints.
@@ -749,4 +763,76 @@ pub fn requests_beside_plain_peer(peer: &ZrePeer, port: u16) {
         !history.iter().any(|e| e["event"] == "EXIT"),
         "[{label}] dropped a zmesh node: {history:?}"
     );
+}
+
+/// Whispers in a sequence-wrap run, each way: more than the 65,535 sequence numbers of a ZRE
+/// session, so both directions pass the point where implementations wrap differently (docs/zre.md
+/// §4.4: C Zyre and zmesh 65535 -> 0, Pyre and zyre.js 65534 -> 0).
+pub const WRAP_RUN: u64 = 70_100;
+
+/// Whispers in flight per direction in a wrap run: below pyre's send high-water mark (its
+/// PEER_EXPIRED × 100 = 3,000 at the default expiry), past which pyre drops the connection.
+const WRAP_CHUNK: u64 = 2_000;
+
+/// More than 70,000 WHISPERs each way, both directions at once, in numbered runs: every one
+/// arrives, in order, and neither side drops the other (no EXIT) across the sequence wrap; the
+/// link still works both ways afterwards.
+pub fn sequence_wrap_both_ways(peer: &ZrePeer, port: u16) {
+    let label = peer.label;
+    let (mut zm, mut pa, z, p) = pair(peer, port, &[], &[]);
+    let t0 = Instant::now();
+    let mut from = 0;
+    while from < WRAP_RUN {
+        let count = WRAP_CHUNK.min(WRAP_RUN - from);
+        zm.send(json!({"cmd": "whispers", "peer": p, "prefix": "z", "from": from, "count": count}));
+        pa.send(json!({"cmd": "whispers", "peer": z, "prefix": "p", "from": from, "count": count}));
+        for (rx, sender, prefix) in [(&mut pa, &z, "z"), (&mut zm, &p, "p")] {
+            for i in from..from + count {
+                let e = rx
+                    .wait_event(T, "WHISPER", Some(sender))
+                    .unwrap_or_else(|e| {
+                        panic!("[{label}] whisper {prefix}{i} of {WRAP_RUN} did not arrive: {e}")
+                    });
+                assert_eq!(
+                    e["frames"],
+                    json!([format!("{prefix}{i}")]),
+                    "[{label}] out of order at {prefix}{i}"
+                );
+            }
+        }
+        from += count;
+    }
+    let took = t0.elapsed();
+    println!(
+        "{label}: {WRAP_RUN} whispers each way, all in order, in {} ms",
+        ms(took)
+    );
+    // Alive on both sides: no EXIT, and each lists the other.
+    for a in [&zm, &pa] {
+        let exits: Vec<&Value> = a
+            .history()
+            .iter()
+            .filter(|e| e["event"] == "EXIT")
+            .collect();
+        assert!(
+            exits.is_empty(),
+            "[{}] EXIT during the run: {exits:?}",
+            a.label()
+        );
+    }
+    zm.send(json!({"cmd": "peers"}));
+    let peers = zm.wait_event(T, "PEERS", None).unwrap();
+    assert_eq!(peers["peers"], json!([p]), "zmesh's peers");
+    pa.send(json!({"cmd": "peers"}));
+    let peers = pa.wait_event(T, "PEERS", None).unwrap();
+    assert_eq!(peers["peers"], json!([z]), "{label}'s peers");
+    // And the link goes on after the wrap.
+    zm.whisper(&p, &["after the wrap"]);
+    let e = pa.wait_event(T, "WHISPER", Some(&z)).unwrap();
+    assert_eq!(e["frames"], json!(["after the wrap"]));
+    pa.whisper(&z, &["after the wrap too"]);
+    let e = zm.wait_event(T, "WHISPER", Some(&p)).unwrap();
+    assert_eq!(e["frames"], json!(["after the wrap too"]));
+    assert!(pa.stop().unwrap().success());
+    assert!(zm.stop().unwrap().success());
 }

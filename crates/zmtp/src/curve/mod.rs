@@ -274,11 +274,11 @@ impl CurveMechanism {
             "a CURVE client needs the server's public key",
         ))?;
         let (server_short, cookie) = handshake::decode_welcome(body, &short, &server)?;
-        let session = handshake::session_box(&server_short, &short);
+        let codec = MessageCodec::new(&server_short, &short, false, CLIENT_INITIATE_NONCE + 1, 0);
         let initiate = handshake::encode_initiate(
             &cookie,
             CLIENT_INITIATE_NONCE,
-            &session,
+            codec.session(),
             &self.cfg.keys,
             &handshake::public_of(&short),
             &server,
@@ -286,12 +286,7 @@ impl CurveMechanism {
             &handshake::random16(),
             &self.own,
         );
-        self.codec = Some(MessageCodec::new(
-            session,
-            false,
-            CLIENT_INITIATE_NONCE + 1,
-            0,
-        ));
+        self.codec = Some(codec);
         self.state = State::AwaitReady;
         Ok(MechanismStep {
             send: vec![initiate],
@@ -361,10 +356,16 @@ impl CurveMechanism {
             });
         }
         let server_short = SecretKey::from_bytes(*server_short);
-        let session = handshake::session_box(client_short, &server_short);
+        let codec = MessageCodec::new(
+            client_short,
+            &server_short,
+            true,
+            SERVER_READY_NONCE + 1,
+            outer.short_nonce,
+        );
         let init = handshake::open_initiate(
             &outer,
-            &session,
+            codec.session(),
             client_short,
             &server_short,
             &self.cfg.keys.public(),
@@ -378,13 +379,8 @@ impl CurveMechanism {
             AuthDecision::Allow => {}
             AuthDecision::Deny(reason) => return Err(CurveError::Unauthorized(reason)),
         }
-        let ready = handshake::encode_ready(SERVER_READY_NONCE, &session, &self.own);
-        self.codec = Some(MessageCodec::new(
-            session,
-            true,
-            SERVER_READY_NONCE + 1,
-            outer.short_nonce,
-        ));
+        let ready = handshake::encode_ready(SERVER_READY_NONCE, codec.session(), &self.own);
+        self.codec = Some(codec);
         self.peer_key = Some(init.client);
         self.state = State::Done;
         Ok(MechanismStep {

@@ -51,6 +51,17 @@ impl Live {
         self.c.dec.decode_final_data(&mut self.c.rbuf)
     }
 
+    /// The two frames of the next message if it is exactly a two-frame data message already
+    /// complete in the read buffer within `limit` (a ZRE message between zmesh nodes); like
+    /// [`Live::buffered_body`], anything else is left to [`Live::poll`].
+    #[inline]
+    pub(super) fn buffered_pair(&mut self, limit: usize) -> Option<[bytes::Bytes; 2]> {
+        if self.c.transform || !self.partial.is_empty() {
+            return None;
+        }
+        self.c.dec.decode_data_pair(&mut self.c.rbuf, limit)
+    }
+
     /// Drive the connection: heartbeat timer, pending writes (PONG, PING), then decode the next
     /// message from the read buffer, reading the socket when the buffer holds no complete message.
     #[inline]

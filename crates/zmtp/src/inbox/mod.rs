@@ -245,6 +245,10 @@ impl Inbox {
             frames.push(body);
             return Poll::Ready(Some(Received::Message(identity)));
         }
+        if let Some((pair, identity)) = self.fast_pair() {
+            frames.extend(pair);
+            return Poll::Ready(Some(Received::Message(identity)));
+        }
         match self.poll_recv_slow(cx, true) {
             Poll::Ready(Some(InboxEvent::Message {
                 identity,
@@ -269,7 +273,13 @@ impl Inbox {
                 identity,
                 frames: crate::frames![body],
             })),
-            None => Poll::Pending,
+            None => match self.fast_pair() {
+                Some(([a, b], identity)) => Poll::Ready(Some(InboxEvent::Message {
+                    identity,
+                    frames: crate::frames![a, b],
+                })),
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -285,6 +295,18 @@ impl Inbox {
         let body = live.buffered_body()?;
         self.current = Some((slot, budget - 1));
         Some((body, live.identity.clone()))
+    }
+
+    /// Like [`Inbox::fast_body`], for a message of exactly two data frames (a ZRE message).
+    #[inline]
+    fn fast_pair(&mut self) -> Option<([bytes::Bytes; 2], Identity)> {
+        let (true, Some((slot, budget @ 2..))) = (self.pending.is_empty(), self.current) else {
+            return None;
+        };
+        let live = self.conns[slot].as_mut()?;
+        let pair = live.buffered_pair(self.max_frame_size)?;
+        self.current = Some((slot, budget - 1));
+        Some((pair, live.identity.clone()))
     }
 
     /// Everything else: connection events, reading sockets, commands, multipart, turn-taking.

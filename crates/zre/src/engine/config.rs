@@ -69,6 +69,11 @@ pub struct Config {
     ///
     /// [`Engine::set_endpoint`]: super::Engine::set_endpoint
     pub endpoint: String,
+    /// Our CURVE public key. `Some` puts the engine in **secure mode** (Zyre's `zyre_set_zcert`):
+    /// the key goes in our HELLO as `X-PUBLICKEY`, every peer must be announced with a key, and
+    /// every message must come over a connection authenticated with its sender's key (see
+    /// "Secure mode" in the engine's module documentation). Default `None`.
+    pub public_key: Option<[u8; 32]>,
 }
 
 impl Config {
@@ -82,6 +87,7 @@ impl Config {
             expired_timeout: DEFAULT_EXPIRED_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             endpoint: String::new(),
+            public_key: None,
         }
     }
 
@@ -97,6 +103,14 @@ impl Config {
         }
         if self.expired_timeout.is_zero() {
             return Err(EngineError::InvalidConfig("expired_timeout must be > 0"));
+        }
+        if self
+            .public_key
+            .is_some_and(|k| !crate::beacon::is_usable_key(&k))
+        {
+            return Err(EngineError::InvalidConfig(
+                "public_key starts with a zero byte: Zyre (and zmesh) peers would ignore it",
+            ));
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use crate::msg::WireError;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EngineError {
     /// No such peer (never seen, removed, or purged).
-    #[error("unknown peer {0}")]
+    #[error("unknown peer {}", crate::msg::uuid_to_string(.0))]
     UnknownPeer(Uuid),
     /// WHISPER/SHOUT need at least one content frame.
     #[error("message content must have at least one frame")]

@@ -12,18 +12,19 @@
 //!   or deliver an application [`Event`];
 //! * the shell sleeps until [`Engine::poll_timeout`] (or the next input).
 //!
-//! Every rule of zre-spec §5–§7 is applied here, so the engine is tested by feeding encoded
+//! Every rule of docs/zre.md §5–§7 is applied here, so the engine is tested by feeding encoded
 //! messages as a remote peer would and asserting on the outputs.
 //!
-//! The rules live beside the code that applies them: the receiver rules (zre-spec §5.2) in
+//! The rules live beside the code that applies them: the receiver rules (docs/zre.md §5.2) in
 //! `receive.rs`, the liveness policy and the timer grid in `liveness.rs`, the configuration, the
 //! timer defaults, the validation rules and the routing id in `config.rs`; the sender rules, the
 //! extensions capability rule and `stop()` are below, with the commands.
 //!
-//! # Sender rules (zre-spec §6)
+//! # Sender rules (docs/zre.md §6)
 //!
 //! Every peer object numbers its messages from 1 (HELLO). A sequence number is consumed only when
-//! the frames are actually produced, so an encoding error never creates a gap. Our `u8` status
+//! the frames are actually produced, so an encoding error never creates a gap. After 65534 the
+//! next number is what that peer expects where it can be known ([`crate::sequence`]). Our `u8` status
 //! is incremented before each JOIN/LEAVE and only on a real change; JOIN/LEAVE go to every
 //! connected peer (ready or not, like C — they have our HELLO already). SHOUT goes once to every
 //! ready peer known to be in the group (we need not be in it ourselves); never to ourselves.
@@ -43,6 +44,37 @@
 //! closes the outboxes (and sends the port-0 beacon, which is its business). After `stop` the engine
 //! ignores all inputs, commands return [`EngineError::Stopped`], and `poll_timeout` is `None`.
 //!
+//! # Secure mode, and how it closes the impersonation hole
+//!
+//! With [`Config::public_key`] set the engine runs Zyre's secure mode (`zyre_set_zcert`), and more
+//! (rules and reasons in `engine/keys.rs`):
+//!
+//! * **Like Zyre:** our HELLO carries `X-PUBLICKEY` (the Z85 text of our key); every peer must be
+//!   announced with a key (a version-3 beacon, a keyed sighting, or the `X-PUBLICKEY` of its
+//!   HELLO), and [`Output::Connect`] carries it, so the shell's outbox is a CURVE client that
+//!   only completes its handshake with the holder of that key. Keyless sightings and HELLOs are
+//!   ignored ([`Stats::mode_mismatches`], logged once): no silent downgrade.
+//! * **Beyond Zyre (zyre#533):** in Zyre a ZRE message names its sender only by the routing id
+//!   the sender chose (`0x01` + UUID), and nothing ties that id to the CURVE key the connection
+//!   was authenticated with, so any peer admitted by the authenticator can send as any other
+//!   UUID: join groups, shout, whisper in its name. Here the shell passes the connection's
+//!   authenticated key with every message ([`Engine::handle_message_with_key`]), and the engine
+//!   binds each UUID to the key it was announced with: a message is accepted only if its
+//!   connection's key is the key of the UUID it claims, and a HELLO only if its `X-PUBLICKEY`
+//!   equals both that connection key and the key already announced for the UUID. A peer that
+//!   claims another's UUID is refused and counted ([`Stats::impersonations`]); a sighting that
+//!   announces a known UUID with another key is ignored ([`Stats::key_conflicts`]). And a new
+//!   UUID at a known peer's endpoint purges that peer only if both carry the same key (the same
+//!   node restarted under a new UUID), so a HELLO cannot evict another peer either.
+//!   Since the CURVE handshake proves possession of the secret key, speaking as UUID U now needs
+//!   U's secret key, not just an admitted key of one's own.
+//! * **What stays open:** the binding is made by the first announcement of a UUID (trust on
+//!   first use): a node admitted by the authenticator can still claim a UUID *nobody here has
+//!   seen yet*, which no ZRE-compatible scheme can prevent since UUIDs are not derived from
+//!   keys; an allow-list bounds who can. Beacons are unauthenticated UDP, as in Zyre: a forged
+//!   leave beacon or a beacon at a peer's endpoint can still make us drop a peer until its next
+//!   beacon.
+//!
 //! # Other differences from C Zyre
 //!
 //! * [`Engine::peers`] lists ready peers only (C lists every peer object, including ones that
@@ -54,6 +86,7 @@
 
 mod config;
 mod error;
+mod keys;
 pub(crate) mod liveness;
 mod output;
 mod receive;
@@ -62,7 +95,7 @@ mod stats;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::content::Content;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -75,6 +108,7 @@ pub use config::{
     IDENTITY_LEN, MAX_REAP_INTERVAL,
 };
 pub use error::EngineError;
+pub use keys::PUBLICKEY_HEADER;
 pub use output::{Event, Output};
 pub use stats::Stats;
 
@@ -100,6 +134,10 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     stats: Stats,
     stopped: bool,
+    /// Our CURVE public key: `Some` = secure mode (module documentation).
+    public_key: Option<[u8; 32]>,
+    /// What secure mode has already said once in the log.
+    notices: keys::Notices,
 }
 
 impl Engine {
@@ -124,6 +162,9 @@ impl Engine {
         if !headers.iter().any(|(k, _)| k == ZMESH_HEADER) {
             headers.push((ZMESH_HEADER.to_owned(), ZMESH_HEADER_VALUE.to_owned()));
         }
+        if let Some(key) = &config.public_key {
+            keys::set_header(&mut headers, key);
+        }
         Ok(Engine {
             uuid: config.uuid,
             name: config.name,
@@ -138,6 +179,8 @@ impl Engine {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             stopped: false,
+            public_key: config.public_key,
+            notices: keys::Notices::default(),
         })
     }
 
@@ -177,6 +220,16 @@ impl Engine {
     /// The headers we send in HELLO (configured ones plus `X-ZMESH`).
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
+    }
+
+    /// Our CURVE public key; `Some` in secure mode.
+    pub fn public_key(&self) -> Option<&[u8; 32]> {
+        self.public_key.as_ref()
+    }
+
+    /// True in secure mode ([`Config::public_key`] set).
+    pub fn is_secure(&self) -> bool {
+        self.public_key.is_some()
     }
 
     /// Our current status counter.
@@ -235,7 +288,8 @@ impl Engine {
 
     /// Sends `content` to one peer. The peer must be known and connected (a not-yet-ready peer is
     /// allowed, as in C: it already has our HELLO).
-    pub fn whisper(&mut self, peer: Uuid, content: Vec<Bytes>) -> Result<(), EngineError> {
+    pub fn whisper(&mut self, peer: Uuid, content: impl Into<Content>) -> Result<(), EngineError> {
+        let content = content.into();
         self.check_command()?;
         if content.is_empty() {
             return Err(EngineError::EmptyContent);
@@ -250,7 +304,11 @@ impl Engine {
 
     /// Sends `content` to every ready peer known to be in `group` (we need not be in it). Returns
     /// how many peers it was sent to (0 if nobody is in the group).
-    pub fn shout(&mut self, group: &str, content: Vec<Bytes>) -> Result<usize, EngineError> {
+    pub fn shout(
+        &mut self,
+        group: &str,
+        content: impl Into<Content>,
+    ) -> Result<usize, EngineError> {
         self.shout_to(group, content, |_| true)
     }
 
@@ -260,9 +318,10 @@ impl Engine {
     pub fn shout_to(
         &mut self,
         group: &str,
-        content: Vec<Bytes>,
+        content: impl Into<Content>,
         keep: impl Fn(&Uuid) -> bool,
     ) -> Result<usize, EngineError> {
+        let content = content.into();
         self.check_command()?;
         if content.is_empty() {
             return Err(EngineError::EmptyContent);
@@ -312,7 +371,7 @@ impl Engine {
         self.stopped = true;
         self.event(Event::Stop {
             uuid: self.uuid,
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
         });
     }
 
@@ -391,7 +450,7 @@ impl Engine {
         if !peer.is_connected() {
             return false;
         }
-        let sequence = peer.sent_sequence.wrapping_add(1);
+        let sequence = peer.wrap.next(peer.sent_sequence);
         match msg.encode(sequence) {
             Ok(frames) => {
                 peer.sent_sequence = sequence;
@@ -415,12 +474,23 @@ impl Engine {
         }
     }
 
-    /// `require_peer` for an unknown UUID (zre-spec §5.1): purge others at the same endpoint,
-    /// create the peer, Connect, HELLO.
-    fn create_peer(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
-        let others = self
-            .peers
-            .uuids(|p| p.is_connected() && p.endpoint == endpoint && p.uuid != uuid);
+    /// `require_peer` for an unknown UUID (docs/zre.md §5.1): purge others at the same endpoint,
+    /// create the peer (bound to `public_key` in secure mode), Connect, HELLO. In secure mode only
+    /// peers bound to the same key are purged (the same node under a new UUID): a peer admitted
+    /// with its own key cannot evict another by claiming its endpoint in a HELLO.
+    fn create_peer(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        endpoint: &str,
+        public_key: Option<[u8; 32]>,
+    ) {
+        let others = self.peers.uuids(|p| {
+            p.is_connected()
+                && p.endpoint == endpoint
+                && p.uuid != uuid
+                && (public_key.is_none() || p.public_key == public_key)
+        });
         for other in others {
             self.purge_peer(other);
         }
@@ -428,11 +498,13 @@ impl Engine {
         // Only one side of each pair needs to ping an idle link: the smaller UUID pings at
         // `ping_interval`, the other waits longer and is normally refreshed by that PING first.
         peer.defers_ping = self.uuid > uuid;
+        peer.public_key = public_key;
         self.lower_wake(peer.next_deadline(&self.timing));
         self.peers.insert(uuid, peer);
         self.outputs.push_back(Output::Connect {
             peer: uuid,
             endpoint: endpoint.to_owned(),
+            public_key,
         });
         let hello = self.hello();
         self.send_to(uuid, &hello);

@@ -1,6 +1,7 @@
 //! What the engine asks of the shell ([`Output`]) and the application events it carries.
 
-use bytes::Bytes;
+use crate::content::{Content, Frames};
+use crate::name::Name;
 use uuid::Uuid;
 
 /// Something the shell must do.
@@ -15,6 +16,9 @@ pub enum Output {
         peer: Uuid,
         /// Where to connect.
         endpoint: String,
+        /// Secure mode: the peer's CURVE public key, the server key the outbox must use (always
+        /// `Some` in secure mode, always `None` otherwise).
+        public_key: Option<[u8; 32]>,
     },
     /// Queue these frames on that peer's outbox (sequence numbers already assigned; must not be
     /// reordered or dropped silently — call [`Engine::handle_send_failed`] if they cannot be queued).
@@ -24,7 +28,7 @@ pub enum Output {
         /// Destination peer.
         peer: Uuid,
         /// ZRE frame followed by content frames.
-        frames: Vec<Bytes>,
+        frames: Frames,
     },
     /// Drop that peer's outbox.
     Disconnect {
@@ -35,7 +39,7 @@ pub enum Output {
     Event(Event),
 }
 
-/// Application events, as Zyre emits them (zre-spec §8).
+/// Application events, as Zyre emits them (docs/zre.md §8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A peer's HELLO was accepted.
@@ -43,7 +47,7 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Its HELLO headers.
         headers: Vec<(String, String)>,
         /// The endpoint declared in its HELLO.
@@ -54,14 +58,14 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// A peer joined a group.
     Join {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
     },
@@ -70,7 +74,7 @@ pub enum Event {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
     },
@@ -79,41 +83,41 @@ pub enum Event {
         /// Sender.
         peer: Uuid,
         /// Sender's name.
-        name: String,
+        name: Name,
         /// Content frames.
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// A message to a group.
     Shout {
         /// Sender.
         peer: Uuid,
         /// Sender's name.
-        name: String,
+        name: Name,
         /// Group.
         group: String,
         /// Content frames.
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// Nothing heard from the peer for the evasive timeout (once per episode).
     Evasive {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// The PING sent when the peer became evasive was not answered (once per episode).
     Silent {
         /// Peer UUID.
         peer: Uuid,
         /// Its name.
-        name: String,
+        name: Name,
     },
     /// We stopped.
     Stop {
         /// Our UUID.
         uuid: Uuid,
         /// Our name.
-        name: String,
+        name: Name,
     },
 }
 

@@ -1,6 +1,6 @@
 //! Inputs from the network: sightings, departures, inbox messages and send failures.
 //!
-//! # Receiver rules (zre-spec §5.2)
+//! # Receiver rules (docs/zre.md §5.2)
 //!
 //! * The identity frame must be 17 bytes (`0x01` + UUID; byte 0 is not checked, like C). Anything
 //!   else is dropped and counted ([`Stats::bad_identity`]).
@@ -11,8 +11,10 @@
 //! * HELLO from an unknown UUID creates the peer (outbox to the HELLO's endpoint, our HELLO with
 //!   sequence 1). HELLO from a *ready* peer is a restart: EXIT + Disconnect of the old peer object,
 //!   then a fresh one (Connect + HELLO seq 1) and ENTER.
-//! * The sequence check is strict (`u16`, wrapping). A gap removes the peer (EXIT + Disconnect);
-//!   its next beacon brings it back. A HELLO must carry sequence 1.
+//! * The sequence check is strict, except that after 65534 both 65535 (C Zyre, zmesh) and 0
+//!   (Pyre, zyre.js) are accepted; which one came decides how we wrap toward that peer
+//!   ([`crate::sequence`]). A gap removes the peer (EXIT + Disconnect); its next beacon brings it
+//!   back. A HELLO must carry sequence 1.
 //! * JOIN/LEAVE must carry exactly `previous status + 1` (mod 256). C Zyre `assert`s (aborts) on
 //!   a mismatch; **we treat it as a protocol error on that peer**: the peer is removed with EXIT,
 //!   counted ([`Stats::status_mismatches`]), and no JOIN/LEAVE event is emitted for that message.
@@ -29,8 +31,14 @@
 //!   disconnected (its outbox dropped) and ignored until it expires (C behaviour). *Difference*:
 //!   if the purged peer had entered, we emit its EXIT right away (C emits it up to 30 s later, when
 //!   the expired timer fires), so [`Engine::peers`] and the event stream always agree.
-//! * There is no CURVE mode in this engine; `X-PUBLICKEY` is just a header, so the C assert on an
-//!   empty key has no counterpart here. Nothing a peer sends can make the engine panic.
+//! * Secure mode (a key in [`Config::public_key`]) adds the key rules of `engine/keys.rs` before
+//!   all of the above: keyless input is ignored, a message whose connection key is not its
+//!   sender's bound key is refused ([`Stats::impersonations`]). C asserts on an empty
+//!   `X-PUBLICKEY`; here it is refused like any bad key. Nothing a peer sends can make the engine
+//!   panic.
+//!
+//! [`Config::public_key`]: super::Config::public_key
+//! [`Stats::impersonations`]: super::Stats::impersonations
 //!
 //! [`Stats::bad_identity`]: super::Stats::bad_identity
 //! [`Stats::malformed`]: super::Stats::malformed
@@ -40,7 +48,8 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::content::Frames;
+use crate::name::Name;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -49,6 +58,7 @@ use super::liveness::Liveness;
 use super::{Engine, Event};
 use crate::msg::ZreMessage;
 use crate::peer::{PeerState, ZMESH_HEADER};
+use crate::sequence::{self, SeqWrap, Step};
 
 impl Engine {
     /// A discovery sighting (beacon, gossip, seed): an unknown UUID becomes a new peer (Connect +
@@ -59,10 +69,31 @@ impl Engine {
     /// This is the hot path of an idle node (one call per peer per beacon interval): a known
     /// peer costs one map lookup, no allocation and no output.
     pub fn handle_sighting(&mut self, now: Instant, uuid: Uuid, endpoint: &str) {
+        self.handle_sighting_with_key(now, uuid, endpoint, None)
+    }
+
+    /// [`Engine::handle_sighting`] with the CURVE key the source announced for the peer (a
+    /// version-3 beacon's, gossip's `endpoint|key`). Secure mode needs it: an unknown UUID is
+    /// bound to this key and connected to with it; a known one must come with the same key. A
+    /// plain engine ignores keyed sightings (rules in `engine/keys.rs`).
+    pub fn handle_sighting_with_key(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        endpoint: &str,
+        public_key: Option<[u8; 32]>,
+    ) {
         if self.stopped || uuid == self.uuid {
             return;
         }
+        if !self.sighting_fits_mode(uuid, public_key.as_ref()) {
+            return;
+        }
         if let Some(peer) = self.peers.get_mut(&uuid) {
+            if peer.public_key != public_key {
+                self.key_conflict(uuid);
+                return;
+            }
             // Beacons heard while a PING is unanswered do not count: the TCP path is in
             // question. A sighting only ever moves this peer's deadlines later, so `next_wake`
             // stays a valid lower bound without being touched.
@@ -81,7 +112,7 @@ impl Engine {
             debug!(peer = %uuid, endpoint, "sighting at our own endpoint ignored");
             return;
         }
-        self.create_peer(now, uuid, endpoint);
+        self.create_peer(now, uuid, endpoint, public_key);
     }
 
     /// A port-0 beacon or other polite departure: removes a known peer (EXIT if it had entered).
@@ -95,8 +126,23 @@ impl Engine {
     }
 
     /// One message from the inbox: `identity` is the ROUTER's identity frame, `frames` the rest.
-    /// Applies all receiver rules (`engine/receive.rs`); never panics.
-    pub fn handle_message(&mut self, now: Instant, identity: &[u8], frames: Vec<Bytes>) {
+    /// Applies all receiver rules (`engine/receive.rs`); never panics. A secure engine refuses
+    /// it: use [`Engine::handle_message_with_key`].
+    pub fn handle_message(&mut self, now: Instant, identity: &[u8], frames: Frames) {
+        self.handle_message_with_key(now, identity, frames, None)
+    }
+
+    /// [`Engine::handle_message`] with the CURVE key the inbox authenticated for the connection
+    /// the message came over (`None` for a plaintext connection). In secure mode the message is
+    /// accepted only if that key is the key its sender's UUID was announced with (the binding of
+    /// the module documentation); a plain engine ignores the key.
+    pub fn handle_message_with_key(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        frames: Frames,
+        conn_key: Option<[u8; 32]>,
+    ) {
         if self.stopped {
             return;
         }
@@ -123,8 +169,14 @@ impl Engine {
         }
         trace!(peer = %uuid, msg = msg.name(), sequence, "received");
 
-        if let ZreMessage::Hello { endpoint, .. } = &msg {
-            if !self.accept_hello(now, uuid, sequence, endpoint) {
+        if let ZreMessage::Hello {
+            endpoint, headers, ..
+        } = &msg
+        {
+            let Ok(key) = self.check_hello_key(uuid, headers, conn_key.as_ref()) else {
+                return;
+            };
+            if !self.accept_hello(now, uuid, sequence, endpoint, key) {
                 return;
             }
         } else {
@@ -133,6 +185,15 @@ impl Engine {
                 debug!(peer = %uuid, msg = msg.name(), "message from unknown peer dropped");
                 return;
             };
+            // Secure mode: the connection must be authenticated as the sender's bound key.
+            if self.public_key.is_some() && peer.public_key != conn_key {
+                if conn_key.is_none() {
+                    self.unauthenticated(uuid);
+                } else {
+                    self.impersonation(uuid, "connection key is not the sender's");
+                }
+                return;
+            }
             if !peer.is_connected() {
                 self.stats.from_disconnected += 1;
                 debug!(peer = %uuid, "message from purged peer dropped");
@@ -152,14 +213,21 @@ impl Engine {
                 }
                 return;
             }
-            let want = peer.want_sequence.wrapping_add(1);
-            if sequence != want {
-                self.stats.sequence_gaps += 1;
-                warn!(peer = %uuid, want, got = sequence, "messages lost; removing peer");
-                self.remove_peer(uuid);
-                return;
+            match sequence::step(peer.want_sequence, sequence) {
+                Step::Next => {}
+                Step::Shows(wrap) => {
+                    debug!(peer = %uuid, ?wrap, "peer's sequence wrapped; following its rule");
+                    peer.wrap = wrap;
+                }
+                Step::Gap => {
+                    self.stats.sequence_gaps += 1;
+                    let want = peer.want_sequence.wrapping_add(1);
+                    warn!(peer = %uuid, want, got = sequence, "messages lost; removing peer");
+                    self.remove_peer(uuid);
+                    return;
+                }
             }
-            peer.want_sequence = want;
+            peer.want_sequence = sequence;
             // Hot path: a WHISPER/SHOUT only becomes an event, so deliver it with the peer at hand
             // (one map lookup per message instead of three). When no PING is outstanding and the
             // peer is not evasive, `refresh` only moves `last_heard` later, which moves none of
@@ -217,7 +285,14 @@ impl Engine {
 
     /// The HELLO part of the receiver rules, up to and including the sequence check. Returns true
     /// if the HELLO should be dispatched (the peer then exists and is ready).
-    fn accept_hello(&mut self, now: Instant, uuid: Uuid, sequence: u16, endpoint: &str) -> bool {
+    fn accept_hello(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        sequence: u16,
+        endpoint: &str,
+        public_key: Option<[u8; 32]>,
+    ) -> bool {
         if sequence != 1 {
             self.stats.sequence_gaps += 1;
             warn!(peer = %uuid, sequence, "HELLO with sequence != 1");
@@ -257,7 +332,7 @@ impl Engine {
                 debug!(peer = %uuid, "HELLO claiming our own endpoint dropped");
                 return false;
             }
-            self.create_peer(now, uuid, endpoint);
+            self.create_peer(now, uuid, endpoint, public_key);
         }
         let Some(peer) = self.peers.get_mut(&uuid) else {
             return false;
@@ -281,8 +356,13 @@ impl Engine {
                 name,
                 headers,
             } => {
+                let name: Name = name.into();
                 peer.name = name.clone();
                 peer.zmesh = headers.iter().any(|(k, _)| k == ZMESH_HEADER);
+                if peer.zmesh {
+                    // zmesh wraps like C (and accepts both): the one plain peer we can identify.
+                    peer.wrap = SeqWrap::U16;
+                }
                 peer.headers = headers.clone();
                 peer.hello_endpoint = Some(endpoint.clone());
                 peer.status = status;

@@ -45,4 +45,15 @@ pub struct Stats {
     pub send_failures: u64,
     /// Not-ready peers forgotten because they kept talking on an old session (lost HELLO).
     pub stale_sessions: u64,
+    /// Input of the other security mode, ignored: in secure mode a sighting without a usable
+    /// key, a HELLO without `X-PUBLICKEY`, a message on an unauthenticated connection; in plain
+    /// mode a sighting that carries a key.
+    pub mode_mismatches: u64,
+    /// Secure mode: messages (HELLO included) refused because the connection's authenticated key
+    /// is not the key the sender's UUID was announced with, or the HELLO's `X-PUBLICKEY` does
+    /// not match (a peer claiming another's UUID).
+    pub impersonations: u64,
+    /// Secure mode: sightings of a known UUID with another key than the one it was announced
+    /// with (ignored; the first announcement stands until the peer is gone).
+    pub key_conflicts: u64,
 }

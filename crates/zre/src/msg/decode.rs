@@ -12,26 +12,26 @@ impl ZreMessage {
     /// frames should use [`ZreMessage::decode_owned`], which moves them instead.
     pub fn decode(frames: &[Bytes]) -> Result<(u16, ZreMessage), WireError> {
         let (first, rest) = frames.split_first().ok_or(WireError::NoFrames)?;
-        // An empty slice makes an empty Vec without allocating; only content frames are copied.
-        decode_parts(first, rest.to_vec())
+        // Only content frames are copied (cheap `Bytes` clones); one frame stays inline.
+        decode_parts(first, Content::from(rest))
     }
 
     /// Like [`ZreMessage::decode`], taking the frames by value: the content frames of a
-    /// WHISPER/SHOUT become the message's `content` without copying the list (the received
-    /// `Vec` is reused). The receive path of a node decodes every message this way.
-    pub fn decode_owned(mut frames: Vec<Bytes>) -> Result<(u16, ZreMessage), WireError> {
-        if frames.is_empty() {
+    /// WHISPER/SHOUT move into the message's `content` (no allocation for one content frame).
+    /// The receive path of a node decodes every message this way.
+    pub fn decode_owned(frames: Frames) -> Result<(u16, ZreMessage), WireError> {
+        // The content frames move into the message; one frame stays inline (no allocation).
+        let mut it = frames.into_iter();
+        let Some(first) = it.next() else {
             return Err(WireError::NoFrames);
-        }
-        // Shifts the (few) content frames down by one; no allocation.
-        let first = frames.remove(0);
-        decode_parts(&first, frames)
+        };
+        decode_parts(&first, it.collect())
     }
 }
 
 /// Decodes the ZRE frame `first`; `rest` are the frames that followed it (content for
 /// WHISPER/SHOUT, an error for every other message when not empty).
-fn decode_parts(first: &[u8], rest: Vec<Bytes>) -> Result<(u16, ZreMessage), WireError> {
+fn decode_parts(first: &[u8], rest: Content) -> Result<(u16, ZreMessage), WireError> {
     // Fast path for the message that dominates traffic: a WHISPER is nothing but its header.
     if let [0xAA, 0xA1, ID_WHISPER, VERSION, hi, lo, ..] = *first {
         return Ok((

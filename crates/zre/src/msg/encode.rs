@@ -7,7 +7,7 @@ use super::*;
 impl ZreMessage {
     /// Encodes into ZeroMQ frames: first the ZRE frame carrying `sequence`, then (WHISPER/SHOUT
     /// only) the content frames, which are cheap `Bytes` clones.
-    pub fn encode(&self, sequence: u16) -> Result<Vec<Bytes>, WireError> {
+    pub fn encode(&self, sequence: u16) -> Result<Frames, WireError> {
         // The hot messages get their small ZRE frame from a per-thread arena (see
         // `ARENA` below); the rare ones allocate their own buffer.
         match self {
@@ -62,7 +62,7 @@ impl ZreMessage {
                 put_string(&mut b, "leader_id", leader)?;
             }
         }
-        Ok(vec![b.freeze()])
+        Ok(Frames::from_iter([b.freeze()]))
     }
 }
 
@@ -86,7 +86,7 @@ fn content_frames(
     sequence: u16,
     group: Option<&str>,
     content: &[Bytes],
-) -> Result<Vec<Bytes>, WireError> {
+) -> Result<Frames, WireError> {
     if content.is_empty() {
         return Err(WireError::EmptyContent);
     }
@@ -108,7 +108,7 @@ fn content_frames(
         }
         b.split().freeze()
     });
-    let mut frames = Vec::with_capacity(1 + content.len());
+    let mut frames = Frames::with_capacity(1 + content.len());
     frames.push(header);
     frames.extend(content.iter().cloned());
     Ok(frames)

@@ -1,4 +1,4 @@
-//! The ten ZRE v2 TCP messages (zre-spec §4) as a pure codec over ZeroMQ frames.
+//! The ten ZRE v2 TCP messages (docs/zre.md §4) as a pure codec over ZeroMQ frames.
 //!
 //! Every ZRE message is one ZeroMQ frame
 //!
@@ -43,8 +43,9 @@ mod encode;
 mod tests;
 mod uuid_text;
 
-use bytes::Bytes;
 use thiserror::Error;
+
+use crate::content::{Content, Frames};
 
 pub use uuid_text::{uuid_from_str, uuid_to_string};
 
@@ -95,14 +96,14 @@ pub enum ZreMessage {
     /// A message to one peer.
     Whisper {
         /// Content frames (at least one when encoding).
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// A message to a group, sent once to every member.
     Shout {
         /// Target group.
         group: String,
         /// Content frames (at least one when encoding).
-        content: Vec<Bytes>,
+        content: Content,
     },
     /// The sender joined `group`; `status` is its incremented group-change counter.
     Join {
@@ -122,14 +123,14 @@ pub enum ZreMessage {
     Ping,
     /// Answer to PING.
     PingOk,
-    /// Leader-election wave (zre-spec §10).
+    /// Leader-election wave (docs/zre.md §10).
     Elect {
         /// Group the election is for.
         group: String,
         /// Challenger's UUID string.
         challenger: String,
     },
-    /// Leader-election result (zre-spec §10).
+    /// Leader-election result (docs/zre.md §10).
     Leader {
         /// Group the election is for.
         group: String,

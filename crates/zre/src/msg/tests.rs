@@ -1,10 +1,11 @@
 //! Codec tests: golden bytes, error cases, leniency and round-trip properties.
 
 use super::*;
+use bytes::Bytes;
 use proptest::prelude::*;
 use uuid::Uuid;
 
-/// The HELLO of zre-spec §4.5, 71 bytes.
+/// The HELLO of docs/zre.md §4.5, 71 bytes.
 const GOLDEN_HELLO: [u8; 71] = [
     0xAA, 0xA1, 0x01, 0x02, 0x00, 0x01, 0x18, 0x74, 0x63, 0x70, 0x3A, 0x2F, 0x2F, 0x31, 0x39, 0x32,
     0x2E, 0x31, 0x36, 0x38, 0x2E, 0x31, 0x2E, 0x31, 0x30, 0x3A, 0x34, 0x39, 0x31, 0x35, 0x32, 0x00,
@@ -23,7 +24,7 @@ fn golden_hello_msg() -> ZreMessage {
     }
 }
 
-fn frames(v: &[&[u8]]) -> Vec<Bytes> {
+fn frames(v: &[&[u8]]) -> Frames {
     v.iter().map(|f| Bytes::copy_from_slice(f)).collect()
 }
 
@@ -47,10 +48,13 @@ fn decode_owned_moves_content_and_agrees_with_decode() {
     assert_eq!(
         m,
         ZreMessage::Whisper {
-            content: frames(&[b"a", b"bc"])
+            content: frames(&[b"a", b"bc"]).into_iter().collect()
         }
     );
-    assert_eq!(ZreMessage::decode_owned(vec![]), Err(WireError::NoFrames));
+    assert_eq!(
+        ZreMessage::decode_owned(vec![].into()),
+        Err(WireError::NoFrames)
+    );
     assert_eq!(
         ZreMessage::decode_owned(frames(&[&[0xAA, 0xA1, 6, 2, 0, 1], b"x"])),
         Err(WireError::UnexpectedFrames {
@@ -68,7 +72,7 @@ fn header_arena_frames_stay_intact_across_blocks() {
     let mut kept = Vec::new();
     for i in 0..5_000u16 {
         let w = ZreMessage::Whisper {
-            content: content.clone(),
+            content: content.clone().into(),
         }
         .encode(i)
         .unwrap();
@@ -76,7 +80,7 @@ fn header_arena_frames_stay_intact_across_blocks() {
         assert_eq!(&w[0][..], &[0xAA, 0xA1, 0x02, 0x02, hi, lo]);
         let s = ZreMessage::Shout {
             group: "G".repeat(usize::from(i % 256).min(255)),
-            content: content.clone(),
+            content: content.clone().into(),
         }
         .encode(i)
         .unwrap();
@@ -95,7 +99,7 @@ fn header_arena_frames_stay_intact_across_blocks() {
 #[test]
 fn golden_whisper_shout_join_ping_pingok_goodbye() {
     let w = ZreMessage::Whisper {
-        content: vec![Bytes::from_static(b"hi")],
+        content: vec![Bytes::from_static(b"hi")].into(),
     };
     assert_eq!(
         w.encode(2).unwrap(),
@@ -103,7 +107,7 @@ fn golden_whisper_shout_join_ping_pingok_goodbye() {
     );
     let s = ZreMessage::Shout {
         group: "CHAT".into(),
-        content: vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")],
+        content: vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")].into(),
     };
     assert_eq!(
         s.encode(3).unwrap(),
@@ -234,13 +238,16 @@ fn encode_errors() {
     .encode(1)
     .is_ok());
     assert_eq!(
-        ZreMessage::Whisper { content: vec![] }.encode(1),
+        ZreMessage::Whisper {
+            content: vec![].into()
+        }
+        .encode(1),
         Err(WireError::EmptyContent)
     );
     assert_eq!(
         ZreMessage::Shout {
             group: "g".into(),
-            content: vec![]
+            content: vec![].into()
         }
         .encode(1),
         Err(WireError::EmptyContent)
@@ -303,7 +310,12 @@ fn lenient_like_c() {
     assert_eq!((seq, m), (9, ZreMessage::Ping));
     // A WHISPER without content decodes with empty content.
     let (_, m) = ZreMessage::decode(&frames(&[&[0xAA, 0xA1, 2, 2, 0, 2]])).unwrap();
-    assert_eq!(m, ZreMessage::Whisper { content: vec![] });
+    assert_eq!(
+        m,
+        ZreMessage::Whisper {
+            content: vec![].into()
+        }
+    );
 }
 
 #[test]
@@ -367,8 +379,13 @@ fn message() -> impl Strategy<Value = ZreMessage> {
                     headers: headers.into_iter().collect(),
                 }
             }),
-        content().prop_map(|content| ZreMessage::Whisper { content }),
-        (s255(), content()).prop_map(|(group, content)| ZreMessage::Shout { group, content }),
+        content().prop_map(|content| ZreMessage::Whisper {
+            content: content.into()
+        }),
+        (s255(), content()).prop_map(|(group, content)| ZreMessage::Shout {
+            group,
+            content: content.into()
+        }),
         (s255(), any::<u8>()).prop_map(|(group, status)| ZreMessage::Join { group, status }),
         (s255(), any::<u8>()).prop_map(|(group, status)| ZreMessage::Leave { group, status }),
         Just(ZreMessage::Ping),

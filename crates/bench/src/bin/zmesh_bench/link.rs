@@ -74,7 +74,7 @@ pub struct NodeLink {
 
 impl Link for NodeLink {
     async fn send(&mut self, msg: Bytes) {
-        if let Err(e) = self.node.whisper(self.peer, vec![msg]) {
+        if let Err(e) = self.node.whisper(self.peer, msg) {
             panic!("whisper failed (the window should prevent overflow): {e}");
         }
     }

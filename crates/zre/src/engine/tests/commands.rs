@@ -88,15 +88,15 @@ fn whisper_in_and_out() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: content.clone(),
+            content: content.clone().into(),
         },
     );
     assert_eq!(
         events(&drain(&mut e)),
         vec![Event::Whisper {
             peer: r.uuid,
-            name: r.name(),
-            content: content.clone()
+            name: r.name().into(),
+            content: content.clone().into()
         }]
     );
     e.whisper(r.uuid, content.clone()).unwrap();
@@ -105,11 +105,16 @@ fn whisper_in_and_out() {
     assert_eq!(
         sent,
         vec![
-            (2, ZreMessage::Whisper { content }),
+            (
+                2,
+                ZreMessage::Whisper {
+                    content: content.into()
+                }
+            ),
             (
                 3,
                 ZreMessage::Whisper {
-                    content: vec![Bytes::from_static(b"2")]
+                    content: vec![Bytes::from_static(b"2")].into()
                 }
             )
         ]
@@ -140,7 +145,7 @@ fn shout_goes_only_to_peers_in_the_group() {
             2,
             ZreMessage::Shout {
                 group: "G".into(),
-                content: content.clone()
+                content: content.clone().into()
             }
         )]
     );
@@ -154,16 +159,16 @@ fn shout_goes_only_to_peers_in_the_group() {
         t0,
         ZreMessage::Shout {
             group: "H".into(),
-            content: content.clone(),
+            content: content.clone().into(),
         },
     );
     assert_eq!(
         events(&drain(&mut e)),
         vec![Event::Shout {
             peer: r2.uuid,
-            name: r2.name(),
+            name: r2.name().into(),
             group: "H".into(),
-            content
+            content: content.into()
         }]
     );
 }

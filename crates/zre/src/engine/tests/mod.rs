@@ -2,7 +2,9 @@
 //! frames encoded exactly as a remote peer would send them.
 
 use super::*;
+
 use crate::msg::ZreMessage;
+use bytes::Bytes;
 use std::time::Duration;
 
 use crate::msg::{uuid_to_string, WireError};
@@ -36,6 +38,8 @@ struct Remote {
     endpoint: String,
     seq: u16,
     zmesh: bool,
+    /// How its sequence wraps after 65534 (C-style unless a test says otherwise).
+    wrap: crate::sequence::SeqWrap,
 }
 
 impl Remote {
@@ -45,6 +49,7 @@ impl Remote {
             endpoint: format!("tcp://127.0.0.1:{}", 6000 + n),
             seq: 0,
             zmesh: false,
+            wrap: crate::sequence::SeqWrap::U16,
         }
     }
 
@@ -75,7 +80,7 @@ impl Remote {
 
     /// Sends `msg` with the next sequence number.
     fn send(&mut self, e: &mut Engine, now: Instant, msg: ZreMessage) {
-        self.seq = self.seq.wrapping_add(1);
+        self.seq = self.wrap.next(self.seq);
         self.send_with_seq(e, now, msg, self.seq);
     }
 
@@ -137,7 +142,7 @@ fn sent_to(outs: &[Output], peer: Uuid) -> Vec<(u16, ZreMessage)> {
 fn exit(r: &Remote) -> Output {
     Output::Event(Event::Exit {
         peer: r.uuid,
-        name: r.name(),
+        name: r.name().into(),
     })
 }
 
@@ -185,6 +190,7 @@ fn run(e: &mut Engine, r: &mut Remote, until: Instant, answer: bool) -> Vec<Outp
 }
 
 mod commands;
+mod keys;
 mod liveness;
 mod receive;
 mod two_engines;

@@ -17,7 +17,8 @@ fn sighting_connects_and_sends_hello_seq_1() {
         outs[0],
         Output::Connect {
             peer: r.uuid,
-            endpoint: r.endpoint.clone()
+            endpoint: r.endpoint.clone(),
+            public_key: None
         }
     );
     assert_eq!(outs.len(), 2);
@@ -74,18 +75,18 @@ fn hello_enters_joins_and_adopts_status() {
         vec![
             Event::Enter {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 headers: vec![("X-ROLE".into(), "remote".into())],
                 endpoint: r.endpoint.clone(),
             },
             Event::Join {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 group: "A".into()
             },
             Event::Join {
                 peer: r.uuid,
-                name: r.name(),
+                name: r.name().into(),
                 group: "B".into()
             },
         ]
@@ -113,7 +114,7 @@ fn hello_enters_joins_and_adopts_status() {
         events(&drain(&mut e)),
         vec![Event::Join {
             peer: r.uuid,
-            name: r.name(),
+            name: r.name().into(),
             group: "C".into()
         }]
     );
@@ -130,7 +131,8 @@ fn hello_from_unknown_peer_creates_it() {
         outs[0],
         Output::Connect {
             peer: r.uuid,
-            endpoint: r.endpoint.clone()
+            endpoint: r.endpoint.clone(),
+            public_key: None
         }
     );
     let sent = sent_to(&outs, r.uuid);
@@ -164,7 +166,7 @@ fn non_hello_first_is_dropped_and_counted() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: vec![Bytes::from_static(b"x")],
+            content: vec![Bytes::from_static(b"x")].into(),
         },
     );
     assert!(drain(&mut e).is_empty());
@@ -259,6 +261,116 @@ fn sequence_numbers_wrap_in_both_directions() {
     assert_eq!(e.stats().pings_received, 65537);
 }
 
+/// Sends `n` whispers from `e` to `r`; returns the sequence numbers they carried.
+fn whisper_run(e: &mut Engine, r: &Remote, n: u32) -> Vec<u16> {
+    let mut seqs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        e.whisper(r.uuid, vec![Bytes::from_static(b"w")]).unwrap();
+        let outs = drain(e);
+        let sent = sent_to(&outs, r.uuid);
+        assert_eq!(sent.len(), 1, "{outs:?}");
+        seqs.push(sent[0].0);
+    }
+    seqs
+}
+
+#[test]
+fn pyre_style_wrap_is_accepted_and_followed() {
+    use crate::sequence::SeqWrap;
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let mut r = Remote::new(15);
+    r.wrap = SeqWrap::Mod65535; // Pyre, zyre.js: 65534 -> 0
+    ready(&mut e, t0, &mut r, &[], 0);
+    // 65537 PINGs: theirs go 2..=65534, 0, 1, 2, 3; our PING-OKs must follow the same rule.
+    let mut ours = Vec::new();
+    for _ in 0..65537u32 {
+        r.send(&mut e, t0, ZreMessage::Ping);
+        let outs = drain(&mut e);
+        let sent = sent_to(&outs, r.uuid);
+        assert_eq!(sent.len(), 1, "{outs:?}");
+        ours.push(sent[0].0);
+    }
+    assert_eq!(r.seq, 3);
+    assert_eq!(e.stats().sequence_gaps, 0);
+    assert_eq!(e.peers(), vec![r.uuid]);
+    assert!(!ours.contains(&u16::MAX), "65535 sent to a Pyre-style peer");
+    let fork = ours.iter().position(|s| *s == 65534).unwrap();
+    assert_eq!(ours[fork + 1], 0);
+    assert_eq!(*ours.last().unwrap(), 3);
+}
+
+#[test]
+fn plain_peer_that_has_not_wrapped_gets_the_pyre_wrap_zmesh_peer_the_c_wrap() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let mut plain = Remote::new(16);
+    let mut zm = Remote::zmesh(17);
+    ready(&mut e, t0, &mut plain, &[], 0);
+    ready(&mut e, t0, &mut zm, &[], 0);
+    // HELLO was 1: 70,000 whispers each go 2.., past the fork.
+    let to_plain = whisper_run(&mut e, &plain, 70_000);
+    let to_zmesh = whisper_run(&mut e, &zm, 70_000);
+    let at = |v: &[u16]| v.iter().position(|s| *s == 65534).unwrap();
+    let p = at(&to_plain);
+    assert_eq!(&to_plain[p..p + 3], &[65534, 0, 1]);
+    let z = at(&to_zmesh);
+    assert_eq!(&to_zmesh[z..z + 3], &[65534, 65535, 0]);
+    // Each run is gap-free under its rule.
+    for (v, rule) in [
+        (&to_plain, crate::sequence::SeqWrap::Mod65535),
+        (&to_zmesh, crate::sequence::SeqWrap::U16),
+    ] {
+        for w in v.windows(2) {
+            assert_eq!(rule.next(w[0]), w[1]);
+        }
+    }
+}
+
+#[test]
+fn a_c_style_peer_that_wrapped_first_gets_the_c_wrap() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let mut r = Remote::new(18); // C-style wrap, plain peer
+    ready(&mut e, t0, &mut r, &[], 0);
+    // It sends past its fork first (2..=65535, 0): we learn its rule from that.
+    for _ in 0..65535u32 {
+        r.send(
+            &mut e,
+            t0,
+            ZreMessage::Whisper {
+                content: vec![Bytes::from_static(b"x")].into(),
+            },
+        );
+        drain(&mut e);
+    }
+    assert_eq!(r.seq, 0);
+    assert_eq!(e.stats().sequence_gaps, 0);
+    let ours = whisper_run(&mut e, &r, 65535);
+    let p = ours.iter().position(|s| *s == 65534).unwrap();
+    assert_eq!(&ours[p..p + 3], &[65534, 65535, 0]);
+}
+
+#[test]
+fn at_the_fork_anything_but_65535_or_0_is_a_gap() {
+    let t0 = Instant::now();
+    let mut e = engine(t0);
+    let mut r = Remote::new(19);
+    ready(&mut e, t0, &mut r, &[], 0);
+    for _ in 0..65533u32 {
+        r.send(&mut e, t0, ZreMessage::Ping);
+    }
+    drain(&mut e);
+    assert_eq!(r.seq, 65534);
+    assert_eq!(e.stats().sequence_gaps, 0);
+    r.send_with_seq(&mut e, t0, ZreMessage::Ping, 1);
+    assert_eq!(
+        drain(&mut e),
+        vec![exit(&r), Output::Disconnect { peer: r.uuid }]
+    );
+    assert_eq!(e.stats().sequence_gaps, 1);
+}
+
 #[test]
 fn malformed_frame_is_dropped_without_advancing_sequence() {
     let t0 = Instant::now();
@@ -271,7 +383,8 @@ fn malformed_frame_is_dropped_without_advancing_sequence() {
         &routing_id(&r.uuid),
         vec![Bytes::from_static(&[
             0xAA, 0xA1, 0x04, 0x02, 0x00, 0x02, 0x09,
-        ])],
+        ])]
+        .into(),
     );
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.stats().malformed, 1);
@@ -280,7 +393,7 @@ fn malformed_frame_is_dropped_without_advancing_sequence() {
         &mut e,
         t0,
         ZreMessage::Whisper {
-            content: vec![Bytes::from_static(b"ok")],
+            content: vec![Bytes::from_static(b"ok")].into(),
         },
     );
     assert_eq!(r.seq, 2);
@@ -391,7 +504,7 @@ fn remote_status_wraps_and_duplicates_emit_no_event() {
         events(&drain(&mut e)),
         vec![Event::Leave {
             peer: r.uuid,
-            name: r.name(),
+            name: r.name().into(),
             group: "A".into()
         }]
     );
@@ -419,7 +532,8 @@ fn hello_from_ready_peer_is_a_restart() {
         outs[2],
         Output::Connect {
             peer: r.uuid,
-            endpoint: r.endpoint.clone()
+            endpoint: r.endpoint.clone(),
+            public_key: None
         }
     );
     assert!(matches!(
@@ -452,7 +566,8 @@ fn new_uuid_at_same_endpoint_purges_the_old_peer() {
         outs[2],
         Output::Connect {
             peer: new.uuid,
-            endpoint: new.endpoint.clone()
+            endpoint: new.endpoint.clone(),
+            public_key: None
         }
     );
     assert_eq!(e.stats().purged, 1);

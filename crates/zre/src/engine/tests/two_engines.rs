@@ -87,7 +87,7 @@ fn two_engines_converge() {
             peer: a.uuid(),
             name: a.name().into(),
             group: "CHAT".into(),
-            content: vec![Bytes::from_static(b"hi all")]
+            content: vec![Bytes::from_static(b"hi all")].into()
         }]
     );
     assert!(matches!(&ea[..], [Event::Shout { content, .. }] if content[0] == "hi a"));
