@@ -80,8 +80,9 @@ enum Command {
 
 /// Runs the agent until the node stops.
 pub async fn run(cli: &Cli, args: &NodeArgs) -> Result<i32, zmesh::Error> {
-    resolve::note_missing_interface(&cli.iface());
+    // The signal handler first: a SIGTERM sent after the note below must stop us politely.
     let mut stop = StopSignal::new()?;
+    resolve::note_missing_interface(&cli.iface());
     let (node, mut events) = cli.builder(args).start().await?;
     // READY once the node has an endpoint (interface attached), so tests know where it listens.
     let mut ready_sent = false;

@@ -25,8 +25,9 @@ enum Outcome {
 
 /// Runs the chat until `/quit`, end of input, SIGINT or SIGTERM (all polite stops).
 pub async fn run(cli: &Cli, args: &NodeArgs, group: &str) -> Result<i32, zmesh::Error> {
-    resolve::note_missing_interface(&cli.iface());
+    // The signal handler first: a SIGTERM sent after the note below must stop us politely.
     let mut stop = StopSignal::new()?;
+    resolve::note_missing_interface(&cli.iface());
     let (node, mut events) = cli.builder(args).start().await?;
     node.join(group)?;
     if !cli.json {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use tracing::{info, warn};
-use zmesh::curve::{is_usable_key, secret_path, AllowList, Certificate, CurveKeyPair};
+use zmesh::curve::{secret_path, AllowList, Certificate, CurveKeyPair};
 use zmesh::NodeBuilder;
 
 use crate::output::print_json;
@@ -140,12 +140,7 @@ pub(crate) fn keygen(args: &KeygenArgs, json: bool) -> Result<i32, zmesh::Error>
 
 /// A fresh key pair whose public key Zyre accepts (first byte not 0).
 fn generate() -> CurveKeyPair {
-    loop {
-        let k = CurveKeyPair::generate();
-        if is_usable_key(k.public().as_bytes()) {
-            return k;
-        }
-    }
+    zmesh::curve::generate_key_pair()
 }
 
 #[cfg(test)]
@@ -206,7 +201,7 @@ mod tests {
         let e = Security::load(Some(&d.join("pub.key")), None).unwrap_err();
         assert!(e.to_string().contains("pub.key"), "{e}");
         assert!(Security::load(None, Some(&d)).is_err(), "--allow alone");
-        CurveKeyPair::generate()
+        zmesh::curve::generate_key_pair()
             .save_cert(d.join("me.key"))
             .unwrap();
         assert!(Security::load(Some(&d.join("me.key")), Some(&d.join("nope"))).is_err());

@@ -20,8 +20,9 @@ pub fn print_event(json: bool, event: &Event) {
 
 /// `zmesh listen`: prints events until SIGINT/SIGTERM, then stops politely.
 pub async fn listen(cli: &Cli, args: &NodeArgs, group: Option<&str>) -> Result<i32, zmesh::Error> {
-    resolve::note_missing_interface(&cli.iface());
+    // The signal handler first: a SIGTERM sent after the note below must stop us politely.
     let mut stop = StopSignal::new()?;
+    resolve::note_missing_interface(&cli.iface());
     let (node, mut events) = cli.builder(args).start().await?;
     if let Some(g) = group {
         node.join(g)?;

@@ -194,8 +194,9 @@ fn outcome_name(e: &RequestError) -> &'static str {
 }
 
 pub async fn reply(cli: &Cli, args: &ReplyArgs) -> Result<i32, zmesh::Error> {
-    resolve::note_missing_interface(&cli.iface());
+    // The signal handler first: a SIGTERM sent after the note below must stop us politely.
     let mut stop = StopSignal::new()?;
+    resolve::note_missing_interface(&cli.iface());
     let (node, mut events) = cli.builder(&args.node).start().await?;
     let patterns = if args.events.is_empty() {
         vec!["**".to_owned()]

@@ -120,6 +120,18 @@ pub mod curve {
     pub use zmesh_zmtp::curve::cert::secret_path;
     pub use zmesh_zmtp::curve::{AllowList, Certificate, CurveError, CurveKeyPair, CurvePublicKey};
     pub use zmesh_zre::is_usable_key;
+
+    /// A fresh key pair for secure mode: its public key never starts with a zero byte, which
+    /// Zyre (and zmesh) read as "no key" in a beacon (a plain `CurveKeyPair::generate` does so
+    /// once in 256 draws, and a node refuses such a key).
+    pub fn generate_key_pair() -> CurveKeyPair {
+        loop {
+            let k = CurveKeyPair::generate();
+            if is_usable_key(k.public().as_bytes()) {
+                return k;
+            }
+        }
+    }
 }
 pub use zmesh_zre::{
     uuid_from_str, uuid_to_string, Content, Name, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT,

@@ -5,7 +5,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 
-use zmesh::curve::CurveKeyPair;
 use zmesh::discovery::{Heard, Sighting, Source};
 use zmesh::Uuid;
 
@@ -95,7 +94,10 @@ async fn a_node_without_beacons_meets_its_peer_through_a_static_source() {
 /// CURVE client of that key.
 #[tokio::test]
 async fn a_secure_node_meets_its_peer_through_a_keyed_source() {
-    let (ka, kb) = (CurveKeyPair::generate(), CurveKeyPair::generate());
+    let (ka, kb) = (
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
+    );
     let (a, mut ea) = builder("a", port())
         .secure(ka.clone())
         .start()

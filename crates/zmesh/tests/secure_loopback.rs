@@ -90,7 +90,10 @@ impl Drop for TempDir {
 #[tokio::test]
 async fn two_secure_nodes_enter_whisper_and_shout() {
     let p = port();
-    let (ka, kb) = (CurveKeyPair::generate(), CurveKeyPair::generate());
+    let (ka, kb) = (
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
+    );
     let (a, mut ea) = secure_node("alice", p, &ka).await;
     let (b, mut eb) = secure_node("bob", p, &kb).await;
     assert_eq!(a.public_key(), Some(ka.public()));
@@ -159,9 +162,9 @@ async fn an_unlisted_node_gets_no_enter_on_either_side_until_listed() {
     let p = port();
     let dir = TempDir::new();
     let (ka, kb, kc) = (
-        CurveKeyPair::generate(),
-        CurveKeyPair::generate(),
-        CurveKeyPair::generate(),
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
     );
     Certificate::new(ka.clone())
         .save_public(dir.0.join("alice.key"))
@@ -224,8 +227,8 @@ async fn an_unlisted_node_gets_no_enter_on_either_side_until_listed() {
 #[tokio::test]
 async fn secure_and_plain_nodes_ignore_each_other() {
     let p = port();
-    let (s1, mut es1) = secure_node("s1", p, &CurveKeyPair::generate()).await;
-    let (s2, mut es2) = secure_node("s2", p, &CurveKeyPair::generate()).await;
+    let (s1, mut es1) = secure_node("s1", p, &zmesh::curve::generate_key_pair()).await;
+    let (s2, mut es2) = secure_node("s2", p, &zmesh::curve::generate_key_pair()).await;
     let (p1, mut ep1) = builder("p1", p).start().await.unwrap();
     let (p2, mut ep2) = builder("p2", p).start().await.unwrap();
     wait_for(&mut es1, "s1 sees s2", |e| is_enter(e, s2.uuid())).await;
@@ -256,7 +259,7 @@ async fn secure_and_plain_nodes_ignore_each_other() {
 #[tokio::test]
 async fn a_plain_connection_to_a_secure_inbox_is_refused() {
     let p = port();
-    let (s, _es) = secure_node("secure", p, &CurveKeyPair::generate()).await;
+    let (s, _es) = secure_node("secure", p, &zmesh::curve::generate_key_pair()).await;
     let endpoint = wait_endpoint(&s).await;
     let me = Uuid::new_v4();
     let outbox = Outbox::connect(&endpoint, identity(me), OutboxConfig::default()).unwrap();
@@ -277,14 +280,17 @@ async fn a_plain_connection_to_a_secure_inbox_is_refused() {
 #[tokio::test]
 async fn a_peer_cannot_speak_as_another_peers_uuid() {
     let p = port();
-    let (ka, kb) = (CurveKeyPair::generate(), CurveKeyPair::generate());
+    let (ka, kb) = (
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
+    );
     let (a, mut ea) = secure_node("alice", p, &ka).await;
     let (b, _eb) = secure_node("bob", p, &kb).await;
     wait_for(&mut ea, "a sees b", |e| is_enter(e, b.uuid())).await;
     let a_endpoint = wait_endpoint(&a).await;
 
     // The impostor's connection to A, authenticated as its own key, identity 0x01 + B's UUID.
-    let km = CurveKeyPair::generate();
+    let km = zmesh::curve::generate_key_pair();
     let impostor = Outbox::connect(
         &a_endpoint,
         identity(b.uuid()),
@@ -334,9 +340,9 @@ async fn a_restart_under_a_new_key_is_seen_once_the_old_binding_expires() {
             .expired_timeout(Duration::from_millis(1500))
     };
     let (ka, k1, k2) = (
-        CurveKeyPair::generate(),
-        CurveKeyPair::generate(),
-        CurveKeyPair::generate(),
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
+        zmesh::curve::generate_key_pair(),
     );
     let ub = Uuid::new_v4();
     let (a, mut ea) = fast("alice", &ka).start().await.unwrap();
