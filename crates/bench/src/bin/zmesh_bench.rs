@@ -22,6 +22,8 @@
 //!    WHISPER round trip, and pipelined requests/s (64 in flight).
 //! 9. Request to **any** (routed: filter, candidates, least outstanding) between the same two
 //!    nodes: round trip and pipelined requests/s against the same round's plain request/reply.
+//! 11. Event-emitter fan-out, 1 publisher to 20 subscribers in another process, deliveries/s,
+//!     against SHOUT to a group of 20 and NATS pub/sub (local `nats-server`), same rounds.
 //! 10. NATS baselines of 8 and 9 in the same rounds: request/reply and queue-group requests
 //!     through a local `nats-server` (started and stopped here, loopback) with `async-nats`.
 //!
@@ -29,6 +31,8 @@
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
 //! are this binary re-executed with hidden flags.
 
+#[path = "zmesh_bench/emit_fanout.rs"]
+mod emit_fanout;
 #[path = "zmesh_bench/fanout.rs"]
 mod fanout;
 #[path = "zmesh_bench/link.rs"]
@@ -55,7 +59,7 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Parser, Debug, Clone)]
 #[command(about = "zmesh node benchmarks with same-run baselines")]
 pub struct Args {
-    /// Scenarios to run (comma-separated, 1-9); default all.
+    /// Scenarios to run (comma-separated, 1-11); default all.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<u32>,
     /// Fast smoke run: small counts, 1 round, 10 s idle (overrides the counts).
@@ -335,6 +339,8 @@ fn main() {
                 "netns-zmesh" => netns::zmesh_role(&args).await,
                 "mesh-part" => mesh::mesh_part(&args).await,
                 "nats-echo" => nats::echo_peer(&args).await,
+                "emit-fan" => emit_fanout::emit_receivers(&args).await,
+                "nats-fan" => emit_fanout::nats_receivers(&args).await,
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -363,6 +369,9 @@ fn main() {
     let mut rows = Vec::new();
     if [1, 2, 8, 9, 10].iter().any(|n| args.wants(*n)) {
         rows.extend(rt.block_on(scenarios_1_2(&args, next_port())));
+    }
+    if args.wants(11) {
+        rows.extend(rt.block_on(emit_fanout::run(&args, next_port())));
     }
     if args.wants(3) {
         rows.extend(rt.block_on(fanout::run(&args, next_port())));

@@ -61,7 +61,7 @@ fn ack_count(b: &[u8]) -> usize {
 }
 
 /// Node fan-out, driver side; returns deliveries/s.
-async fn node_fanout(args: &Args, port: u16) -> f64 {
+pub(crate) async fn node_fanout(args: &Args, port: u16) -> f64 {
     let uuid = Uuid::new_v4();
     let (node, mut events) = node_builder("fan-src", port, Duration::from_millis(100))
         .uuid(uuid)

@@ -33,7 +33,7 @@ pub struct NatsResult {
 }
 
 /// A `nats-server` on loopback, killed (our own child, by pid) when dropped.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -49,7 +49,7 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-async fn start_server() -> (Server, String) {
+pub(crate) async fn start_server() -> (Server, String) {
     let port = free_port();
     let child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string()])
