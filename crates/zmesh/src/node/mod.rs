@@ -73,6 +73,7 @@ use shared::Shared;
 use zmesh_zmtp::curve::CurvePublicKey;
 
 mod builder;
+mod discovery;
 mod emitter;
 mod groups;
 mod requests;
@@ -245,6 +246,12 @@ impl Node {
     /// The endpoint peers connect to (the one in our HELLO), once an interface has been attached.
     pub fn endpoint(&self) -> Option<String> {
         self.shared().lock().endpoint.clone()
+    }
+
+    /// The endpoint our zgossip hub listens on (with the real port), if the node is a hub
+    /// ([`NodeBuilder::gossip_bind`]).
+    pub fn gossip_endpoint(&self) -> Option<String> {
+        self.shared().gossip_endpoint.clone()
     }
 
     /// The interface the node beacons on, once attached.

@@ -15,7 +15,7 @@ use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
 use super::shared::{Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
-use crate::discovery::{Heard, Sighting, Source};
+use crate::discovery::{Heard, NodeView, Sighting, Source};
 use crate::error::Error;
 use crate::iface;
 
@@ -246,6 +246,28 @@ impl NodeTask {
             if let Err(e) = beacon.announce(self.tcp_port) {
                 warn!(error = %e, "beacon send failed; re-creating sockets next interval");
                 self.detach();
+            }
+        }
+        if !self.sources.is_empty() {
+            let (endpoint, peers) = {
+                let state = self.shared.lock();
+                (state.endpoint.clone(), state.driver.engine_ref().peers())
+            };
+            if let Some(endpoint) = endpoint {
+                let key = self
+                    .shared
+                    .security
+                    .as_ref()
+                    .map(|s| *s.public_key().as_bytes());
+                let view = NodeView {
+                    uuid: self.shared.uuid,
+                    endpoint: &endpoint,
+                    public_key: key.as_ref(),
+                    peers: &peers,
+                };
+                for s in &mut self.sources {
+                    s.observe(&view);
+                }
             }
         }
         for s in &mut self.sources {
