@@ -129,6 +129,7 @@ impl GossipSource {
                 next_link: 1,
                 heard: heard_tx,
                 own_key: None,
+                bound: bound.clone(),
             }
             .run(cmd_rx, remotes_rx),
         );
@@ -213,6 +214,8 @@ struct Shell {
     next_link: LinkId,
     heard: mpsc::Sender<Heard>,
     own_key: Option<String>,
+    /// Our hub's endpoint: never dialled (a DNS name listing every node lists us too).
+    bound: Option<String>,
 }
 
 type Dialled = (String, Result<Duplex, DuplexError>);
@@ -292,7 +295,10 @@ impl Shell {
     }
 
     fn set_remotes(&mut self, list: Vec<String>) {
-        let want: HashSet<String> = list.into_iter().collect();
+        let want: HashSet<String> = list
+            .into_iter()
+            .filter(|ep| self.bound.as_deref() != Some(ep.as_str()))
+            .collect();
         let gone: Vec<String> = self
             .remotes
             .keys()
