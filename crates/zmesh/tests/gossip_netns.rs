@@ -155,7 +155,13 @@ fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
     let mut workers: Vec<Agent> = ["zdg-a1", "zdg-a2", "zdg-a3", "zdg-b1", "zdg-b2"]
         .iter()
         .enumerate()
-        .map(|(i, ns)| agent(ns, &format!("w{i}"), &[("ZMESH_GOSSIP_CONNECT", hub_ep), no_udp]))
+        .map(|(i, ns)| {
+            agent(
+                ns,
+                &format!("w{i}"),
+                &[("ZMESH_GOSSIP_CONNECT", hub_ep), no_udp],
+            )
+        })
         .collect();
     full_mesh(&mut workers);
     let ua = workers[0].uuid();
@@ -195,9 +201,25 @@ fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
     // 3. DNS: SRV records for segment A, a name with two A records for segment B.
     let mut dns = Guard(
         Command::new("ip")
-            .args(["netns", "exec", "zdg-hub", "dnsmasq", "--keep-in-foreground"])
-            .args(["--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .args(["--listen-address=10.82.0.1", "--port=53", "--user=root", "--pid-file="])
+            .args([
+                "netns",
+                "exec",
+                "zdg-hub",
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args([
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--listen-address=10.82.0.1",
+                "--port=53",
+                "--user=root",
+                "--pid-file=",
+            ])
             .args([
                 "--host-record=a1.zdg.test,10.82.0.11",
                 "--host-record=a2.zdg.test,10.82.0.12",
