@@ -130,6 +130,7 @@ impl GossipSource {
                 heard: heard_tx,
                 own_key: None,
                 bound: bound.clone(),
+                turn: 0,
             }
             .run(cmd_rx, remotes_rx),
         );
@@ -216,6 +217,8 @@ struct Shell {
     own_key: Option<String>,
     /// Our hub's endpoint: never dialled (a DNS name listing every node lists us too).
     bound: Option<String>,
+    /// Where [`poll_links`] starts next.
+    turn: usize,
 }
 
 type Dialled = (String, Result<Duplex, DuplexError>);
@@ -271,7 +274,7 @@ impl Shell {
                     self.g.link_up(id, Role::Server, now.into_std());
                 }
                 Some((ep, r)) = dial_rx.recv() => self.on_dialled(ep, r),
-                (id, msg) = std::future::poll_fn(|cx| poll_links(&mut self.links, cx)) => match msg {
+                (id, msg) = std::future::poll_fn(|cx| poll_links(&mut self.links, &mut self.turn, cx)) => match msg {
                     Some(frames) => {
                         // zgossip messages are one frame; anything else is bad input.
                         let body: &[u8] = if frames.len() == 1 { &frames[0] } else { b"" };
@@ -412,14 +415,27 @@ async fn recv_accept(l: Option<&mut DuplexListener>) -> Option<Duplex> {
     }
 }
 
-/// Polls every link for a message; `(id, None)` when a link closed.
+/// Polls every link for a message; `(id, None)` when a link closed. Starts after the link that
+/// spoke last (`turn`), so a chatty link cannot starve the others.
 fn poll_links(
     links: &mut HashMap<LinkId, (Duplex, Option<String>)>,
+    turn: &mut usize,
     cx: &mut Context<'_>,
 ) -> Poll<(LinkId, Option<zmesh_zmtp::Frames>)> {
-    for (id, (d, _)) in links.iter_mut() {
-        if let Poll::Ready(m) = d.poll_recv(cx) {
-            return Poll::Ready((*id, m));
+    let n = links.len();
+    if n == 0 {
+        return Poll::Pending;
+    }
+    let start = *turn % n;
+    for pass in 0..2 {
+        for (k, (id, (d, _))) in links.iter_mut().enumerate() {
+            if (pass == 0) != (k >= start) {
+                continue;
+            }
+            if let Poll::Ready(m) = d.poll_recv(cx) {
+                *turn = k + 1;
+                return Poll::Ready((*id, m));
+            }
         }
     }
     Poll::Pending
