@@ -59,6 +59,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     many("gossip-connect", "ZMESH_GOSSIP_CONNECT"),
     many("peer", "ZMESH_PEERS"),
     one("dns-server", "ZMESH_DNS_SERVER"),
+    one("dns-interval", "ZMESH_DNS_INTERVAL"),
     one("no-beacons", "ZMESH_NO_BEACONS"),
     one("curve-secret", "ZMESH_CURVE_SECRET"),
     one("allow", "ZMESH_ALLOW"),
@@ -94,6 +95,11 @@ pub(crate) struct DiscoveryArgs {
     #[arg(long, global = true, help_heading = crate::GLOBAL, value_name = "ADDR",
           value_parser = parse_dns_server)]
     dns_server: Option<SocketAddr>,
+    /// How often --peer names are resolved again: seconds (2.5) or a duration (500ms, 1m).
+    /// Default 10 s.
+    #[arg(long, global = true, help_heading = crate::GLOBAL, value_name = "DURATION",
+          value_parser = crate::parse::positive_duration)]
+    dns_interval: Option<std::time::Duration>,
     /// Do not send or listen for UDP beacons (peers come from gossip and --peer only).
     #[arg(long, global = true, help_heading = crate::GLOBAL)]
     no_beacons: bool,
@@ -128,6 +134,9 @@ impl DiscoveryArgs {
         if let Some(s) = self.dns_server {
             b = b.dns_server(s);
         }
+        if let Some(d) = self.dns_interval {
+            b = b.dns_interval(d);
+        }
         if self.no_beacons {
             b = b.beacons(false);
         }
@@ -148,6 +157,9 @@ impl DiscoveryArgs {
         }
         if let Some(s) = self.dns_server {
             out.push(("dns-server", s.to_string()));
+        }
+        if let Some(d) = self.dns_interval {
+            out.push(("dns-interval", format!("{d:?}")));
         }
         out.push(("beacons", (!self.no_beacons).to_string()));
         out

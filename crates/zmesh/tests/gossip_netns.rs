@@ -13,7 +13,9 @@
 //! * **static peers**: every node is a gossip endpoint of its own and lists the others in
 //!   `ZMESH_PEERS`: full mesh, no hub;
 //! * **DNS**: `dnsmasq` (queried over TCP, UDP being dropped) serves SRV `_zre._tcp.zdg.test` →
-//!   a1..a3 and a name with two A records; nodes given only `srv:zdg.test` or that name mesh.
+//!   a1..a3 and a name with two A records; nodes given only `srv:zdg.test` or that name mesh;
+//! * **re-resolution**: a name that gains an address while a node runs (hosts file rewritten,
+//!   dnsmasq reloaded): the node dials the new hub and meets its node.
 //!
 //! The control that the network really drops UDP: a pair of plain beacon-only nodes on segment A
 //! never meet.
@@ -261,4 +263,86 @@ fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
         dns.0.try_wait().unwrap().is_none(),
         "dnsmasq ended early (see its output)"
     );
+    drop(dns);
+
+    // 4. Re-resolution: a name whose answer changes while the node runs. `late.zdg.test` first
+    //    names only x's hub; then (hosts file rewritten, dnsmasq told by SIGHUP) also y's. y and
+    //    x know nothing of each other; z, which only has the name, must come to meet y.
+    let dir = std::env::temp_dir().join(format!("zmesh-gossip-netns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "10.82.0.11 late.zdg.test\n").unwrap();
+    let dns = Guard(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "zdg-hub",
+                "dnsmasq",
+                "--keep-in-foreground",
+            ])
+            .args([
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--listen-address=10.82.0.1",
+                "--port=53",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq"),
+    );
+    let mut x = agent(
+        "zdg-a1",
+        "x",
+        &[("ZMESH_GOSSIP_BIND", "tcp://10.82.0.11:5674"), no_udp],
+    );
+    let mut y = agent(
+        "zdg-a2",
+        "y",
+        &[("ZMESH_GOSSIP_BIND", "tcp://10.82.0.12:5674"), no_udp],
+    );
+    let mut z = agent(
+        "zdg-b1",
+        "z",
+        &[
+            ("ZMESH_PEERS", "tcp://late.zdg.test:5674"),
+            ("ZMESH_DNS_INTERVAL", "200ms"),
+            dns_env,
+            no_udp,
+        ],
+    );
+    let (ux, uy) = (x.uuid(), y.uuid());
+    z.wait_event(T, "ENTER", Some(&ux))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let early: Vec<_> = z
+        .drain_for(Duration::from_secs(1))
+        .into_iter()
+        .filter(|e| e["event"] == "ENTER" && e["peer"] == uy.as_str())
+        .collect();
+    assert!(early.is_empty(), "z met y before the name listed y");
+    std::fs::write(
+        &hosts,
+        "10.82.0.11 late.zdg.test\n10.82.0.12 late.zdg.test\n",
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &dns.0.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    z.wait_event(T, "ENTER", Some(&uy))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // z is a client of both hubs, so it forwards between them (zgossip): x and y meet too.
+    x.wait_event(T, "ENTER", Some(&uy))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stop_all(&mut [x, y, z]);
+    drop(dns);
+    let _ = std::fs::remove_dir_all(&dir);
 }
