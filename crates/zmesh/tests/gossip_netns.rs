@@ -151,13 +151,23 @@ fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
     stop_all(&mut [c1, c2]);
 
     // 1. Gossip: one hub joins both segments.
-    let hub_ep = "tcp://10.82.0.1:5671";
+    //    The hub listens on every address (as in docker/compose.yml); each segment reaches it at
+    //    its own side's address.
     let no_udp = ("ZMESH_NO_BEACONS", "1");
-    let mut hub = agent("zdg-hub", "hub", &[("ZMESH_GOSSIP_BIND", hub_ep), no_udp]);
+    let mut hub = agent(
+        "zdg-hub",
+        "hub",
+        &[("ZMESH_GOSSIP_BIND", "tcp://0.0.0.0:5671"), no_udp],
+    );
     let mut workers: Vec<Agent> = ["zdg-a1", "zdg-a2", "zdg-a3", "zdg-b1", "zdg-b2"]
         .iter()
         .enumerate()
         .map(|(i, ns)| {
+            let hub_ep = if ns.starts_with("zdg-a") {
+                "tcp://10.82.0.1:5671"
+            } else {
+                "tcp://10.83.0.1:5671"
+            };
             agent(
                 ns,
                 &format!("w{i}"),
