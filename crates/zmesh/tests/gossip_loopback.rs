@@ -225,3 +225,20 @@ async fn bad_gossip_settings_are_refused_at_start() {
     let e = quiet("y").gossip_bind(&ep).start().await;
     assert!(e.is_err(), "binding a taken port must fail");
 }
+
+/// A hub that goes away and comes back at the same endpoint: its clients redial, say HELLO and
+/// publish again, so a node that joins the new hub meets them.
+#[tokio::test]
+async fn clients_redial_a_restarted_hub() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ep = format!("tcp://{}", free.local_addr().unwrap());
+    drop(free);
+    let (h1, _e1) = quiet("hub1").gossip_bind(&ep).start().await.unwrap();
+    let (a, mut ea) = quiet("a").gossip_connect(&ep).start().await.unwrap();
+    wait_for(&mut ea, "a enters hub1", |e| is_enter(e, h1.uuid())).await;
+    h1.stop().await;
+    let (h2, _e2) = quiet("hub2").gossip_bind(&ep).start().await.unwrap();
+    let (b, mut eb) = quiet("b").gossip_connect(&ep).start().await.unwrap();
+    enters_all(&mut eb, "b", &[a.uuid(), h2.uuid()]).await;
+    wait_for(&mut ea, "a enters b", |e| is_enter(e, b.uuid())).await;
+}
