@@ -108,9 +108,11 @@ impl NodeTask {
                         self.detach();
                     }
                 },
+                // Sources are heard only once attached: a sighting acted on before our inbox is
+                // bound would send peers a HELLO without our endpoint, which they drop.
                 (who, heard) = std::future::poll_fn(|cx| {
                     poll_sources(&mut self.beacon, &mut self.sources, &mut self.next_source, cx)
-                }) => match heard {
+                }), if self.attached => match heard {
                     Ok(Heard::Sighting(sighting)) => self.on_sighting(sighting),
                     // Our own beacons loop back to us; that is not bad input.
                     Ok(Heard::Own) => {}
