@@ -102,9 +102,12 @@ fn zmesh_config_shows_the_precedence() {
     assert!(text.contains("# environment ZMESH_IFACE"), "{text}");
 }
 
+/// Environment, arguments, and what the error message must contain.
+type Case = (Vec<(&'static str, &'static str)>, Vec<String>, &'static str);
+
 #[test]
 fn bad_values_exit_2_naming_their_origin() {
-    let cases: Vec<(Vec<(&str, &str)>, Vec<String>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec![("ZMESH_PORT", "0")],
             vec!["config".into()],
