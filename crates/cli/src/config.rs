@@ -83,7 +83,8 @@ pub(crate) struct DiscoveryArgs {
     /// join it find each other without UDP.
     #[arg(long, global = true, help_heading = crate::GLOBAL, value_name = "ENDPOINT")]
     gossip_bind: Option<String>,
-    /// Join the zgossip hub at ENDPOINT (zmesh, Zyre or czmq's zgossip); repeatable.
+    /// Join the zgossip hub at ENDPOINT (zmesh, Zyre or czmq's zgossip); repeatable. A secure
+    /// hub (secure mode) is given as ENDPOINT|Z85-PUBLIC-KEY.
     #[arg(long, global = true, help_heading = crate::GLOBAL, value_name = "ENDPOINT")]
     gossip_connect: Vec<String>,
     /// A static peer (repeatable): UUID@tcp://ip:port (a ZRE node), tcp://host:port (a gossip

@@ -89,7 +89,12 @@ async fn enters_all(events: &mut zmesh::Events, who: &str, want: &[zmesh::Uuid])
 
 /// Reads what a hub sends a fresh client after HELLO until `want` keys are there.
 async fn tuples_from(ep: &str, want: &[String]) -> HashMap<String, String> {
-    let mut d = Duplex::connect(ep, &DuplexConfig::default()).await.unwrap();
+    tuples_over(ep, &DuplexConfig::default(), want).await
+}
+
+/// [`tuples_from`] over a connection with these settings (a CURVE client for a secure hub).
+async fn tuples_over(ep: &str, cfg: &DuplexConfig, want: &[String]) -> HashMap<String, String> {
+    let mut d = Duplex::connect(ep, cfg).await.unwrap();
     d.try_send(frames![Bytes::from(GossipMsg::Hello.encode().unwrap())])
         .unwrap();
     let mut got = HashMap::new();
@@ -146,7 +151,7 @@ async fn the_hub_publishes_what_zyre_publishes_and_forgets_departed_nodes() {
 
 #[tokio::test]
 async fn secure_nodes_meet_by_gossip_with_endpoint_and_key() {
-    let keys: Vec<_> = (0..3).map(|_| zmesh::curve::generate_key_pair()).collect();
+    let keys: Vec<_> = (0..4).map(|_| zmesh::curve::generate_key_pair()).collect();
     let (h, mut eh) = quiet("hub")
         .secure(keys[0].clone())
         .gossip_bind("tcp://127.0.0.1:*")
@@ -154,28 +159,50 @@ async fn secure_nodes_meet_by_gossip_with_endpoint_and_key() {
         .await
         .unwrap();
     let ep = h.gossip_endpoint().unwrap();
+    // A secure hub speaks CURVE: its clients give its key, as zyre_gossip_connect_curve.
+    let hub_key = z85::encode(keys[0].public().as_bytes());
+    let hub = format!("{ep}|{hub_key}");
     let (a, mut ea) = quiet("a")
         .secure(keys[1].clone())
-        .gossip_connect(&ep)
+        .gossip_connect(&hub)
         .start()
         .await
         .unwrap();
     let (b, _eb) = quiet("b")
         .secure(keys[2].clone())
-        .gossip_connect(&ep)
+        .gossip_connect(&hub)
         .start()
         .await
         .unwrap();
     wait_for(&mut ea, "a enters b", |e| is_enter(e, b.uuid())).await;
     wait_for(&mut eh, "hub enters a", |e| is_enter(e, a.uuid())).await;
     let ka = zmesh::uuid_to_string(&a.uuid());
-    let t = tuples_from(&ep, std::slice::from_ref(&ka)).await;
+    let curve = DuplexConfig {
+        mechanism: zmesh_zmtp::MechanismConfig::Curve(zmesh_zmtp::CurveConfig::client(
+            keys[3].clone(),
+            keys[0].public(),
+        )),
+        ..DuplexConfig::default()
+    };
+    let t = tuples_over(&ep, &curve, std::slice::from_ref(&ka)).await;
     let want = format!(
         "{}|{}",
         a.endpoint().unwrap(),
         z85::encode(keys[1].public().as_bytes())
     );
     assert_eq!(t[&ka], want);
+    // A plain (NULL) client gets nothing from a secure hub.
+    assert!(Duplex::connect(&ep, &DuplexConfig::default())
+        .await
+        .is_err());
+    // A bad key in the hub string is refused at start.
+    let e = quiet("c")
+        .secure(keys[3].clone())
+        .gossip_connect(format!("{ep}|short"))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Z85"), "{e}");
 }
 
 #[tokio::test]

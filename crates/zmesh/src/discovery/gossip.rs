@@ -25,7 +25,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 use uuid::Uuid;
-use zmesh_zmtp::{frames, Bytes, Duplex, DuplexConfig, DuplexError, DuplexListener};
+use zmesh_zmtp::{
+    frames, Bytes, CurveConfig, CurveKeyPair, CurvePublicKey, Duplex, DuplexConfig, DuplexError,
+    DuplexListener, MechanismConfig,
+};
 use zmesh_zre::gossip::{Gossip, GossipConfig, GossipOutput, LinkId, Role};
 
 use super::{Heard, NodeView, Sighting, Source};
@@ -60,6 +63,37 @@ pub(crate) fn sighting_of(key: &str, value: &str) -> Result<Sighting, String> {
             Ok(Sighting::seen_with_key(uuid, addr, key))
         }
     }
+}
+
+/// A hub to dial: `endpoint` or `endpoint|z85-server-key` (the key is ignored if it does not
+/// decode; [`check_hub`] refuses such strings up front).
+pub(crate) fn split_hub(s: &str) -> (&str, Option<[u8; 32]>) {
+    match s.split_once('|') {
+        Some((ep, k)) => (
+            ep,
+            z85::decode(k)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok()),
+        ),
+        None => (s, None),
+    }
+}
+
+/// Checks a hub string: a ZMTP endpoint, optionally `|` and a 40-character Z85 key.
+pub(crate) fn check_hub(s: &str) -> Result<(), String> {
+    let (ep, key) = match s.split_once('|') {
+        Some((ep, k)) => (ep, Some(k)),
+        None => (s, None),
+    };
+    ep.parse::<zmesh_zmtp::Endpoint>()
+        .map_err(|e| e.to_string())?;
+    if let Some(k) = key {
+        match z85::decode(k) {
+            Ok(b) if b.len() == 32 => {}
+            _ => return Err(format!("{k:?} is not a 40-character Z85 CURVE key")),
+        }
+    }
+    Ok(())
 }
 
 /// The value we publish: `endpoint` or `endpoint|z85-key`.
@@ -100,14 +134,24 @@ impl Drop for GossipSource {
 impl GossipSource {
     /// Starts the task: binds the hub at `bind` (if any; `tcp://ip:*` picks a port) and dials
     /// every endpoint of `connect`.
+    ///
+    /// With `secure` (the node's key pair and its CURVE server mechanism, as Zyre does with a
+    /// certificate) the hub is a CURVE server, and hubs given as `endpoint|z85-key` are dialled as
+    /// a CURVE client of that key (Zyre's `zyre_gossip_connect_curve`); hubs given without a key
+    /// are dialled with NULL.
     pub async fn start(
         bind: Option<&str>,
         connect: Vec<String>,
         cfg: GossipConfig,
+        secure: Option<(CurveKeyPair, MechanismConfig)>,
     ) -> Result<GossipSource, Error> {
+        let listen_cfg = DuplexConfig {
+            mechanism: secure.as_ref().map(|(_, m)| m.clone()).unwrap_or_default(),
+            ..DuplexConfig::default()
+        };
         let listener = match bind {
             Some(ep) => Some(
-                DuplexListener::bind(ep, DuplexConfig::default())
+                DuplexListener::bind(ep, listen_cfg)
                     .await
                     .map_err(|e| Error::Config(format!("gossip bind {ep:?}: {e}")))?,
             ),
@@ -131,6 +175,7 @@ impl GossipSource {
                 own_key: None,
                 bound: bound.clone(),
                 turn: 0,
+                keys: secure.map(|(k, _)| k),
             }
             .run(cmd_rx, remotes_rx),
         );
@@ -219,6 +264,8 @@ struct Shell {
     bound: Option<String>,
     /// Where [`poll_links`] starts next.
     turn: usize,
+    /// Secure mode: our key pair, for dialling hubs given with their key.
+    keys: Option<CurveKeyPair>,
 }
 
 type Dialled = (String, Result<Duplex, DuplexError>);
@@ -300,7 +347,7 @@ impl Shell {
     fn set_remotes(&mut self, list: Vec<String>) {
         let want: HashSet<String> = list
             .into_iter()
-            .filter(|ep| self.bound.as_deref() != Some(ep.as_str()))
+            .filter(|ep| self.bound.as_deref() != Some(split_hub(ep).0))
             .collect();
         let gone: Vec<String> = self
             .remotes
@@ -330,12 +377,22 @@ impl Shell {
                 r.dialing = true;
                 let ep = ep.clone();
                 let tx = tx.clone();
+                let (addr, key) = split_hub(&ep);
+                let mechanism = match (&self.keys, key) {
+                    (Some(keys), Some(k)) => MechanismConfig::Curve(CurveConfig::client(
+                        keys.clone(),
+                        CurvePublicKey::from_bytes(k),
+                    )),
+                    _ => MechanismConfig::Null,
+                };
+                let addr = addr.to_owned();
                 tokio::spawn(async move {
                     let cfg = DuplexConfig {
                         handshake_timeout: Duration::from_secs(3),
+                        mechanism,
                         ..DuplexConfig::default()
                     };
-                    let r = Duplex::connect(&ep, &cfg).await;
+                    let r = Duplex::connect(&addr, &cfg).await;
                     let _ = tx.send((ep, r));
                 });
             }

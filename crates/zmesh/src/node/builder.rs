@@ -379,7 +379,14 @@ impl NodeBuilder {
             },
         };
         let driver = Driver::new(config, layers, now)?;
-        let started = self.discovery.start().await?;
+        let started = self
+            .discovery
+            .start(
+                self.curve_keys
+                    .clone()
+                    .zip(security.as_ref().map(|s| s.inbox_mechanism())),
+            )
+            .await?;
         let events = Arc::new(EventQueue::new(self.event_capacity));
         let mut identity = Vec::with_capacity(17);
         identity.push(1u8);

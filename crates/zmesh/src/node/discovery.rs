@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use zmesh_zmtp::{CurveKeyPair, MechanismConfig};
 use zmesh_zre::gossip::GossipConfig;
 
 use super::NodeBuilder;
@@ -53,7 +54,8 @@ impl DiscoveryConfig {
             check("gossip bind endpoint", ep)?;
         }
         for ep in &self.gossip_connect {
-            check("gossip connect endpoint", ep)?;
+            crate::discovery::gossip::check_hub(ep)
+                .map_err(|e| Error::Config(format!("gossip connect endpoint {ep:?}: {e}")))?;
         }
         if self.dns_interval.is_zero() {
             return Err(Error::Config("DNS interval must be > 0".into()));
@@ -62,7 +64,10 @@ impl DiscoveryConfig {
     }
 
     /// Starts the gossip task (hub and/or client), the DNS resolver and the static-node source.
-    pub(super) async fn start(&self) -> Result<Started, Error> {
+    pub(super) async fn start(
+        &self,
+        secure: Option<(CurveKeyPair, MechanismConfig)>,
+    ) -> Result<Started, Error> {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         let nodes: Vec<_> = self
             .peers
@@ -96,6 +101,7 @@ impl DiscoveryConfig {
                 self.gossip_bind.as_deref(),
                 fixed.clone(),
                 self.gossip.clone(),
+                secure,
             )
             .await?;
             gossip_endpoint = source.bound().map(str::to_owned);
@@ -129,7 +135,9 @@ impl NodeBuilder {
 
     /// Joins the zgossip hub at `endpoint` (a zmesh node's [`NodeBuilder::gossip_bind`], a Zyre
     /// node's `zyre_gossip_bind`, or czmq's `zgossip`), Zyre's `zyre_gossip_connect`. May be
-    /// given several times.
+    /// given several times. In secure mode, `endpoint|<Z85 public key>` dials a secure hub as a
+    /// CURVE client of its key (`zyre_gossip_connect_curve`); a secure node's own hub is a CURVE
+    /// server with the node's key pair.
     pub fn gossip_connect(mut self, endpoint: impl Into<String>) -> Self {
         self.discovery.gossip_connect.push(endpoint.into());
         self
