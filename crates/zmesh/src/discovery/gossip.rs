@@ -310,11 +310,10 @@ impl Shell {
                     }
                     None => return,
                 },
-                changed = remotes_rx.changed() => {
-                    if changed.is_ok() {
-                        let list = remotes_rx.borrow_and_update().clone();
-                        self.set_remotes(list);
-                    }
+                // Once every sender is gone the pattern fails and the branch waits no more.
+                Ok(()) = remotes_rx.changed() => {
+                    let list = remotes_rx.borrow_and_update().clone();
+                    self.set_remotes(list);
                 }
                 Some(d) = recv_accept(self.listener.as_mut()) => {
                     let id = self.add_link(d, None);
