@@ -269,3 +269,45 @@ async fn clients_redial_a_restarted_hub() {
     enters_all(&mut eb, "b", &[a.uuid(), h2.uuid()]).await;
     wait_for(&mut ea, "a enters b", |e| is_enter(e, b.uuid())).await;
 }
+
+/// Bad input on a hub's gossip port: answered with INVALID, the link closed, counted.
+#[tokio::test]
+async fn a_hub_counts_and_refuses_bad_gossip() {
+    let (h, _eh, ep) = hub().await;
+    let mut d = Duplex::connect(&ep, &DuplexConfig::default())
+        .await
+        .unwrap();
+    d.try_send(frames![Bytes::from_static(b"not zgossip")])
+        .unwrap();
+    let m = tokio::time::timeout(WAIT, d.recv())
+        .await
+        .unwrap()
+        .expect("INVALID before the close");
+    assert_eq!(GossipMsg::decode(&m[0]), Ok(GossipMsg::Invalid));
+    assert!(tokio::time::timeout(WAIT, d.recv())
+        .await
+        .unwrap()
+        .is_none());
+    // A well-formed tuple that is not a UUID and an endpoint, from a client that said HELLO.
+    let d = Duplex::connect(&ep, &DuplexConfig::default())
+        .await
+        .unwrap();
+    d.try_send(frames![Bytes::from(GossipMsg::Hello.encode().unwrap())])
+        .unwrap();
+    let bogus = GossipMsg::Publish {
+        key: "nope".into(),
+        value: "elsewhere".into(),
+        ttl: 0,
+    };
+    d.try_send(frames![Bytes::from(bogus.encode().unwrap())])
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.stats().bad_beacons < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bad gossip not counted: {}",
+            h.stats().bad_beacons
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -75,12 +75,18 @@ pub struct Duplex {
     rx: mpsc::Receiver<Frames>,
     peer: String,
     identity: Identity,
-    task: JoinHandle<()>,
+    /// `None` once [`Duplex::close`] handed it to its linger timer.
+    task: Option<JoinHandle<()>>,
 }
+
+/// How long [`Duplex::close`] lets queued messages drain before the connection is cut.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 impl Drop for Duplex {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -119,7 +125,20 @@ impl Duplex {
             rx: in_rx,
             peer,
             identity,
-            task,
+            task: Some(task),
+        }
+    }
+
+    /// Closes the connection after what is queued has been written (at most 1 s; dropping the
+    /// `Duplex` instead cuts it at once). For a last word such as zgossip's INVALID.
+    pub fn close(mut self) {
+        if let Some(task) = self.task.take() {
+            tokio::spawn(async move {
+                let abort = task.abort_handle();
+                if tokio::time::timeout(CLOSE_LINGER, task).await.is_err() {
+                    abort.abort();
+                }
+            });
         }
     }
 
@@ -221,9 +240,8 @@ async fn serve(
             partial.push(frame.body);
             if !frame.more {
                 let msg = std::mem::take(&mut partial);
-                if in_tx.send(msg).await.is_err() {
-                    break 'conn "closed by the owner".into();
-                }
+                // After `close` nobody reads: what arrives is dropped while the queue drains.
+                let _ = in_tx.send(msg).await;
             }
         }
         reserve_read(&mut rbuf, &dec);
@@ -432,5 +450,34 @@ mod tests {
             .await
             .unwrap();
         assert!(end.is_none(), "closing one side ends the other");
+    }
+
+    #[tokio::test]
+    async fn close_sends_what_is_queued_first() {
+        let mut l = DuplexListener::bind("tcp://127.0.0.1:*", DuplexConfig::default())
+            .await
+            .unwrap();
+        let ep = l.endpoint().to_string();
+        let mut c = Duplex::connect(&ep, &DuplexConfig::default())
+            .await
+            .unwrap();
+        let s = tokio::time::timeout(Duration::from_secs(5), l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        s.try_send(frames![Bytes::from_static(b"last word")])
+            .unwrap();
+        s.close();
+        let got = tokio::time::timeout(Duration::from_secs(5), c.recv())
+            .await
+            .unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some(&[Bytes::from_static(b"last word")][..])
+        );
+        let end = tokio::time::timeout(Duration::from_secs(5), c.recv())
+            .await
+            .unwrap();
+        assert!(end.is_none());
     }
 }

@@ -324,7 +324,15 @@ impl Shell {
                     Some(frames) => {
                         // zgossip messages are one frame; anything else is bad input.
                         let body: &[u8] = if frames.len() == 1 { &frames[0] } else { b"" };
+                        let bad = self.g.stats().bad_messages;
                         self.g.handle_message(id, body, Instant::now().into_std());
+                        if self.g.stats().bad_messages > bad {
+                            // Counted by the node with the other bad discovery input.
+                            let _ = self
+                                .heard
+                                .send(Heard::Garbage("bad zgossip message".into()))
+                                .await;
+                        }
                     }
                     None => self.drop_link(id),
                 },
@@ -423,7 +431,12 @@ impl Shell {
 
     fn drop_link(&mut self, id: LinkId) {
         self.g.link_down(id);
-        if let Some((_, Some(ep))) = self.links.remove(&id) {
+        let Some((duplex, remote)) = self.links.remove(&id) else {
+            return;
+        };
+        // Whatever was queued last (an INVALID) still goes out.
+        duplex.close();
+        if let Some(ep) = remote {
             if let Some(r) = self.remotes.get_mut(&ep) {
                 debug!(hub = %ep, "gossip hub connection lost; redialling");
                 r.link = None;

@@ -108,7 +108,9 @@ pub struct NodeStats {
     pub dropped_events: u64,
     /// Ticks dropped because a tick handler's stream was full.
     pub dropped_ticks: u64,
-    /// UDP datagrams on the beacon port that were not usable beacons (garbage, other versions).
+    /// Discovery input that was not usable: datagrams on the beacon port that were not usable
+    /// beacons (garbage, other versions), bad zgossip messages and gossip tuples that are not
+    /// `UUID` = `endpoint[|key]`.
     pub bad_beacons: u64,
     /// TCP connections to the inbox that failed the ZMTP handshake (garbage, wrong socket type …).
     pub handshake_failures: u64,
