@@ -16,8 +16,12 @@
 //! * `zmesh keygen NAME` — a CURVE key pair as czmq certificates `NAME` and `NAME_secret`.
 //! * `zmesh completions SHELL` / `zmesh man` — shell completions and the man page (`docs.rs`).
 //!
+//! * `zmesh config` — the node settings in effect and where each came from (`config.rs`).
+//!
 //! Global flags pick the interface (`--iface`), the beacon port (`--port`), headers (`--header K=V`),
-//! routable options (`--option K=V`)
+//! routable options (`--option K=V`), gossip and static peers (`--gossip-bind`, `--gossip-connect`,
+//! `--peer`, `--no-beacons`), a settings file (`--config FILE`; every setting also from a
+//! `ZMESH_*` variable: flags > environment > file > defaults)
 //! and `--json` output (one JSON object per event; UUIDs as 32 upper-case hex digits, like Zyre).
 //! `--curve-secret FILE` and `--allow DIR` run the node in secure mode (`curve.rs`).
 //! Every long-running command stops politely (leave beacon, GOODBYE) on SIGINT or SIGTERM
@@ -26,6 +30,7 @@
 
 mod agent;
 mod chat;
+mod config;
 mod curve;
 mod demo;
 mod docs;
@@ -82,6 +87,9 @@ pub(crate) struct Cli {
     /// Secure mode: admit only the peers whose public certificates are in DIR (reread on SIGHUP).
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
     allow: Option<PathBuf>,
+    /// Gossip, static and DNS peers, the configuration file (`config.rs`).
+    #[command(flatten)]
+    discovery: config::DiscoveryArgs,
     /// `--curve-secret` and `--allow`, loaded before any node starts.
     #[arg(skip)]
     security: Option<curve::Security>,
@@ -140,6 +148,12 @@ enum Command {
     Man,
     /// Make a CURVE key pair: NAME (public certificate) and NAME_secret, in czmq's format.
     Keygen(curve::KeygenArgs),
+    /// Print the node settings in effect (from flags, ZMESH_* variables, --config FILE) and where
+    /// each came from.
+    Config {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 /// Options shared by the commands that run one node.
@@ -195,7 +209,7 @@ impl Cli {
         if let Some(s) = &self.security {
             b = s.apply(b);
         }
-        b
+        self.discovery.apply(b)
     }
 
     /// The interface this node command was told to use (`auto` when none was given).
@@ -205,7 +219,17 @@ impl Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let (cli, origins) = match config::parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("zmesh: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Command::Config { node } = &cli.command {
+        config::show(&cli, node, &origins);
+        return;
+    }
     logging::init(cli.log.as_deref());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -244,6 +268,7 @@ async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Completions(args) => Ok(docs::completions(args)),
         Command::Man => docs::man(),
         Command::Keygen(args) => curve::keygen(args, cli.json),
+        Command::Config { .. } => Ok(0),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod curve;
 pub mod engine;
 pub mod envelope;
 pub mod events;
+pub mod gossip;
 pub mod layer;
 pub mod routing;
 pub mod script;
@@ -38,6 +39,7 @@ pub use curve::curve_handshake_and_message;
 pub use engine::{engine_messages, engine_secure};
 pub use envelope::envelope_decode;
 pub use events::events_decode;
+pub use gossip::gossip_messages;
 pub use layer::layer_envelopes;
 pub use routing::routing_decode;
 
@@ -61,4 +63,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("curve_handshake_and_message", curve_handshake_and_message),
     ("routing_decode", routing_decode),
     ("events_decode", events_decode),
+    ("gossip_messages", gossip_messages),
 ];

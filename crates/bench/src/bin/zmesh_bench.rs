@@ -24,6 +24,7 @@
 //!    nodes: round trip and pipelined requests/s against the same round's plain request/reply.
 //! 11. Event-emitter fan-out, 1 publisher to 20 subscribers in another process, deliveries/s,
 //!     against SHOUT to a group of 20 and NATS pub/sub (local `nats-server`), same rounds.
+//! 12. Discovery of 10/50/100 nodes by gossip (one zgossip hub, beacons off): time to full mesh.
 //! 10. NATS baselines of 8 and 9 in the same rounds: request/reply and queue-group requests
 //!     through a local `nats-server` (started and stopped here, loopback) with `async-nats`.
 //!
@@ -59,7 +60,7 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Parser, Debug, Clone)]
 #[command(about = "zmesh node benchmarks with same-run baselines")]
 pub struct Args {
-    /// Scenarios to run (comma-separated, 1-11); default all.
+    /// Scenarios to run (comma-separated, 1-12); default all.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<u32>,
     /// Fast smoke run: small counts, 1 round, 10 s idle (overrides the counts).
@@ -378,6 +379,9 @@ fn main() {
     }
     if args.wants(4) {
         rows.extend(rt.block_on(mesh::discovery(&args, &mut next_port)));
+    }
+    if args.wants(12) {
+        rows.extend(rt.block_on(mesh::gossip_discovery(&args, &mut next_port)));
     }
     if args.wants(5) {
         rows.extend(rt.block_on(mesh::leave(&args, &mut next_port)));

@@ -61,6 +61,7 @@ pub struct NodeBuilder {
     pub(super) options: zmesh_core::control::Options,
     pub(super) emitter_window: u32,
     pub(super) beacons: bool,
+    pub(super) discovery: super::discovery::DiscoveryConfig,
     sources: Vec<SourceSlot>,
     curve_keys: Option<CurveKeyPair>,
     allow_list: Option<AllowList>,
@@ -104,6 +105,7 @@ impl Default for NodeBuilder {
             options: Default::default(),
             emitter_window: zmesh_core::events::Config::default().window,
             beacons: true,
+            discovery: Default::default(),
             sources: Vec::new(),
             curve_keys: None,
             allow_list: None,
@@ -335,7 +337,7 @@ impl NodeBuilder {
             ep.parse::<zmesh_zmtp::Endpoint>()
                 .map_err(|e| Error::Config(format!("advertised endpoint {ep:?}: {e}")))?;
         }
-        Ok(())
+        self.discovery.validate()
     }
 
     /// Starts the node: it begins beaconing as soon as an interface is usable, and returns the handle
@@ -377,6 +379,14 @@ impl NodeBuilder {
             },
         };
         let driver = Driver::new(config, layers, now)?;
+        let started = self
+            .discovery
+            .start(
+                self.curve_keys
+                    .clone()
+                    .zip(security.as_ref().map(|s| s.inbox_mechanism())),
+            )
+            .await?;
         let events = Arc::new(EventQueue::new(self.event_capacity));
         let mut identity = Vec::with_capacity(17);
         identity.push(1u8);
@@ -408,9 +418,12 @@ impl NodeBuilder {
             runtime: tokio::runtime::Handle::current(),
             wake: Notify::new(),
             security,
+            gossip_endpoint: started.gossip_endpoint,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
-        let sources = self.sources.iter().filter_map(|s| s.take()).collect();
+        let mut sources: Vec<Box<dyn Source>> =
+            self.sources.iter().filter_map(|s| s.take()).collect();
+        sources.extend(started.sources);
         let mut config = self;
         if let Some(s) = &shared.security {
             config.inbox.mechanism = s.inbox_mechanism();

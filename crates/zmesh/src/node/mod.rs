@@ -73,6 +73,7 @@ use shared::Shared;
 use zmesh_zmtp::curve::CurvePublicKey;
 
 mod builder;
+mod discovery;
 mod emitter;
 mod groups;
 mod requests;
@@ -107,7 +108,9 @@ pub struct NodeStats {
     pub dropped_events: u64,
     /// Ticks dropped because a tick handler's stream was full.
     pub dropped_ticks: u64,
-    /// UDP datagrams on the beacon port that were not usable beacons (garbage, other versions).
+    /// Discovery input that was not usable: datagrams on the beacon port that were not usable
+    /// beacons (garbage, other versions), bad zgossip messages and gossip tuples that are not
+    /// `UUID` = `endpoint[|key]`.
     pub bad_beacons: u64,
     /// TCP connections to the inbox that failed the ZMTP handshake (garbage, wrong socket type …).
     pub handshake_failures: u64,
@@ -245,6 +248,12 @@ impl Node {
     /// The endpoint peers connect to (the one in our HELLO), once an interface has been attached.
     pub fn endpoint(&self) -> Option<String> {
         self.shared().lock().endpoint.clone()
+    }
+
+    /// The endpoint our zgossip hub listens on (with the real port), if the node is a hub
+    /// ([`NodeBuilder::gossip_bind`]).
+    pub fn gossip_endpoint(&self) -> Option<String> {
+        self.shared().gossip_endpoint.clone()
     }
 
     /// The interface the node beacons on, once attached.

@@ -47,6 +47,8 @@ pub(super) struct Shared {
     pub(super) wake: Notify,
     /// Secure mode's keys and allow-list (`secure.rs`); `None` = plain.
     pub(super) security: Option<Security>,
+    /// The bound endpoint of our zgossip hub, if we are one.
+    pub(super) gossip_endpoint: Option<String>,
 }
 
 pub(super) struct State {
