@@ -64,6 +64,7 @@ pub struct NodeBuilder {
     sources: Vec<SourceSlot>,
     curve_keys: Option<CurveKeyPair>,
     allow_list: Option<AllowList>,
+    services: zmesh_core::services::Config,
 }
 
 /// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
@@ -107,6 +108,7 @@ impl Default for NodeBuilder {
             sources: Vec::new(),
             curve_keys: None,
             allow_list: None,
+            services: zmesh_core::services::Config::default(),
         }
     }
 }
@@ -127,6 +129,20 @@ pub(super) fn check_str(what: &'static str, s: &str) -> Result<(), Error> {
 }
 
 impl NodeBuilder {
+    /// The services layer's limits, backoff and reply-cache window
+    /// ([`zmesh_core::services::Config`]; its ids and seed are chosen at start).
+    pub fn services_config(mut self, config: zmesh_core::services::Config) -> Self {
+        self.services = config;
+        self
+    }
+
+    /// Makes this node a broker: it relays calls between callers and workers it is connected
+    /// to ([`zmesh_core::services`]).
+    pub fn broker(mut self, on: bool) -> Self {
+        self.services.broker = on;
+        self
+    }
+
     /// Public name sent in HELLO (default: the first 6 hex digits of the UUID, like Zyre).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -375,6 +391,12 @@ impl NodeBuilder {
                 window: self.emitter_window,
                 ..Default::default()
             },
+            services: zmesh_core::services::Config {
+                // Random, so a restarted caller does not reuse message ids workers still cache.
+                first_id: Uuid::new_v4().as_u64_pair().0,
+                seed: Uuid::new_v4().as_u64_pair().1,
+                ..self.services.clone()
+            },
         };
         let driver = Driver::new(config, layers, now)?;
         let events = Arc::new(EventQueue::new(self.event_capacity));
@@ -397,6 +419,7 @@ impl NodeBuilder {
                 next_handler: 1,
                 routing: Default::default(),
                 emitter: Default::default(),
+                services: Default::default(),
                 outbox_config: self.outbox.clone(),
                 identity: Bytes::from(identity),
                 endpoint: None,

@@ -40,7 +40,7 @@
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
 //! `requests.rs` (request/reply and ticks), `routing.rs` (any/all/group targets, options, peer
-//! events), `emitter.rs` (the distributed event emitter), `groups.rs` (per-group event streams),
+//! events), `emitter.rs` (the distributed event emitter), `services.rs` (named services, calls, brokers), `groups.rs` (per-group event streams),
 //! `secure.rs` (secure mode: the key pair and allow-list as CURVE settings of the inbox and
 //! outboxes).
 //!
@@ -78,6 +78,7 @@ mod groups;
 mod requests;
 mod routing;
 mod secure;
+mod services;
 mod shared;
 mod task;
 
@@ -89,6 +90,9 @@ pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
 };
 pub use routing::{AllReplies, AllRequest, AnyRequest, Options, PeerEvent, PeerEvents};
+pub use services::{
+    Call, CallFailed, CallFuture, IncomingCall, NodeServiceStats, Offered, Reply, ServiceEntry,
+};
 
 /// The UDP port ZRE beacons use by default (IANA "ZRE-DISC").
 pub const DEFAULT_BEACON_PORT: u16 = 5670;
