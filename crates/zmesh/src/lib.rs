@@ -99,11 +99,12 @@ pub use error::Error;
 pub use event::Event;
 pub use iface::{InterfaceSpec, SelectedInterface};
 pub use node::{
-    endpoint_addr, AllReplies, AllRequest, AnyRequest, Call, CallFailed, CallFuture, Emitted,
-    Events, GroupEvents, IncomingCall, IncomingRequest, IncomingTick, Node, NodeBuilder,
-    NodeServiceStats, NodeStats, Offered, On, OnOptions, Options, Overflow, PeerEvent, PeerEvents,
-    PeerInfo, Reply, ReplyFuture, Request, Requests, ServiceEntry, Ticks, DEFAULT_BEACON_INTERVAL,
-    DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY, DEFAULT_ON_CAPACITY, TICK_QUEUE,
+    broker_uuid, endpoint_addr, parse_broker, AllReplies, AllRequest, AnyRequest, BrokerAddr, Call,
+    CallFailed, CallFuture, Emitted, Events, GroupEvents, IncomingCall, IncomingRequest,
+    IncomingTick, Node, NodeBuilder, NodeServiceStats, NodeStats, Offered, On, OnOptions, Options,
+    Overflow, PeerEvent, PeerEvents, PeerInfo, Reply, ReplyFuture, Request, Requests, ServiceEntry,
+    Ticks, DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY,
+    DEFAULT_ON_CAPACITY, TICK_QUEUE,
 };
 pub use uuid::Uuid;
 pub use zmesh_core::events::EmitError;

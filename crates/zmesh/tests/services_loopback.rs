@@ -144,3 +144,94 @@ async fn broker_relays_and_drains() {
         n.stop().await;
     }
 }
+
+/// A free TCP port on loopback (bound and released: the broker binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node with no beacon at all: it meets only the brokers it is configured with or learns.
+async fn beaconless(name: &str, brokers: &[String], broker_at: Option<&str>) -> Node {
+    let mut b = zmesh::Node::builder()
+        .name(name)
+        .interface("lo".parse().unwrap())
+        .beacons(false)
+        .beacon_interval(Duration::from_millis(100))
+        .brokers(brokers)
+        .unwrap();
+    if let Some(e) = broker_at {
+        b = b.broker_at(e).unwrap();
+    }
+    let (node, mut events) = b.start().await.unwrap();
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    node
+}
+
+async fn wait_brokers(node: &Node, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while node.brokers().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "brokers never learned: {:?}",
+            node.brokers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_brokers_gossip_and_fail_over_without_loss() {
+    let e1 = format!("tcp://127.0.0.1:{}", free_port());
+    let e2 = format!("tcp://127.0.0.1:{}", free_port());
+    let b1 = beaconless("b1", &[], Some(&e1)).await;
+    assert_eq!(b1.uuid(), zmesh::broker_uuid(&e1));
+    let b2 = beaconless("b2", std::slice::from_ref(&e1), Some(&e2)).await;
+    // The client knows only b1, the worker only b2: each learns the other broker by gossip.
+    let client = beaconless("client", std::slice::from_ref(&e1), None).await;
+    let w = beaconless("w", std::slice::from_ref(&e2), None).await;
+    work(&w, "slow", Duration::from_millis(400));
+    wait_brokers(&client, 2).await;
+    wait_brokers(&w, 2).await;
+    wait_offers(&client, "slow", 0, 2).await;
+    assert!(
+        client.peer_info(w.uuid()).is_none(),
+        "no beacon: client and worker never meet"
+    );
+
+    let r = client.call("slow", "a").await.unwrap();
+    assert_eq!(r.payload, Bytes::from_static(b"w:a"));
+    assert_eq!(r.info.worker, Some(w.uuid()));
+
+    // Calls held by a broker that dies: retried through the other, processed once.
+    let mut pending = Vec::new();
+    for i in 0..6 {
+        pending.push(
+            client
+                .call("slow", format!("k{i}"))
+                .retries(4)
+                .per_try(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .send(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    b1.abort().await;
+    for (i, p) in pending.into_iter().enumerate() {
+        let r = p.await.unwrap();
+        assert_eq!(r.payload, Bytes::from(format!("w:k{i}")));
+        assert_eq!(r.info.broker, Some(b2.uuid()));
+    }
+    let stats = w.service_stats(Duration::from_secs(1)).await.unwrap();
+    let own = &stats[0].stats.services[0];
+    assert_eq!(
+        own.requests, 7,
+        "every call processed exactly once: {own:?}"
+    );
+    for n in [b2, client, w] {
+        n.stop().await;
+    }
+}

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 use zmesh_core::driver::{Driver, LayerConfig};
 use zmesh_core::reqrep;
-use zmesh_zmtp::curve::{AllowList, CurveKeyPair};
+use zmesh_zmtp::curve::{AllowList, CurveKeyPair, CurvePublicKey};
 use zmesh_zmtp::{InboxConfig, OutboxConfig};
 use zmesh_zre::Config as EngineConfig;
 
@@ -65,6 +65,10 @@ pub struct NodeBuilder {
     curve_keys: Option<CurveKeyPair>,
     allow_list: Option<AllowList>,
     services: zmesh_core::services::Config,
+    /// Broker endpoints to reach with no beacon (`brokers.rs`).
+    brokers: Vec<super::brokers::BrokerAddr>,
+    /// A broker's own endpoint, as it announces it to others.
+    broker_self: Option<String>,
 }
 
 /// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
@@ -109,6 +113,8 @@ impl Default for NodeBuilder {
             curve_keys: None,
             allow_list: None,
             services: zmesh_core::services::Config::default(),
+            brokers: Vec::new(),
+            broker_self: None,
         }
     }
 }
@@ -141,6 +147,32 @@ impl NodeBuilder {
     pub fn broker(mut self, on: bool) -> Self {
         self.services.broker = on;
         self
+    }
+
+    /// Brokers to reach at fixed endpoints (`tcp://IP:PORT`, in secure mode
+    /// `tcp://IP:PORT|Z85KEY`), with no beacon: the node connects to each (and to the brokers
+    /// it learns from them) and keeps trying while they are away.
+    pub fn brokers<S: AsRef<str>>(mut self, endpoints: &[S]) -> Result<Self, Error> {
+        for e in endpoints {
+            let b = super::brokers::parse_broker(e.as_ref()).map_err(Error::Config)?;
+            self.brokers.push(b);
+        }
+        Ok(self)
+    }
+
+    /// Makes this node the broker at `endpoint` (as others are configured with it; in secure
+    /// mode with `|Z85KEY`): its UUID is derived from the endpoint ([`broker_uuid`]), it binds
+    /// and advertises that endpoint, relays calls and tells its peers about the brokers it knows.
+    ///
+    /// [`broker_uuid`]: crate::broker_uuid
+    pub fn broker_at(mut self, endpoint: &str) -> Result<Self, Error> {
+        let b = super::brokers::parse_broker(endpoint).map_err(Error::Config)?;
+        self.uuid = Some(super::brokers::broker_uuid(&b.endpoint));
+        self.tcp_port = Some(b.addr.port());
+        self.advertised_endpoint = Some(b.endpoint.clone());
+        self.services.broker = true;
+        self.broker_self = Some(endpoint.to_owned());
+        Ok(self)
     }
 
     /// Public name sent in HELLO (default: the first 6 hex digits of the UUID, like Zyre).
@@ -433,7 +465,34 @@ impl NodeBuilder {
             security,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
-        let sources = self.sources.iter().filter_map(|s| s.take()).collect();
+        let mut sources: Vec<Box<dyn Source>> =
+            self.sources.iter().filter_map(|s| s.take()).collect();
+        if !self.brokers.is_empty() || self.broker_self.is_some() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let own = self
+                .broker_self
+                .as_deref()
+                .and_then(|e| super::brokers::parse_broker(e).ok())
+                .map(|b| b.endpoint);
+            sources.push(Box::new(super::brokers::BrokerSource::new(
+                self.brokers.clone(),
+                own,
+                rx,
+                self.beacon_interval,
+            )));
+            let mut known: Vec<String> = self
+                .brokers
+                .iter()
+                .map(|b| match b.key {
+                    Some(k) => format!("{}|{}", b.endpoint, CurvePublicKey::from_bytes(k).to_z85()),
+                    None => b.endpoint.clone(),
+                })
+                .collect();
+            known.extend(self.broker_self.clone());
+            let mut state = shared.lock();
+            state.services.brokers_tx = Some(tx);
+            state.driver.services(|s, io| s.add_brokers(known, io));
+        }
         let mut config = self;
         if let Some(s) = &shared.security {
             config.inbox.mechanism = s.inbox_mechanism();

@@ -72,6 +72,7 @@ use crate::iface::SelectedInterface;
 use shared::Shared;
 use zmesh_zmtp::curve::CurvePublicKey;
 
+mod brokers;
 mod builder;
 mod emitter;
 mod groups;
@@ -82,6 +83,7 @@ mod services;
 mod shared;
 mod task;
 
+pub use brokers::{broker_uuid, parse_broker, BrokerAddr};
 use builder::check_str;
 pub use builder::{NodeBuilder, DEFAULT_BEACON_INTERVAL, DEFAULT_EVENT_CAPACITY};
 pub use emitter::{Emitted, On, OnOptions, Overflow, DEFAULT_ON_CAPACITY};
