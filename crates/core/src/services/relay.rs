@@ -97,8 +97,11 @@ impl<W> Services<W> {
                 io,
             );
         }
-        // Workers only (never another broker: no loops), never the caller itself.
-        let worker = self
+        // Workers only (never another broker: no loops), never the caller itself. A retry that
+        // finds its previous relay here unanswered goes to another worker when there is one
+        // (the first may be dead or stuck); through another broker it meets the same worker.
+        let previous = self.relays.get(&key).map(|r| r.worker);
+        let mut ranked: Vec<(u64, Uuid)> = self
             .peers
             .iter()
             .filter(|(u, r)| {
@@ -107,8 +110,14 @@ impl<W> Services<W> {
                     && **u != key.caller
                     && r.offer.services.binary_search(&service).is_ok()
             })
-            .map(|(u, _)| *u)
-            .max_by_key(|u| rendezvous(key, *u));
+            .map(|(u, _)| (rendezvous(key, *u), *u))
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let worker = ranked
+            .iter()
+            .find(|(_, u)| Some(*u) != previous)
+            .or(ranked.first())
+            .map(|(_, u)| *u);
         let Some(worker) = worker else {
             return self.refuse(
                 from,
