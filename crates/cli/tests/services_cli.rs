@@ -65,7 +65,18 @@ fn json(out: &Output) -> Value {
 #[test]
 fn worker_call_exit_codes_and_services() {
     let p = port();
-    let _echo = spawn(p, &["worker", "--interval", "100", "--name", "w-echo", "echo", "--echo"]);
+    let _echo = spawn(
+        p,
+        &[
+            "worker",
+            "--interval",
+            "100",
+            "--name",
+            "w-echo",
+            "echo",
+            "--echo",
+        ],
+    );
     let _exec = spawn(
         p,
         &[
@@ -96,16 +107,22 @@ fn worker_call_exit_codes_and_services() {
     let out = call(p, &["--json", "shout", "fail"]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     let v = json(&out);
-    assert_eq!((v["code"].clone(), v["message"].clone()), (9.into(), "broken".into()));
+    assert_eq!(
+        (v["code"].clone(), v["message"].clone()),
+        (9.into(), "broken".into())
+    );
 
     let out = call(p, &["--discover", "300ms", "nobody", "x"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let out = call(p, &["bad name", "x"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
-    let out = zmesh(p, &["--json", "services", "--interval", "100", "--wait", "1s"])
-        .output()
-        .unwrap();
+    let out = zmesh(
+        p,
+        &["--json", "services", "--interval", "100", "--wait", "1s"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let lines: Vec<Value> = out
         .stdout
@@ -113,7 +130,10 @@ fn worker_call_exit_codes_and_services() {
         .filter(|l| !l.is_empty())
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
-    let shout = lines.iter().find(|l| l["service"] == "shout").expect("shout listed");
+    let shout = lines
+        .iter()
+        .find(|l| l["service"] == "shout")
+        .expect("shout listed");
     assert_eq!(shout["workers"][0]["name"], "w-exec");
     assert_eq!(shout["workers"][0]["requests"], 2);
     assert_eq!(shout["workers"][0]["errors"], 1);
@@ -128,14 +148,38 @@ fn through_a_broker_with_no_beacon_and_a_worker_killed_mid_call() {
     let _broker = spawn(p, &["broker", "--interval", "100", "--bind", &ep]);
     let mut slow = spawn(
         p + 1,
-        &["worker", "--interval", "100", "--broker", &ep, "--delay", "1500ms", "job", "--echo"],
+        &[
+            "worker",
+            "--interval",
+            "100",
+            "--broker",
+            &ep,
+            "--delay",
+            "1500ms",
+            "job",
+            "--echo",
+        ],
     );
-    let _fast = spawn(p + 2, &["worker", "--interval", "100", "--broker", &ep, "job", "--echo"]);
+    let _fast = spawn(
+        p + 2,
+        &[
+            "worker",
+            "--interval",
+            "100",
+            "--broker",
+            &ep,
+            "job",
+            "--echo",
+        ],
+    );
     // Warm up: both workers are behind the broker once two calls were answered by two workers.
     let started = Instant::now();
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(20), "workers never both answered");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "workers never both answered"
+        );
         let out = call(p + 3, &["--json", "--broker", &ep, "job", "warm"]);
         if out.status.code() == Some(0) {
             let v = json(&out);
@@ -150,8 +194,21 @@ fn through_a_broker_with_no_beacon_and_a_worker_killed_mid_call() {
             zmesh(
                 p + 3,
                 &[
-                    "--json", "call", "--interval", "100", "--discover", "10s", "--broker", &ep,
-                    "--retries", "4", "--per-try", "3s", "--timeout", "15s", "job",
+                    "--json",
+                    "call",
+                    "--interval",
+                    "100",
+                    "--discover",
+                    "10s",
+                    "--broker",
+                    &ep,
+                    "--retries",
+                    "4",
+                    "--per-try",
+                    "3s",
+                    "--timeout",
+                    "15s",
+                    "job",
                     &format!("k{i}"),
                 ],
             )

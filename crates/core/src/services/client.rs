@@ -146,12 +146,12 @@ impl<W> Services<W> {
         let avoid: Vec<Uuid> = call.tried.last().copied().into_iter().collect();
         let Some(peer) = self.pick(&service, via, &avoid) else {
             let call = self.calls.get_mut(&id).expect("present");
-            if call.retries_left == 0 {
-                let err = call.last_error.clone().unwrap_or(CallError::NoService);
-                return self.finish(id, Err(err), None, now, io);
+            if call.retries_left == 0 && call.tries == 0 {
+                return self.finish(id, Err(CallError::NoService), None, now, io);
             }
             // Nobody offers it right now: wait (a worker may be restarting) without using up
-            // a retry; the deadline bounds the wait.
+            // a retry; the deadline bounds the wait (it ends `Timeout` if a try was sent, as
+            // that try may have been processed).
             return self.back_off(id, now);
         };
         let call = self.calls.get_mut(&id).expect("present");
