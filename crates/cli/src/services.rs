@@ -292,6 +292,23 @@ pub async fn worker(cli: &Cli, args: &WorkerArgs) -> Result<i32, zmesh::Error> {
             },
         }
     }
+    if cli.json {
+        // The worker's own counters, for whoever collects them (the chaos tester does).
+        let own = node.service_stats(Duration::ZERO).await.ok();
+        let s = own.as_ref().and_then(|v| v.first()).and_then(|n| {
+            n.stats
+                .services
+                .iter()
+                .find(|s| s.name == args.service)
+                .cloned()
+        });
+        print_json(&json!({
+            "stopped": args.service,
+            "requests": s.as_ref().map(|s| s.requests),
+            "duplicates": s.as_ref().map(|s| s.duplicates),
+            "errors": s.as_ref().map(|s| s.errors),
+        }));
+    }
     drop(calls);
     node.stop().await;
     Ok(0)
