@@ -26,6 +26,8 @@
 //!     against SHOUT to a group of 20 and NATS pub/sub (local `nats-server`), same rounds.
 //! 10. NATS baselines of 8 and 9 in the same rounds: request/reply and queue-group requests
 //!     through a local `nats-server` (started and stopped here, loopback) with `async-nats`.
+//! 12. Named-service calls in the mesh and through one broker (round trip, pipelined calls/s)
+//!     against NATS queue-group requests through a local `nats-server`, same rounds.
 //!
 //! Every node is pinned to interface `lo` (scenarios 1–6) or to `eth0` inside the private namespaces
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
@@ -43,6 +45,8 @@ mod mesh;
 mod nats;
 #[path = "zmesh_bench/netns.rs"]
 mod netns;
+#[path = "zmesh_bench/services.rs"]
+mod services;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -341,6 +345,7 @@ fn main() {
                 "nats-echo" => nats::echo_peer(&args).await,
                 "emit-fan" => emit_fanout::emit_receivers(&args).await,
                 "nats-fan" => emit_fanout::nats_receivers(&args).await,
+                "svc-worker" => services::worker_peer(&args).await,
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -372,6 +377,9 @@ fn main() {
     }
     if args.wants(11) {
         rows.extend(rt.block_on(emit_fanout::run(&args, next_port())));
+    }
+    if args.wants(12) {
+        rows.extend(rt.block_on(services::run(&args, next_port())));
     }
     if args.wants(3) {
         rows.extend(rt.block_on(fanout::run(&args, next_port())));
