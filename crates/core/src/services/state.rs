@@ -399,12 +399,13 @@ impl<W> Services<W> {
     /// Ends everything (the node stops): our calls end `Stopped`, running calls `Ended`.
     pub fn stop(&mut self, now: Instant, io: &mut impl Io<Delivery<W>>) {
         self.stop_calls(now, io);
-        let keys: Vec<CallKey> = self
+        let mut keys: Vec<CallKey> = self
             .cache
             .iter()
             .filter(|(_, e)| e.is_running())
             .map(|(k, _)| *k)
             .collect();
+        keys.sort_unstable();
         for key in keys {
             io.deliver(Delivery::Ended { key });
         }

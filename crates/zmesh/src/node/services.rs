@@ -1,7 +1,9 @@
 //! Named services on a [`Node`]: the async face of [`zmesh_core::services`].
 //!
 //! * [`Node::offer`] offers a service and returns the [`Offered`] stream of [`IncomingCall`]s;
-//!   each is answered with [`IncomingCall::reply`] or [`IncomingCall::error`], from any task. A
+//!   each is answered with [`IncomingCall::reply`] or [`IncomingCall::error`], from any task
+//!   (dropping one unanswered sends nothing: it counts as running until the caller's deadline,
+//!   and the caller retries or times out). A
 //!   duplicate of a call that is running or was answered within the de-dup window is never handed
 //!   to the stream (the layer answers it). Dropping the stream withdraws the offer everywhere.
 //! * [`Node::call`] returns a [`Call`] builder (timeout, retries, per-try timeout, path);
