@@ -46,10 +46,13 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
-use zmesh_core::caps::Caps;
-use zmesh_core::envelope::{self, Envelope};
-use zmesh_core::layer::{Input, Layer, PeerView, Recorded};
+use zmesh_core::envelope::Envelope;
+use zmesh_core::layer::{Input, Layer, Recorded};
 use zmesh_core::services::{CallError, CallKey, CallSpec, Config, Delivery, Services};
+
+mod faults;
+
+// The network model (sessions, crashes, partitions, loss) is in `faults.rs`.
 
 /// What a slot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -231,23 +234,6 @@ impl ServicesSim {
         );
     }
 
-    /// Whether two slots' instances should see each other (topology and partition).
-    fn may_see(&self, a: usize, b: usize) -> bool {
-        if a == b {
-            return false;
-        }
-        if self.brokered {
-            let (ra, rb) = (self.roles[a], self.roles[b]);
-            if ra != Role::Broker && rb != Role::Broker {
-                return false;
-            }
-        }
-        match &self.cut {
-            Some((side, _)) => side.contains(&a) == side.contains(&b),
-            None => true,
-        }
-    }
-
     fn start(&mut self, slot: usize) {
         let id = self.next_inst;
         self.next_inst += 1;
@@ -293,76 +279,6 @@ impl ServicesSim {
             }
         }
         self.flush(id);
-    }
-
-    fn crash(&mut self, slot: usize) {
-        let Some(id) = self.slot_inst[slot].take() else {
-            return;
-        };
-        let inst = self.insts.remove(&id).expect("running");
-        self.dead.insert(id, inst.uuid);
-        self.report.crashes += 1;
-        self.report.lost_with_caller += inst.pending.len() as u64;
-        self.log(format!(
-            "crash slot {slot} #{id} (pending {}, holding {}, relaying {})",
-            inst.pending.len(),
-            inst.holding.len(),
-            inst.layer.relaying()
-        ));
-        // Nothing it sent arrives any more; nothing arrives to it.
-        self.wire.retain(|(f, t), _| *f != id && *t != id);
-        self.links.retain(|(_, a, b, _)| *a != id && *b != id);
-        for other in inst.sees {
-            let at = self.now + Duration::from_millis(self.rng.gen_range(DETECT.0..DETECT.1));
-            self.links.push((at, other, id, false));
-        }
-        let back = self.now + Duration::from_millis(self.rng.gen_range(200..3000));
-        self.down.insert(slot, back);
-    }
-
-    fn partition(&mut self) {
-        let n = self.roles.len();
-        let side: BTreeSet<usize> = (0..n).filter(|_| self.rng.gen_bool(0.5)).collect();
-        let until = self.now + Duration::from_millis(self.rng.gen_range(500..4000));
-        self.report.partitions += 1;
-        self.log(format!("partition {side:?} until {until:?}"));
-        self.cut = Some((side, until));
-        self.apply_topology();
-    }
-
-    /// Schedules session changes so that who-sees-whom follows `may_see`.
-    fn apply_topology(&mut self) {
-        let ids: Vec<(InstId, usize)> = self.insts.iter().map(|(i, x)| (*i, x.slot)).collect();
-        for &(a, sa) in &ids {
-            for &(b, sb) in &ids {
-                if a >= b {
-                    continue;
-                }
-                let want = self.may_see(sa, sb);
-                let have = self.insts[&a].sees.contains(&b);
-                let scheduled = self
-                    .links
-                    .iter()
-                    .rev()
-                    .find(|(_, x, y, _)| (*x == a && *y == b) || (*x == b && *y == a))
-                    .map(|l| l.3);
-                if scheduled.unwrap_or(have) == want {
-                    continue;
-                }
-                if !want {
-                    // The cut loses what is in flight both ways at once.
-                    self.wire.remove(&(a, b));
-                    self.wire.remove(&(b, a));
-                }
-                let delay = if want {
-                    self.rng.gen_range(5..300)
-                } else {
-                    self.rng.gen_range(DETECT.0..DETECT.1)
-                };
-                let at = self.now + Duration::from_millis(delay);
-                self.links.push((at, a, b, want));
-            }
-        }
     }
 
     fn input(&mut self, id: InstId, input: Input<'_, std::convert::Infallible>) {
@@ -696,82 +612,6 @@ impl ServicesSim {
                 }
                 self.produced.entry(key).or_default().push(produced);
                 self.flush(id);
-            }
-        }
-    }
-
-    fn see(&mut self, a: InstId, b: InstId, up: bool) {
-        let Some(inst) = self.insts.get_mut(&a) else {
-            return;
-        };
-        if up {
-            if !inst.sees.insert(b) {
-                return;
-            }
-            let peer = self.insts[&b].uuid;
-            let caps = Caps::NONE.with(envelope::Layer::SERVICES);
-            self.log(format!("#{a} sees #{b}"));
-            self.input(
-                a,
-                Input::PeerUp(PeerView {
-                    peer,
-                    name: "sim",
-                    headers: &[],
-                    caps,
-                }),
-            );
-        } else {
-            if !inst.sees.remove(&b) {
-                return;
-            }
-            // The session is gone: nothing more flows either way on it.
-            self.wire.remove(&(a, b));
-            self.wire.remove(&(b, a));
-            let peer = self.uuid_of_any(b);
-            self.log(format!("#{a} loses #{b}"));
-            if let Some(peer) = peer {
-                self.input(a, Input::PeerDown { peer });
-            }
-        }
-    }
-
-    /// The UUID of an instance, living or (recently) dead: dead ones are remembered by the
-    /// survivors' layers only by UUID, which we derive back from their sessions.
-    fn uuid_of_any(&self, id: InstId) -> Option<Uuid> {
-        self.insts
-            .get(&id)
-            .map(|i| i.uuid)
-            .or_else(|| self.dead.get(&id).copied())
-    }
-
-    fn fault(&mut self) {
-        let n = self.roles.len();
-        match self.rng.gen_range(0..10) {
-            0..=5 => {
-                let slot = self.rng.gen_range(0..n);
-                self.crash(slot);
-            }
-            6..=7 => {
-                if self.cut.is_none() {
-                    self.partition();
-                }
-            }
-            _ => {
-                // A reset: one message in flight is lost (a dropped WHISPER).
-                let keys: Vec<_> = self
-                    .wire
-                    .iter()
-                    .filter(|(_, q)| !q.is_empty())
-                    .map(|(k, _)| *k)
-                    .collect();
-                if !keys.is_empty() {
-                    let k = keys[self.rng.gen_range(0..keys.len())];
-                    if let Some(q) = self.wire.get_mut(&k) {
-                        let i = self.rng.gen_range(0..q.len());
-                        q.remove(i);
-                    }
-                    self.log(format!("reset: one message lost on {k:?}"));
-                }
             }
         }
     }
