@@ -235,3 +235,19 @@ async fn static_brokers_gossip_and_fail_over_without_loss() {
         n.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_secure_node_needs_the_brokers_key() {
+    let r = zmesh::Node::builder()
+        .interface("lo".parse().unwrap())
+        .secure(zmesh::curve::CurveKeyPair::generate())
+        .brokers(&["tcp://127.0.0.1:7999"])
+        .unwrap()
+        .start()
+        .await;
+    let Err(e) = r else {
+        panic!("a secure node with a keyless broker started");
+    };
+    assert!(e.to_string().contains("needs its public key"), "{e}");
+    assert!(zmesh::parse_broker("tcp://127.0.0.1:7999|not-a-key").is_err());
+}

@@ -388,8 +388,23 @@ impl NodeBuilder {
 
     /// Starts the node: it begins beaconing as soon as an interface is usable, and returns the handle
     /// plus the stream of events. Must be called inside a tokio runtime.
-    pub async fn start(self) -> Result<(Node, Events), Error> {
+    pub async fn start(mut self) -> Result<(Node, Events), Error> {
         self.validate()?;
+        if let Some(keys) = &self.curve_keys {
+            // A secure node connects only with the peer's key: a broker must be named with it.
+            if let Some(b) = self.brokers.iter().find(|b| b.key.is_none()) {
+                return Err(Error::Config(format!(
+                    "secure mode: broker {} needs its public key (tcp://IP:PORT|Z85KEY)",
+                    b.endpoint
+                )));
+            }
+            // A secure broker announces itself with its key.
+            if let Some(own) = &self.broker_self {
+                if !own.contains('|') {
+                    self.broker_self = Some(format!("{own}|{}", keys.public().to_z85()));
+                }
+            }
+        }
         let uuid = self.uuid.unwrap_or_else(Uuid::new_v4);
         let name = self
             .name
