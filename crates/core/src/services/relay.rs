@@ -83,8 +83,12 @@ impl<W> Services<W> {
         if self.draining {
             return self.refuse(from, env.id, ErrorClass::Draining, "broker draining", io);
         }
+        if env.origin.is_some() {
+            // Brokers do not relay to brokers: only a spoofing caller would name an origin.
+            return self.malformed(from, "CALL naming an origin at a broker");
+        }
         let key = CallKey {
-            caller: env.origin.unwrap_or(from),
+            caller: from,
             id: env.id,
         };
         if !self.relays.contains_key(&key) && self.relays.len() >= self.config.max_relays {
@@ -165,16 +169,17 @@ impl<W> Services<W> {
             return self.malformed(from, "answer without corr");
         };
         let key = CallKey { caller: dest, id };
+        // Only the worker the call was relayed to answers it (anyone else could inject answers
+        // into other callers' calls); a late answer (the relay ended with its deadline) is
+        // dropped: its caller stopped waiting too.
         let client = match self.relays.get(&key) {
-            Some(r) if r.worker == from => {
-                let c = r.client;
-                self.relays.remove(&key);
-                c
+            Some(r) if r.worker == from => r.client,
+            _ => {
+                self.stats.late_replies += 1;
+                return;
             }
-            // Late (the relay ended) or from another worker: still worth passing on to the
-            // caller if it is here (it ignores what it no longer waits for).
-            _ => dest,
         };
+        self.relays.remove(&key);
         if !self.peers.contains_key(&client) {
             return;
         }

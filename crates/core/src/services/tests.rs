@@ -713,3 +713,68 @@ fn a_lost_reply_is_answered_again_from_the_cache() {
     assert_eq!(done[0].2.tries, 2);
     assert_eq!(n.nodes[&w].0.stats().duplicates, 1);
 }
+
+#[test]
+fn spoofed_origins_and_injected_answers_are_dropped() {
+    let mut n = Net::new();
+    let victim = n.add(1, Config::default());
+    let spoofer = n.add(3, Config::default());
+    let b = n.add(9, broker_config());
+    let w = n.add(2, Config::default());
+    for x in [victim, spoofer, w] {
+        n.link(x, b);
+    }
+    n.link(spoofer, w);
+    n.offer(w, "echo");
+    n.settle();
+    let id = n.call(victim, 1, spec("echo", 0, 1000, 1000));
+    n.settle();
+    let calls = n.calls_at(w);
+    assert_eq!(calls.len(), 1);
+    // The spoofer answers the victim's relayed call through the broker: dropped there.
+    let mut fake = Envelope::new(envelope::Layer::SERVICES, wire::REPLY, 77);
+    fake.corr = Some(id);
+    fake.dest = Some(victim);
+    fake.payload = Bytes::from_static(b"forged");
+    n.input(
+        b,
+        Input::Envelope {
+            from: spoofer,
+            group: None,
+            envelope: fake,
+        },
+    );
+    n.settle();
+    assert!(n.done_at(victim).is_empty());
+    assert_eq!(n.nodes[&b].0.stats().late_replies, 1);
+    n.reply(w, calls[0].0, b"real");
+    n.settle();
+    assert_eq!(n.done_at(victim)[0].1, Ok(Bytes::from_static(b"real")));
+    // The spoofer asks the worker directly in the victim's name: refused, nothing replayed.
+    let mut call = Envelope::new(envelope::Layer::SERVICES, wire::CALL, id);
+    call.subject = Some("echo".into());
+    call.origin = Some(victim);
+    n.input(
+        w,
+        Input::Envelope {
+            from: spoofer,
+            group: None,
+            envelope: call.clone(),
+        },
+    );
+    assert!(
+        n.wire.iter().all(|(from, _, _)| *from != w),
+        "nothing sent back"
+    );
+    assert_eq!(n.nodes[&w].0.stats().malformed, 1);
+    // Nor can it name an origin at a broker.
+    n.input(
+        b,
+        Input::Envelope {
+            from: spoofer,
+            group: None,
+            envelope: call,
+        },
+    );
+    assert_eq!(n.nodes[&b].0.stats().malformed, 1);
+}

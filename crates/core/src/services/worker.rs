@@ -72,6 +72,14 @@ impl<W> Services<W> {
         if self.config.broker {
             return self.relay_call(from, env, service, now, io);
         }
+        // Only a broker names another caller: from anyone else it would be a spoof (and would
+        // read that caller's cached replies).
+        if env.origin.is_some() && !self.peers.get(&from).is_some_and(|r| r.offer.broker) {
+            return self.malformed(
+                from,
+                "CALL naming an origin from a peer that is not a broker",
+            );
+        }
         self.stats.calls_received += 1;
         let key = CallKey {
             caller: env.origin.unwrap_or(from),

@@ -85,7 +85,9 @@ impl ServicesSim {
                     continue;
                 }
                 if !want {
-                    // The cut loses what is in flight both ways at once.
+                    // The cut loses what is in flight both ways at once, and what is sent
+                    // until both sides notice.
+                    self.broken.insert((a.min(b), a.max(b)));
                     self.wire.remove(&(a, b));
                     self.wire.remove(&(b, a));
                 }
@@ -124,9 +126,11 @@ impl ServicesSim {
             if !inst.sees.remove(&b) {
                 return;
             }
-            // The session is gone: nothing more flows either way on it.
+            // The session is gone: nothing more flows either way on it; a new one starts
+            // clean.
             self.wire.remove(&(a, b));
             self.wire.remove(&(b, a));
+            self.broken.remove(&(a.min(b), a.max(b)));
             let peer = self.uuid_of_any(b);
             self.log(format!("#{a} loses #{b}"));
             if let Some(peer) = peer {
@@ -157,7 +161,8 @@ impl ServicesSim {
                 }
             }
             _ => {
-                // A reset: one message in flight is lost (a dropped WHISPER).
+                // A reset: a message in flight is lost, and with it the session (ZRE sees the
+                // sequence gap and drops the peer; both sides meet again later).
                 let keys: Vec<_> = self
                     .wire
                     .iter()
@@ -166,13 +171,20 @@ impl ServicesSim {
                     .collect();
                 if !keys.is_empty() {
                     let k = keys[self.rng.gen_range(0..keys.len())];
-                    if let Some(q) = self.wire.get_mut(&k) {
-                        let i = self.rng.gen_range(0..q.len());
-                        q.remove(i);
-                    }
-                    self.log(format!("reset: one message lost on {k:?}"));
+                    self.break_session(k.0, k.1);
+                    self.log(format!("reset: session {k:?} broken"));
                 }
             }
         }
+    }
+
+    /// Breaks the session between `a` and `b`: what is in flight is lost, nothing more is
+    /// carried, and both sides lose each other after the detection delay.
+    pub(super) fn break_session(&mut self, a: InstId, b: InstId) {
+        self.broken.insert((a.min(b), a.max(b)));
+        self.wire.remove(&(a, b));
+        self.wire.remove(&(b, a));
+        let at = self.now + Duration::from_millis(self.rng.gen_range(DETECT.0..DETECT.1));
+        self.links.push((at, a, b, false));
     }
 }

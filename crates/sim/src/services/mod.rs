@@ -163,6 +163,8 @@ pub struct ServicesSim {
     processors: BTreeMap<CallKey, BTreeSet<InstId>>,
     /// UUIDs of crashed instances (their survivors' layers know them by UUID).
     dead: BTreeMap<InstId, Uuid>,
+    /// Sessions broken (reset or cut) and not yet noticed: nothing is carried on them.
+    broken: BTreeSet<(InstId, InstId)>,
     trace: VecDeque<String>,
     report: ServicesReport,
 }
@@ -200,6 +202,7 @@ impl ServicesSim {
             produced: BTreeMap::new(),
             processors: BTreeMap::new(),
             dead: BTreeMap::new(),
+            broken: BTreeSet::new(),
             trace: VecDeque::new(),
             report: ServicesReport::default(),
         };
@@ -301,7 +304,9 @@ impl ServicesSim {
             let Some(to_id) = self.inst_of(to) else {
                 continue;
             };
-            if !self.insts[&id].sees.contains(&to_id) {
+            if !self.insts[&id].sees.contains(&to_id)
+                || self.broken.contains(&(id.min(to_id), id.max(to_id)))
+            {
                 // Sent to a peer whose session is gone: ZRE would refuse it.
                 continue;
             }
