@@ -778,3 +778,24 @@ fn spoofed_origins_and_injected_answers_are_dropped() {
     );
     assert_eq!(n.nodes[&b].0.stats().malformed, 1);
 }
+
+#[test]
+fn callers_balance_across_brokers() {
+    let mut n = Net::new();
+    let c = n.add(1, Config::default());
+    let (b1, b2) = (n.add(8, broker_config()), n.add(9, broker_config()));
+    let w = n.add(2, Config::default());
+    for b in [b1, b2] {
+        n.link(c, b);
+        n.link(w, b);
+    }
+    n.offer(w, "echo");
+    n.settle();
+    for i in 0..10 {
+        n.call(c, i, spec("echo", 0, 1000, 1000));
+    }
+    n.settle();
+    let relayed = |n: &Net, b| n.nodes[&b].0.stats().relayed;
+    assert_eq!((relayed(&n, b1), relayed(&n, b2)), (5, 5));
+    assert_eq!(n.calls_at(w).len(), 10);
+}
