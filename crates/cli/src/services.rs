@@ -368,8 +368,31 @@ pub async fn services(cli: &Cli, args: &ServicesArgs) -> Result<i32, zmesh::Erro
     let (node, events) = b.start().await?;
     drain_events(events);
     tokio::time::sleep(args.wait).await;
-    let list = node.services();
+    let mut list = node.services();
     let stats = node.service_stats(args.wait).await?;
+    // Workers behind brokers are not peers of ours: they show up through their stats answers.
+    for s in stats
+        .iter()
+        .filter(|s| !s.stats.broker && s.peer != node.uuid())
+    {
+        for x in &s.stats.services {
+            let pos = match list.iter().position(|e| e.service == x.name) {
+                Some(i) => i,
+                None => {
+                    list.push(zmesh::ServiceEntry {
+                        service: x.name.clone(),
+                        workers: Vec::new(),
+                        brokers: Vec::new(),
+                    });
+                    list.len() - 1
+                }
+            };
+            if !list[pos].workers.contains(&s.peer) {
+                list[pos].workers.push(s.peer);
+            }
+        }
+    }
+    list.sort_by(|a, b| a.service.cmp(&b.service));
     let name = |u: &zmesh::Uuid| {
         node.peer_name(*u)
             .unwrap_or_else(|| zmesh::uuid_to_string(u))

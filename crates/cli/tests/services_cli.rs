@@ -225,4 +225,31 @@ fn through_a_broker_with_no_beacon_and_a_worker_killed_mid_call() {
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         assert_eq!(json(&out)["payload"], format!("k{i}"));
     }
+    // `zmesh services` through the broker sees the surviving worker and its stats.
+    let out = zmesh(
+        p + 4,
+        &[
+            "--json",
+            "services",
+            "--interval",
+            "100",
+            "--wait",
+            "2s",
+            "--broker",
+            &ep,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let job: Value = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .find(|l| l["service"] == "job")
+        .unwrap_or_else(|| panic!("job not listed: {out:?}"));
+    assert_eq!(job["brokers"].as_array().unwrap().len(), 1, "{job}");
+    let workers = job["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{job}");
+    assert!(workers[0]["requests"].as_u64().unwrap() >= 1, "{job}");
 }

@@ -345,6 +345,13 @@ impl<W> Services<W> {
         }
     }
 
+    fn is_broker_peer(&self, peer: Uuid) -> bool {
+        self.peers.get(&peer).is_some_and(|r| r.offer.broker)
+    }
+
+    /// A STATS query: answered with our counters; a broker also passes it on to its workers
+    /// (naming the asker in `origin`), whose answers it relays back, so a node that reaches
+    /// only brokers still sees every worker's stats.
     fn on_stats_query(
         &mut self,
         from: Uuid,
@@ -352,23 +359,50 @@ impl<W> Services<W> {
         now: Instant,
         io: &mut impl Io<Delivery<W>>,
     ) {
+        if env.origin.is_some() && !self.is_broker_peer(from) {
+            return self.malformed(from, "STATS_QUERY naming an origin from a non-broker");
+        }
         let id = self.fresh_id();
         let mut out = Envelope::new(envelope::Layer::SERVICES, wire::STATS, id);
         out.corr = Some(env.id);
+        out.dest = env.origin;
         out.payload = self.own_stats(now).encode();
         io.send(from, encode(&out));
+        if self.config.broker && env.origin.is_none() {
+            let mut fwd = Envelope::new(envelope::Layer::SERVICES, wire::STATS_QUERY, env.id);
+            fwd.origin = Some(from);
+            let frame = encode(&fwd);
+            for (peer, r) in &self.peers {
+                if *peer != from && !r.offer.broker && !r.offer.services.is_empty() {
+                    io.send(*peer, frame.clone());
+                }
+            }
+        }
     }
 
     fn on_stats(&mut self, from: Uuid, env: Envelope, io: &mut impl Io<Delivery<W>>) {
         let Some(query) = env.corr else {
             return self.malformed(from, "STATS without corr");
         };
+        if let Some(dest) = env.dest {
+            // A worker's answer to a query we passed on: relay it, naming the worker.
+            if !self.config.broker || !self.peers.contains_key(&dest) {
+                return;
+            }
+            let mut out = env;
+            out.dest = None;
+            out.origin = Some(from);
+            io.send(dest, encode(&out));
+            return;
+        }
+        // `origin` names the worker only when a broker relays.
+        let peer = match env.origin {
+            Some(o) if self.is_broker_peer(from) => o,
+            Some(_) => return self.malformed(from, "STATS naming an origin from a non-broker"),
+            None => from,
+        };
         match StatsBody::decode(&env.payload) {
-            Ok(stats) => io.deliver(Delivery::Stats {
-                query,
-                peer: from,
-                stats,
-            }),
+            Ok(stats) => io.deliver(Delivery::Stats { query, peer, stats }),
             Err(e) => self.malformed(from, format!("bad STATS: {e}")),
         }
     }

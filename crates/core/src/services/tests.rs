@@ -799,3 +799,31 @@ fn callers_balance_across_brokers() {
     assert_eq!((relayed(&n, b1), relayed(&n, b2)), (5, 5));
     assert_eq!(n.calls_at(w).len(), 10);
 }
+
+#[test]
+fn stats_reach_workers_behind_a_broker() {
+    let mut n = Net::new();
+    let c = n.add(1, Config::default());
+    let b = n.add(9, broker_config());
+    let w = n.add(2, Config::default());
+    n.link(c, b);
+    n.link(w, b);
+    n.offer(w, "echo");
+    n.settle();
+    let q = n.with(c, |s, _, out| s.query_stats(b, out)).unwrap();
+    n.settle();
+    let mut got: Vec<(u64, Uuid, bool, usize)> = n
+        .take(c)
+        .into_iter()
+        .filter_map(|d| match d {
+            Delivery::Stats { query, peer, stats } => {
+                Some((query, peer, stats.broker, stats.services.len()))
+            }
+            _ => None,
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![(q, b, true, 0), (q, w, false, 1)];
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -424,28 +424,31 @@ impl Node {
         map.into_values().collect()
     }
 
-    /// Asks every peer that offers a service or is a broker for its counters, and waits up to
-    /// `wait` for the answers (this node's own come first, rtt 0).
+    /// Asks every peer that offers a service or is a broker for its counters (brokers pass the
+    /// question on to their workers), and waits up to `wait` for the answers (this node's own
+    /// come first, rtt 0; with brokers it waits the whole `wait`, not knowing how many answer).
     pub async fn service_stats(&self, wait: Duration) -> Result<Vec<NodeServiceStats>, Error> {
         let shared = self.inner.shared.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let start = Instant::now();
-        let ((own, ids), _) = shared.command_state(|st| {
+        let ((own, ids, via_brokers), _) = shared.command_state(|st| {
             let own = st.driver.services_ref().own_stats(Instant::now());
-            let peers: Vec<Uuid> = st
+            let targets: Vec<(Uuid, bool)> = st
                 .driver
                 .services_ref()
                 .directory()
                 .filter(|(_, broker, list)| *broker || !list.is_empty())
-                .map(|(p, _, _)| p)
+                .map(|(p, broker, _)| (p, broker))
                 .collect();
+            let via_brokers = targets.iter().any(|t| t.1);
+            let peers: Vec<Uuid> = targets.into_iter().map(|t| t.0).collect();
             let ids: Vec<u64> = st
                 .driver
                 .services(|s, io| peers.iter().filter_map(|p| s.query_stats(*p, io)).collect());
             for id in &ids {
                 st.services.queries.insert(*id, tx.clone());
             }
-            (own, ids)
+            (own, ids, via_brokers)
         })?;
         drop(tx);
         let mut out = vec![NodeServiceStats {
@@ -453,15 +456,21 @@ impl Node {
             rtt: Duration::ZERO,
             stats: own,
         }];
-        let expect = ids.len();
+        // Brokers pass the query on to workers we cannot count: then wait the whole time.
+        let expect = if via_brokers { usize::MAX } else { ids.len() };
         let deadline = tokio::time::Instant::now() + wait;
         while out.len() - 1 < expect {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((peer, stats))) => out.push(NodeServiceStats {
-                    peer,
-                    rtt: start.elapsed(),
-                    stats,
-                }),
+                // A worker behind two brokers answers through both: keep the first.
+                Ok(Some((peer, stats))) => {
+                    if !out.iter().any(|o| o.peer == peer) {
+                        out.push(NodeServiceStats {
+                            peer,
+                            rtt: start.elapsed(),
+                            stats,
+                        });
+                    }
+                }
                 _ => break,
             }
         }
