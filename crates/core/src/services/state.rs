@@ -538,10 +538,9 @@ impl<W> Services<W> {
     fn peer_gone(&mut self, peer: Uuid, now: Instant, io: &mut impl Io<Delivery<W>>) {
         self.calls_peer_gone(peer, now, io);
         self.relays_peer_gone(peer, io);
-        if let Some(n) = self.pending_to.get(&peer) {
-            if *n == 0 {
-                self.pending_to.remove(&peer);
-            }
-        }
+        debug_assert!(
+            !self.pending_to.contains_key(&peer),
+            "tries left at a gone peer"
+        );
     }
 }
