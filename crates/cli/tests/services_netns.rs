@@ -42,18 +42,19 @@ impl Net {
         let rt = format!("{PREFIX}-rt");
         ip(&["netns", "add", &rt]);
         ip(&["-n", &rt, "link", "set", "lo", "up"]);
-        let sysctl = Command::new("ip")
+        // Forwarding on, in the router namespace only (its own /proc/sys/net).
+        let fwd = Command::new("ip")
             .args([
                 "netns",
                 "exec",
                 &rt,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward",
             ])
             .status()
             .unwrap();
-        assert!(sysctl.success());
+        assert!(fwd.success());
         for (seg, hosts) in [
             (1, &["a1", "a2"][..]),
             (2, &["b1"][..]),
