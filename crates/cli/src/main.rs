@@ -8,6 +8,9 @@
 //! * `zmesh request TARGET EVENT [PAYLOAD]` / `zmesh reply --echo|--exec CMD` — request/reply
 //!   from the shell (exit status per outcome, see `reqrep.rs`); TARGET may be `any[:FILTER]`,
 //!   `all[:FILTER]`, `group:NAME` (`routing.rs`). `zmesh tick TARGET EVENT [PAYLOAD]`.
+//! * `zmesh worker SERVICE --echo|--exec CMD`, `zmesh call SERVICE [PAYLOAD]`, `zmesh services`,
+//!   `zmesh broker --bind ENDPOINT` — named services, retries with de-duplication, brokers
+//!   (`services.rs`).
 //! * `zmesh emit TOPIC [PAYLOAD]` / `zmesh on PATTERN [--count N]` — the distributed event
 //!   emitter (`emitter.rs`).
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
@@ -42,6 +45,7 @@ mod parse;
 mod reqrep;
 mod resolve;
 mod routing;
+mod services;
 mod signal;
 mod tester;
 
@@ -142,6 +146,14 @@ enum Command {
     Emit(emitter::EmitArgs),
     /// Print the events matching a pattern (one line each, JSON with --json).
     On(emitter::OnArgs),
+    /// Offer a named service: answer calls with their payload (--echo) or a command's output.
+    Worker(services::WorkerArgs),
+    /// Call a named service (one worker; retries with de-duplication) and print the reply.
+    Call(services::CallArgs),
+    /// List the services offered in the mesh, their workers and their stats.
+    Services(services::ServicesArgs),
+    /// Relay calls between clients and workers (fixed endpoint, gossip with other brokers).
+    Broker(services::BrokerCmdArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) to stdout, e.g. `zmesh man > zmesh.1`.
@@ -265,6 +277,10 @@ async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Tick(args) => routing::tick(&cli, args).await,
         Command::Emit(args) => emitter::emit(&cli, args).await,
         Command::On(args) => emitter::on(&cli, args).await,
+        Command::Worker(args) => services::worker(&cli, args).await,
+        Command::Call(args) => services::call(&cli, args).await,
+        Command::Services(args) => services::services(&cli, args).await,
+        Command::Broker(args) => services::broker(&cli, args).await,
         Command::Completions(args) => Ok(docs::completions(args)),
         Command::Man => docs::man(),
         Command::Keygen(args) => curve::keygen(args, cli.json),

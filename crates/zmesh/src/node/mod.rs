@@ -40,7 +40,7 @@
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
 //! `requests.rs` (request/reply and ticks), `routing.rs` (any/all/group targets, options, peer
-//! events), `emitter.rs` (the distributed event emitter), `groups.rs` (per-group event streams),
+//! events), `emitter.rs` (the distributed event emitter), `services.rs` (named services, calls, brokers), `groups.rs` (per-group event streams),
 //! `secure.rs` (secure mode: the key pair and allow-list as CURVE settings of the inbox and
 //! outboxes).
 //!
@@ -72,6 +72,7 @@ use crate::iface::SelectedInterface;
 use shared::Shared;
 use zmesh_zmtp::curve::CurvePublicKey;
 
+mod brokers;
 mod builder;
 mod discovery;
 mod emitter;
@@ -79,9 +80,11 @@ mod groups;
 mod requests;
 mod routing;
 mod secure;
+mod services;
 mod shared;
 mod task;
 
+pub use brokers::{broker_uuid, parse_broker, BrokerAddr};
 use builder::check_str;
 pub use builder::{NodeBuilder, DEFAULT_BEACON_INTERVAL, DEFAULT_EVENT_CAPACITY};
 pub use emitter::{Emitted, On, OnOptions, Overflow, DEFAULT_ON_CAPACITY};
@@ -90,6 +93,9 @@ pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
 };
 pub use routing::{AllReplies, AllRequest, AnyRequest, Options, PeerEvent, PeerEvents};
+pub use services::{
+    Call, CallFailed, CallFuture, IncomingCall, NodeServiceStats, Offered, Reply, ServiceEntry,
+};
 
 /// The UDP port ZRE beacons use by default (IANA "ZRE-DISC").
 pub const DEFAULT_BEACON_PORT: u16 = 5670;

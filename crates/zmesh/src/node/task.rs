@@ -444,6 +444,7 @@ fn end_handlers(state: &mut State) {
     state.group_subs.clear();
     state.routing.clear();
     state.emitter.clear();
+    state.services.clear();
     for (_, flag) in state.running.drain() {
         flag.cancel();
     }

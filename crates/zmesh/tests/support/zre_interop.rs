@@ -50,7 +50,7 @@ pub const ZMESH_HEADERS_ON_WIRE: [(&str, &str); 5] = [
     ("X-Impl", "zmesh"),
     ("X-Greeting", "grüß dich ✓"),
     ("X-Expr", "a=b c=d"),
-    ("X-ZMESH-CAPS", "ctl,req,ev"),
+    ("X-ZMESH-CAPS", "ctl,req,ev,svc"),
     ("X-ZMESH", "1"),
 ];
 

@@ -296,7 +296,7 @@ pub async fn mesh_part(args: &crate::Args) {
     let port = args.beacon_port.expect("--beacon-port");
     let beacon = Duration::from_millis(args.beacon_ms);
     println!("RSS0 {}", rss_bytes());
-    // `--connect`: the gossip hub every node joins (scenario 12), beacons off.
+    // `--connect`: the gossip hub every node joins (scenario 13), beacons off.
     let hub = args.connect.clone();
     let mut mesh = Mesh::start(args.part_nodes, |i| {
         let b = node_builder(&format!("r{i}"), port, beacon);
