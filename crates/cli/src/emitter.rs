@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 use tokio::time::Instant;
-use zmesh::{Bytes, OnOptions, Overflow};
+use zmesh::{OnOptions, Overflow};
 
 use crate::output::{print_json, put_bytes};
 use crate::signal::StopSignal;
@@ -62,15 +62,7 @@ pub struct OnArgs {
 }
 
 pub async fn emit(cli: &Cli, args: &EmitArgs) -> Result<i32, zmesh::Error> {
-    let payload = match args.payload.as_deref() {
-        Some("-") => {
-            let mut buf = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf).await?;
-            Bytes::from(buf)
-        }
-        Some(p) => Bytes::from(p.to_owned()),
-        None => Bytes::new(),
-    };
+    let payload = crate::output::read_payload(args.payload.as_deref()).await?;
     let (node, mut events) = cli.builder(&args.node).start().await?;
     let deadline = Instant::now() + args.discover;
     while node.subscribers(&args.topic).len() < args.expect && Instant::now() < deadline {

@@ -244,6 +244,52 @@ pub fn put_bytes(o: &mut Value, key: &str, bytes: &[u8]) {
     }
 }
 
+/// The payload argument of `request`, `emit` and `call`: `-` reads stdin to its end, none is empty.
+pub async fn read_payload(arg: Option<&str>) -> std::io::Result<Bytes> {
+    Ok(match arg {
+        Some("-") => {
+            let mut buf = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf).await?;
+            Bytes::from(buf)
+        }
+        Some(p) => Bytes::from(p.to_owned()),
+        None => Bytes::new(),
+    })
+}
+
+/// Prints the result of a one-shot command (`request`, `call`) the same way for both: with
+/// `--json`, `json` completed with the payload or the error (and a handler's own `code` and
+/// `message`); otherwise the reply's bytes as they are on stdout, or the error on stderr.
+pub fn print_result<E: std::fmt::Display>(
+    json: Option<Value>,
+    result: &Result<Bytes, E>,
+    handler: Option<(u16, &str)>,
+    command: &str,
+) -> std::io::Result<()> {
+    match (json, result) {
+        (Some(mut o), r) => {
+            match r {
+                Ok(p) => put_bytes(&mut o, "payload", p),
+                Err(e) => {
+                    o["error"] = Value::String(e.to_string());
+                    if let Some((code, message)) = handler {
+                        o["code"] = json!(code);
+                        o["message"] = json!(message);
+                    }
+                }
+            }
+            print_json(&o);
+        }
+        (None, Ok(p)) => {
+            let mut out = std::io::stdout();
+            out.write_all(p)?;
+            out.flush()?;
+        }
+        (None, Err(e)) => eprintln!("zmesh {command}: {e}"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

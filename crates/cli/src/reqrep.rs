@@ -74,15 +74,7 @@ pub struct ReplyArgs {
 }
 
 pub async fn request(cli: &Cli, args: &RequestArgs) -> Result<i32, zmesh::Error> {
-    let payload = match args.payload.as_deref() {
-        Some("-") => {
-            let mut buf = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf).await?;
-            Bytes::from(buf)
-        }
-        Some(p) => Bytes::from(p.to_owned()),
-        None => Bytes::new(),
-    };
+    let payload = crate::output::read_payload(args.payload.as_deref()).await?;
     resolve::require_interface(&cli.iface())?;
     let target = crate::routing::parse_target(&args.target)?;
     if let zmesh::Target::Any(_) | zmesh::Target::All(_) = target {
@@ -135,38 +127,20 @@ pub async fn request(cli: &Cli, args: &RequestArgs) -> Result<i32, zmesh::Error>
     };
     let rtt = started.elapsed();
     let code = exit_code(&result);
-    if cli.json {
-        let mut o = json!({
+    let json = cli.json.then(|| {
+        json!({
             "target": args.target,
             "peer": target.map(|p| zmesh::uuid_to_string(&p)),
             "event": args.event,
             "rtt_us": rtt.as_micros() as u64,
-        });
-        match &result {
-            Ok(reply) => {
-                o["outcome"] = json!("reply");
-                crate::output::put_bytes(&mut o, "payload", reply);
-            }
-            Err(e) => {
-                o["outcome"] = json!(outcome_name(e));
-                o["error"] = json!(e.to_string());
-                if let RequestError::Handler { code, message } = e {
-                    o["code"] = json!(code);
-                    o["message"] = json!(message);
-                }
-            }
-        }
-        print_json(&o);
-    } else {
-        match &result {
-            Ok(reply) => {
-                let mut out = std::io::stdout();
-                std::io::Write::write_all(&mut out, reply)?;
-                std::io::Write::flush(&mut out)?;
-            }
-            Err(e) => eprintln!("zmesh request: {e}"),
-        }
-    }
+            "outcome": outcome_of(&result),
+        })
+    });
+    let handler = match &result {
+        Err(RequestError::Handler { code, message }) => Some((*code, message.as_str())),
+        _ => None,
+    };
+    crate::output::print_result(json, &result, handler, "request")?;
     node.stop().await;
     Ok(code)
 }

@@ -147,24 +147,12 @@ pub struct BrokerCmdArgs {
     drain: Duration,
 }
 
-async fn read_payload(p: Option<&str>) -> Result<Bytes, zmesh::Error> {
-    Ok(match p {
-        Some("-") => {
-            let mut buf = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf).await?;
-            Bytes::from(buf)
-        }
-        Some(p) => Bytes::from(p.to_owned()),
-        None => Bytes::new(),
-    })
-}
-
 fn drain_events(mut events: zmesh::Events) {
     tokio::spawn(async move { while events.recv().await.is_some() {} });
 }
 
 pub async fn call(cli: &Cli, args: &CallArgs) -> Result<i32, zmesh::Error> {
-    let payload = read_payload(args.payload.as_deref()).await?;
+    let payload = crate::output::read_payload(args.payload.as_deref()).await?;
     resolve::require_interface(&cli.iface())?;
     let b = args.brokers.apply(cli.builder(&args.node))?;
     let (node, events) = b.start().await?;
@@ -200,36 +188,21 @@ pub async fn call(cli: &Cli, args: &CallArgs) -> Result<i32, zmesh::Error> {
         Err(f) => (Err(f.error), f.info),
     };
     let code = exit_code(&result);
-    if cli.json {
-        let mut o = json!({
+    let json = cli.json.then(|| {
+        json!({
             "service": args.service,
             "outcome": outcome_name(&result),
             "tries": info.tries,
             "worker": info.worker.map(|u| zmesh::uuid_to_string(&u)),
             "broker": info.broker.map(|u| zmesh::uuid_to_string(&u)),
             "latency_us": info.latency.as_micros() as u64,
-        });
-        match &result {
-            Ok(p) => crate::output::put_bytes(&mut o, "payload", p),
-            Err(e) => {
-                o["error"] = json!(e.to_string());
-                if let CallError::Handler { code, message } = e {
-                    o["code"] = json!(code);
-                    o["message"] = json!(message);
-                }
-            }
-        }
-        print_json(&o);
-    } else {
-        match &result {
-            Ok(p) => {
-                let mut out = std::io::stdout();
-                std::io::Write::write_all(&mut out, p)?;
-                std::io::Write::flush(&mut out)?;
-            }
-            Err(e) => eprintln!("zmesh call: {e}"),
-        }
-    }
+        })
+    });
+    let handler = match &result {
+        Err(CallError::Handler { code, message }) => Some((*code, message.as_str())),
+        _ => None,
+    };
+    crate::output::print_result(json, &result, handler, "call")?;
     node.stop().await;
     Ok(code)
 }

@@ -30,11 +30,12 @@ fn config(u: Uuid) -> Config {
 }
 
 /// Frames in flight: (from, to, frames).
-type Wire = VecDeque<(Uuid, Uuid, Vec<Bytes>)>;
+pub(super) type Wire = VecDeque<(Uuid, Uuid, Vec<Bytes>)>;
 
-struct Net<'a> {
-    from: Uuid,
-    wire: &'a mut Wire,
+/// A [`Transport`] that puts what `from` sends on the shared wire (also used by `routes_tests`).
+pub(super) struct Net<'a> {
+    pub(super) from: Uuid,
+    pub(super) wire: &'a mut Wire,
 }
 
 impl Transport for Net<'_> {

@@ -36,3 +36,9 @@ pub mod routing;
 pub mod services;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+
+/// Lower-case hex of `b`: how the golden vectors of the wire tests are written.
+#[cfg(test)]
+pub(crate) fn test_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

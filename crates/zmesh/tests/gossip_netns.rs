@@ -132,6 +132,27 @@ fn stop_all(agents: &mut [Agent]) {
     }
 }
 
+/// Debian's dnsmasq in the hub namespace, serving only what the caller adds (no upstream, no
+/// /etc/hosts), on 10.82.0.1:53.
+fn dnsmasq() -> Command {
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        "zdg-hub",
+        "dnsmasq",
+        "--keep-in-foreground",
+    ])
+    .args(["--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
+    .args([
+        "--bind-interfaces",
+        "--listen-address=10.82.0.1",
+        "--port=53",
+    ])
+    .args(["--user=root", "--pid-file="]);
+    c
+}
+
 #[test]
 #[ignore = "needs root, nftables and dnsmasq: run through scripts/test.sh"]
 fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
@@ -212,26 +233,7 @@ fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
 
     // 3. DNS: SRV records for segment A, a name with two A records for segment B.
     let mut dns = Guard(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                "zdg-hub",
-                "dnsmasq",
-                "--keep-in-foreground",
-            ])
-            .args([
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-            ])
-            .args([
-                "--listen-address=10.82.0.1",
-                "--port=53",
-                "--user=root",
-                "--pid-file=",
-            ])
+        dnsmasq()
             .args([
                 "--host-record=a1.zdg.test,10.82.0.11",
                 "--host-record=a2.zdg.test,10.82.0.12",
@@ -283,26 +285,7 @@ fn meshes_form_without_udp_by_gossip_static_peers_and_dns() {
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "10.82.0.11 late.zdg.test\n").unwrap();
     let dns = Guard(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                "zdg-hub",
-                "dnsmasq",
-                "--keep-in-foreground",
-            ])
-            .args([
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-            ])
-            .args([
-                "--listen-address=10.82.0.1",
-                "--port=53",
-                "--user=root",
-                "--pid-file=",
-            ])
+        dnsmasq()
             .arg(format!("--addn-hosts={}", hosts.display()))
             .stdout(Stdio::null())
             .spawn()

@@ -8,6 +8,7 @@
 
 use crate::codec::{check_greeting_prefix, encode_frame_header, Command, FrameDecoder};
 use crate::codec::{Greeting, Metadata, GREETING_LEN};
+use crate::endpoint::Endpoint;
 use crate::error::HandshakeError;
 use crate::mechanism::Mechanism;
 use crate::Frames;
@@ -695,5 +696,32 @@ pub(crate) async fn hb_tick(hb: &mut Option<HeartbeatState>) {
             h.interval.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// Dials `ep` (outboxes and duplex links alike): a Unix socket, or the first address of a TCP
+/// endpoint that answers, with `TCP_NODELAY`.
+pub(crate) async fn dial(ep: &Endpoint) -> Result<Stream, HandshakeError> {
+    match ep {
+        Endpoint::Ipc(p) => Ok(Stream::Unix(UnixStream::connect(p).await?)),
+        Endpoint::Tcp { .. } => {
+            let addrs = ep
+                .resolve()
+                .await
+                .map_err(|e| HandshakeError::Io(e.to_string()))?;
+            let mut last = None;
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(Stream::Tcp(s));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last
+                .map(HandshakeError::from)
+                .unwrap_or_else(|| HandshakeError::Io("no address".into())))
+        }
     }
 }

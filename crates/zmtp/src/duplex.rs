@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -108,7 +108,7 @@ impl Duplex {
             peer: &peer,
         };
         let c = tokio::time::timeout(cfg.handshake_timeout, async {
-            let s = dial(&ep).await?;
+            let s = conn::dial(&ep).await?;
             conn::handshake(s, params).await
         })
         .await
@@ -168,31 +168,6 @@ impl Duplex {
     /// The peer's identity (accepted connections: its READY `Identity`, possibly empty).
     pub fn identity(&self) -> &Identity {
         &self.identity
-    }
-}
-
-async fn dial(ep: &Endpoint) -> Result<Stream, HandshakeError> {
-    match ep {
-        Endpoint::Ipc(p) => Ok(Stream::Unix(UnixStream::connect(p).await?)),
-        Endpoint::Tcp { .. } => {
-            let addrs = ep
-                .resolve()
-                .await
-                .map_err(|e| HandshakeError::Io(e.to_string()))?;
-            let mut last = None;
-            for a in addrs {
-                match TcpStream::connect(a).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        return Ok(Stream::Tcp(s));
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last
-                .map(HandshakeError::from)
-                .unwrap_or_else(|| HandshakeError::Io("no address".into())))
-        }
     }
 }
 

@@ -205,9 +205,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::test_hex as hex;
 
     /// The example in docs/protocol.md §5.
     #[test]

@@ -3,7 +3,7 @@
 //! changes reach peers in one trip and steer the next decision, `all` gathers and ends exactly
 //! once whatever comes first, ticks to any and all.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,13 +11,12 @@ use uuid::Uuid;
 use zmesh_zre::{routing_id, Config, Engine, Event, Output};
 
 use super::routes::Routed;
+use super::tests::{Net, Wire};
 use super::*;
 use crate::filter::{parse, Filter};
 use crate::pattern::Pattern;
 use crate::reqrep::{Delivery, GatherEnd, GatherSpec, InboundKey, NoResponders, RequestError};
 use crate::testing::Checker;
-
-type Wire = VecDeque<(Uuid, Uuid, Vec<Bytes>)>;
 
 fn endpoint(u: Uuid) -> String {
     format!("tcp://mem/{}", u.as_u128())
@@ -28,22 +27,6 @@ fn config(u: Uuid) -> Config {
         endpoint: endpoint(u),
         ..Config::new(u, format!("n{}", u.as_u128()))
     }
-}
-
-struct Net<'a> {
-    from: Uuid,
-    wire: &'a mut Wire,
-}
-
-impl Transport for Net<'_> {
-    fn connect(&mut self, _peer: Uuid, _endpoint: &str, _key: Option<&[u8; 32]>) -> bool {
-        true
-    }
-    fn send(&mut self, peer: Uuid, frames: zmesh_zre::Frames) -> bool {
-        self.wire.push_back((self.from, peer, frames.to_vec()));
-        true
-    }
-    fn disconnect(&mut self, _peer: Uuid) {}
 }
 
 #[derive(Default)]

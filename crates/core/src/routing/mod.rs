@@ -65,21 +65,7 @@ impl Router {
         loads: impl IntoIterator<Item = (Uuid, usize)>,
     ) -> Option<Uuid> {
         let slot = usize::from(kind == HandlerKind::Tick);
-        let last = self.last[slot];
-        let mut best: Option<(usize, bool, Uuid)> = None;
-        for (uuid, load) in loads {
-            // Among equal loads, prefer the first UUID after the previous pick (`after`), and
-            // wrap around to the first one otherwise.
-            let after = last.is_some_and(|l| uuid > l);
-            let better = match best {
-                None => true,
-                Some((bl, ba, _)) => load < bl || (load == bl && after && !ba),
-            };
-            if better {
-                best = Some((load, after, uuid));
-            }
-        }
-        let pick = best.map(|b| b.2);
+        let pick = least_loaded_after(loads, self.last[slot]);
         if pick.is_some() {
             self.last[slot] = pick;
         }
@@ -171,6 +157,28 @@ impl fmt::Display for Target {
             Target::All(x) => write!(f, "all:{x}"),
         }
     }
+}
+
+/// The balancing rule of every "any" choice (requests, ticks, service calls): among `loads`
+/// (candidate, outstanding), given in UUID order, the least loaded; among equals the first after
+/// `last` (the previous pick), wrapping around to the first. Round robin, never random, so a
+/// fair share is exact and visible.
+pub fn least_loaded_after(
+    loads: impl IntoIterator<Item = (Uuid, usize)>,
+    last: Option<Uuid>,
+) -> Option<Uuid> {
+    let mut best: Option<(usize, bool, Uuid)> = None;
+    for (uuid, load) in loads {
+        let after = last.is_some_and(|l| uuid > l);
+        let better = match best {
+            None => true,
+            Some((bl, ba, _)) => load < bl || (load == bl && after && !ba),
+        };
+        if better {
+            best = Some((load, after, uuid));
+        }
+    }
+    best.map(|b| b.2)
 }
 
 #[cfg(test)]

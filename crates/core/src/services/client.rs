@@ -114,22 +114,11 @@ impl<W> Services<W> {
             .map(|(u, _)| (u, self.pending_to(u), avoid.contains(&u)))
             .collect();
         let fresh = cands.iter().any(|c| !c.2);
-        let last = self.last_pick;
-        let mut best: Option<(usize, bool, Uuid)> = None;
-        for (uuid, load, avoided) in cands {
-            if fresh && avoided {
-                continue;
-            }
-            let after = last.is_some_and(|l| uuid > l);
-            let better = match best {
-                None => true,
-                Some((bl, ba, _)) => load < bl || (load == bl && after && !ba),
-            };
-            if better {
-                best = Some((load, after, uuid));
-            }
-        }
-        let pick = best.map(|b| b.2);
+        let loads = cands
+            .into_iter()
+            .filter(|c| !(fresh && c.2))
+            .map(|(uuid, load, _)| (uuid, load));
+        let pick = crate::routing::least_loaded_after(loads, self.last_pick);
         if pick.is_some() {
             self.last_pick = pick;
         }

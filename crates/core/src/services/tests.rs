@@ -474,17 +474,22 @@ fn broker_config() -> Config {
     }
 }
 
-#[test]
-fn broker_relays_both_ways() {
+/// A client `c` and a worker `w` offering `echo` that see only the broker `b`, settled.
+fn one_broker() -> (Net, Uuid, Uuid, Uuid) {
     let mut n = Net::new();
     let c = n.add(1, Config::default());
     let b = n.add(9, broker_config());
     let w = n.add(2, Config::default());
-    // The client and the worker see only the broker.
     n.link(c, b);
     n.link(w, b);
     n.offer(w, "echo");
     n.settle();
+    (n, c, b, w)
+}
+
+#[test]
+fn broker_relays_both_ways() {
+    let (mut n, c, b, w) = one_broker();
     assert_eq!(
         n.nodes[&c].0.workers("echo").collect::<Vec<_>>(),
         vec![(b, true)]
@@ -802,14 +807,7 @@ fn callers_balance_across_brokers() {
 
 #[test]
 fn stats_reach_workers_behind_a_broker() {
-    let mut n = Net::new();
-    let c = n.add(1, Config::default());
-    let b = n.add(9, broker_config());
-    let w = n.add(2, Config::default());
-    n.link(c, b);
-    n.link(w, b);
-    n.offer(w, "echo");
-    n.settle();
+    let (mut n, c, b, w) = one_broker();
     let q = n.with(c, |s, _, out| s.query_stats(b, out)).unwrap();
     n.settle();
     let mut got: Vec<(u64, Uuid, bool, usize)> = n

@@ -4,7 +4,7 @@ use super::queue::{msg_size, Shared, BATCH_BYTES, BATCH_MSGS};
 use super::{OutboxConfig, OutboxState};
 use crate::codec::FrameDecoder;
 use crate::codec::Metadata;
-use crate::conn::{self, handle_command, hb_tick, reserve_read, OutBuf, Stream};
+use crate::conn::{self, handle_command, hb_tick, reserve_read, OutBuf};
 use crate::endpoint::Endpoint;
 use crate::error::HandshakeError;
 use crate::mechanism::Mechanism;
@@ -13,32 +13,6 @@ use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
-
-async fn dial(ep: &Endpoint) -> Result<Stream, HandshakeError> {
-    match ep {
-        Endpoint::Ipc(p) => Ok(Stream::Unix(UnixStream::connect(p).await?)),
-        Endpoint::Tcp { .. } => {
-            let addrs = ep
-                .resolve()
-                .await
-                .map_err(|e| HandshakeError::Io(e.to_string()))?;
-            let mut last = None;
-            for a in addrs {
-                match TcpStream::connect(a).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        return Ok(Stream::Tcp(s));
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last
-                .map(HandshakeError::from)
-                .unwrap_or_else(|| HandshakeError::Io("no address".into())))
-        }
-    }
-}
 
 /// How a served connection ended.
 enum End {
@@ -67,7 +41,7 @@ pub(super) async fn run(ep: Endpoint, identity: Bytes, cfg: OutboxConfig, shared
             peer: &peer,
         };
         let attempt = tokio::time::timeout(cfg.handshake_timeout, async {
-            let s = dial(&ep).await?;
+            let s = conn::dial(&ep).await?;
             conn::handshake(s, params).await
         })
         .await;

@@ -8,18 +8,15 @@
 //! keeps at most `fanout::WINDOW` messages ahead of the slowest. zmesh subscribers use
 //! `Overflow::BackPressure` (lossless; the publisher's `emit_wait` honours their credit).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use zmesh::{OnOptions, Overflow};
 
-use crate::fanout::{ack_due, announce_and_wait, FanSource, FanWindow, SIZE};
+use crate::fanout::{ack_due, run_receivers, FanSource, FanWindow, SIZE};
 
-use crate::{
-    fmt_num, median, nats, node_builder, read_announce, reap, spawn_self, Args, Row,
-    SCENARIO_TIMEOUT,
-};
+use crate::{fmt_num, median, nats, read_announce, reap, spawn_self, Args, Row, SCENARIO_TIMEOUT};
 
 const TOPIC: &str = "fan.x";
 
@@ -94,25 +91,14 @@ async fn emitter_fanout(args: &Args, port: u16) -> f64 {
 
 /// Peer process: `--fan-nodes` nodes subscribed to `fan.*` (back-pressure), each acking.
 pub async fn emit_receivers(args: &Args) {
-    let port = args.beacon_port.expect("--beacon-port");
-    let src = zmesh::uuid_from_str(args.connect.as_deref().expect("--connect")).expect("uuid");
-    let mut nodes = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..args.fan_nodes {
-        let (node, mut events) =
-            node_builder(&format!("sub-{i}"), port, Duration::from_millis(100))
-                .start()
-                .await
-                .expect("start subscriber");
+    run_receivers(args, "sub", |node, mut events, count, src| {
         tokio::spawn(async move { while events.recv().await.is_some() {} });
         let options = OnOptions {
             overflow: Overflow::BackPressure,
             ..OnOptions::default()
         };
         let mut on = node.on_with("fan.*", options).expect("subscribe");
-        nodes.push(node.clone());
-        let count = args.fan_count;
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut n = 0usize;
             while n < count {
                 let ev = on.recv().await.expect("subscription ended");
@@ -122,9 +108,9 @@ pub async fn emit_receivers(args: &Args) {
                     node.whisper(src, ack).expect("ack whisper");
                 }
             }
-        }));
-    }
-    announce_and_wait(nodes, tasks).await;
+        }
+    })
+    .await;
 }
 
 /// NATS fan-out, driver side; returns deliveries/s.

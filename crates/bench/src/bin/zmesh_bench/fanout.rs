@@ -200,9 +200,29 @@ impl FanSource {
     }
 }
 
-/// Receiver side: prints the nodes' UUIDs for the driver, waits for every receiver task, stops
-/// the nodes.
-pub(crate) async fn announce_and_wait(nodes: Vec<Node>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+/// Receiver side of scenarios 3 and 11: starts `--fan-nodes` nodes named `{prefix}-{i}`, runs
+/// `receive(node, events, count, source)` for each (it counts `count` messages and acks through
+/// [`ack_due`]), prints the nodes' UUIDs for the driver, waits for every receiver and stops the
+/// nodes.
+pub(crate) async fn run_receivers<F, Fut>(args: &Args, prefix: &str, mut receive: F)
+where
+    F: FnMut(Node, Events, usize, Uuid) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let port = args.beacon_port.expect("--beacon-port");
+    let src = zmesh::uuid_from_str(args.connect.as_deref().expect("--connect")).expect("uuid");
+    let mut nodes = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..args.fan_nodes {
+        let (node, events) =
+            node_builder(&format!("{prefix}-{i}"), port, Duration::from_millis(100))
+                .event_capacity(100_000)
+                .start()
+                .await
+                .expect("start receiver");
+        nodes.push(node.clone());
+        tasks.push(tokio::spawn(receive(node, events, args.fan_count, src)));
+    }
     let ids: Vec<String> = nodes.iter().map(|n| n.uuid_string()).collect();
     println!("READY {}", ids.join(","));
     for t in tasks {
@@ -235,21 +255,9 @@ pub(crate) async fn node_fanout(args: &Args, port: u16) -> f64 {
 
 /// Peer process: `--fan-nodes` nodes in group FAN, each acking to the shouter.
 pub async fn node_receivers(args: &Args) {
-    let port = args.beacon_port.expect("--beacon-port");
-    let src = zmesh::uuid_from_str(args.connect.as_deref().expect("--connect")).expect("uuid");
-    let mut nodes = Vec::new();
-    let mut tasks = Vec::new();
-    for i in 0..args.fan_nodes {
-        let (node, mut events) =
-            node_builder(&format!("fan-{i}"), port, Duration::from_millis(100))
-                .event_capacity(100_000)
-                .start()
-                .await
-                .expect("start receiver");
+    run_receivers(args, "fan", |node, mut events, count, src| {
         node.join(GROUP).unwrap();
-        nodes.push(node.clone());
-        let count = args.fan_count;
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut n = 0usize;
             while n < count {
                 match events.recv().await {
@@ -265,9 +273,9 @@ pub async fn node_receivers(args: &Args) {
                 }
             }
             assert_eq!(node.stats().dropped_events, 0, "receiver dropped events");
-        }));
-    }
-    announce_and_wait(nodes, tasks).await;
+        }
+    })
+    .await;
 }
 
 /// Identity `0x01, tag, 0 × 15`.
