@@ -68,6 +68,10 @@
 //! * **Events** of the distributed emitter ([`Node::emit`], [`Node::on`]) go only to peers with
 //!   a matching subscription, in order per publisher; a slow subscription either drops its
 //!   oldest events (counted) or back-pressures the publishers ([`Overflow`]).
+//! * **Service calls** ([`Node::offer`], [`Node::call`]) are delivered at least once while the
+//!   deadline and the retries allow, and processed at most once per worker within its de-dup
+//!   window; brokers ([`NodeBuilder::brokers`]) relay them and hold nothing vital
+//!   (`docs/services.md` says exactly where the guarantee ends).
 //!
 //! # Layout
 //!
@@ -75,10 +79,11 @@
 //! |---|---|
 //! | `zmesh` [`node`](Node) | the async shell: node task, sockets, timers, the public API |
 //! | `zmesh` `events`, `event` | the application's fair, bounded event queue and [`Event`] |
-//! | `zmesh` `discovery`, `iface` | UDP beacons and interface selection |
+//! | `zmesh` `discovery`, `iface` | sources of sightings ([`discovery::Source`]): UDP beacons, the zgossip hub and client, static and DNS peers; interface selection |
+//! | `zmesh` `node::brokers`, `node::services` | brokers at fixed endpoints (a source of broker sightings) and the services API |
 //! | `zmesh` [`blocking`] | the node from plain threads, on a runtime of its own |
 //! | `zmesh` [`curve`] | keys, certificates and allow-lists for secure mode (CURVE) |
-//! | [`zmesh_core`] | sans-IO layers above ZRE: the envelope, the layer seam, request/reply, the driver |
+//! | [`zmesh_core`] | sans-IO layers above ZRE: the envelope, the layer seam, request/reply, control and routing, the event emitter, services and brokers, the driver |
 //! | [`zmesh_zre`] | the ZRE wire codec and the sans-IO protocol engine |
 //! | [`zmesh_zmtp`] | the ZMTP 3.1 transport |
 //!
