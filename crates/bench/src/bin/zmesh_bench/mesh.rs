@@ -392,11 +392,11 @@ pub async fn gossip_discovery(args: &crate::Args, next_port: &mut impl FnMut() -
             .map(|d| d.as_secs_f64())
             .unwrap_or(f64::NAN);
         eprintln!(
-            "  [12] {n} nodes by gossip: full mesh after {secs:.3} s (starting took {:.3} s)",
+            "  [13] {n} nodes by gossip: full mesh after {secs:.3} s (starting took {:.3} s)",
             started.as_secs_f64()
         );
         let mut row = Row::new(
-            12,
+            13,
             format!("discovery {n} nodes by gossip (one hub): s to full mesh"),
             secs,
             "-",
