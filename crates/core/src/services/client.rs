@@ -162,6 +162,7 @@ impl<W> Services<W> {
             call.tried.retain(|p| *p != peer);
             call.tried.push(peer);
         }
+        let old_due = call.due;
         // The last try waits for the whole deadline: nothing would come after it.
         call.due = if call.retries_left == 0 {
             call.deadline
@@ -175,6 +176,7 @@ impl<W> Services<W> {
             self.stats.retries += 1;
         }
         io.send(peer, encode(&env));
+        self.disarm(old_due, Timer::Call(id));
         self.arm(due, Timer::Call(id));
     }
 
@@ -208,8 +210,10 @@ impl<W> Services<W> {
             .min(self.config.max_backoff);
         let jitter = 0.5 + self.random();
         let call = self.calls.get_mut(&id).expect("present");
+        let old_due = call.due;
         call.due = (now + base.mul_f64(jitter)).min(call.deadline);
         let due = call.due;
+        self.disarm(old_due, Timer::Call(id));
         self.arm(due, Timer::Call(id));
     }
 
@@ -239,6 +243,7 @@ impl<W> Services<W> {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
+        self.disarm(call.due, Timer::Call(id));
         let (worker, broker) = match answered_by {
             Some(w) => (Some(w.0), w.1),
             None => match call.tried.last() {

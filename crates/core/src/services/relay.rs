@@ -140,7 +140,7 @@ impl<W> Services<W> {
         env.dest = None;
         self.stats.relayed += 1;
         io.send(worker, encode(&env));
-        self.relays.insert(
+        let old = self.relays.insert(
             key,
             Relay {
                 client: from,
@@ -148,6 +148,9 @@ impl<W> Services<W> {
                 deadline,
             },
         );
+        if let Some(old) = old {
+            self.disarm(old.deadline, Timer::Relay(key));
+        }
         self.arm(deadline, Timer::Relay(key));
     }
 
@@ -179,7 +182,9 @@ impl<W> Services<W> {
                 return;
             }
         };
-        self.relays.remove(&key);
+        if let Some(r) = self.relays.remove(&key) {
+            self.disarm(r.deadline, Timer::Relay(key));
+        }
         if !self.peers.contains_key(&client) {
             return;
         }

@@ -267,6 +267,31 @@ fn call_reply_and_info() {
     assert!(!n.reply(w, key, b"again"));
 }
 
+/// A finished call leaves no timer behind at the caller, the broker or the worker: only the
+/// broker's gossip timer remains (state stays the size of what is in flight).
+#[test]
+fn answered_calls_leave_no_timers() {
+    let (mut n, c, b, w) = one_broker();
+    let direct = n.add(3, Config::default());
+    n.link(direct, w);
+    n.settle();
+    for i in 0..500u32 {
+        let caller = if i % 2 == 0 { c } else { direct };
+        n.call(caller, i, spec("echo", 2, 1000, 10_000));
+        n.settle();
+        for (key, ..) in n.calls_at(w) {
+            assert!(n.reply(w, key, b"ok"));
+        }
+        n.settle();
+        assert_eq!(n.done_at(caller).len(), 1);
+    }
+    let timers = |n: &Net, u| n.nodes[&u].0.timers.len();
+    assert_eq!(timers(&n, c), 0);
+    assert_eq!(timers(&n, direct), 0);
+    assert_eq!(timers(&n, w), 0);
+    assert!(timers(&n, b) <= 1, "broker: only its gossip timer");
+}
+
 #[test]
 fn no_worker_fails_at_once_without_retries_and_waits_with_them() {
     let mut n = Net::new();

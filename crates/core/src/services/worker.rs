@@ -105,8 +105,8 @@ impl<W> Services<W> {
                     }
                     let later = now + ttl;
                     if later > *deadline {
+                        rearm = Some((*deadline, later));
                         *deadline = later;
-                        rearm = Some(later);
                     }
                 }
                 EntryState::Answered { answer, .. } => {
@@ -117,7 +117,8 @@ impl<W> Services<W> {
                     }
                 }
             }
-            if let Some(at) = rearm {
+            if let Some((old, at)) = rearm {
+                self.disarm(old, Timer::Running(key));
                 self.arm(at, Timer::Running(key));
             }
             return;
@@ -188,11 +189,16 @@ impl<W> Services<W> {
             self.stats.replies_after_end += 1;
             return false;
         };
-        let EntryState::Running { paths, started, .. } = &mut entry.state else {
+        let EntryState::Running {
+            paths,
+            started,
+            deadline,
+        } = &mut entry.state
+        else {
             self.stats.replies_after_end += 1;
             return false;
         };
-        let (paths, started) = (std::mem::take(paths), *started);
+        let (paths, started, deadline) = (std::mem::take(paths), *started, *deadline);
         let (kind, payload) = match &result {
             Ok(p) => (wire::REPLY, p.clone()),
             Err((code, message)) => (
@@ -228,6 +234,7 @@ impl<W> Services<W> {
             expires,
         };
         self.answered.push_back((expires, key));
+        self.disarm(deadline, Timer::Running(key));
         while self.cached_bytes > self.config.max_cached_bytes && self.evict_one() {}
         true
     }
