@@ -169,3 +169,40 @@ impl<D> Io<D> for Recorded<D> {
         self.delivered.push(delivery);
     }
 }
+
+/// One side of [`pump_pair`]: a layer, its own UUID and what it recorded.
+pub type Side<'a, L> = (&'a mut L, Uuid, &'a mut Recorded<<L as Layer>::Delivery>);
+
+/// Wires two layers back to back (for tests): moves every frame one side sent to the other, as an
+/// envelope from its sender, until neither sends more. A frame addressed to anyone but the other
+/// side, or one that does not decode, is a bug in the layer under test: it panics.
+pub fn pump_pair<L: Layer>(a: Side<'_, L>, b: Side<'_, L>, now: Instant) {
+    let (a, a_id, ao) = a;
+    let (b, b_id, bo) = b;
+    loop {
+        let to_b = std::mem::take(&mut ao.sent);
+        let to_a = std::mem::take(&mut bo.sent);
+        if to_a.is_empty() && to_b.is_empty() {
+            return;
+        }
+        for (to, from, frames, layer, out) in [
+            (b_id, a_id, to_b, &mut *b, &mut *bo),
+            (a_id, b_id, to_a, &mut *a, &mut *ao),
+        ] {
+            for (peer, frame) in frames {
+                assert_eq!(
+                    peer, to,
+                    "a frame went to a peer that is not the other side"
+                );
+                let envelope = Envelope::decode(&frame)
+                    .expect("the layer sent an envelope that does not decode");
+                let input = Input::Envelope {
+                    from,
+                    group: None,
+                    envelope,
+                };
+                layer.handle(input, now, out);
+            }
+        }
+    }
+}

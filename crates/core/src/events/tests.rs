@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::caps::Caps;
-use crate::layer::{PeerView, Recorded};
+use crate::layer::{pump_pair, PeerView, Recorded};
 
 const A: Uuid = Uuid::from_u128(0xA);
 const B: Uuid = Uuid::from_u128(0xB);
@@ -53,33 +53,12 @@ impl Pair {
     }
 
     fn pump(&mut self) {
-        loop {
-            let to_b = std::mem::take(&mut self.ao.sent);
-            let to_a = std::mem::take(&mut self.bo.sent);
-            if to_a.is_empty() && to_b.is_empty() {
-                return;
-            }
-            for (peer, frame) in to_b {
-                assert_eq!(peer, B);
-                let envelope = Envelope::decode(&frame).unwrap();
-                let input = Input::Envelope {
-                    from: A,
-                    group: None,
-                    envelope,
-                };
-                self.b.handle(input, Instant::now(), &mut self.bo);
-            }
-            for (peer, frame) in to_a {
-                assert_eq!(peer, A, "a frame went to a peer without the layer");
-                let envelope = Envelope::decode(&frame).unwrap();
-                let input = Input::Envelope {
-                    from: B,
-                    group: None,
-                    envelope,
-                };
-                self.a.handle(input, Instant::now(), &mut self.ao);
-            }
-        }
+        let now = Instant::now();
+        pump_pair(
+            (&mut self.a, A, &mut self.ao),
+            (&mut self.b, B, &mut self.bo),
+            now,
+        );
     }
 
     fn a_events(&mut self) -> Vec<(String, Bytes, bool, u64)> {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::*;
 use crate::caps::Caps;
 use crate::envelope::{self, Envelope};
-use crate::layer::{Input, Layer, PeerView, Recorded};
+use crate::layer::{pump_pair, Input, Layer, PeerView, Recorded};
 use crate::pattern::Pattern;
 
 const A: Uuid = Uuid::from_u128(0xA);
@@ -65,33 +65,11 @@ impl Pair {
 
     /// Moves every frame in flight to the other side (both directions) until quiet.
     fn pump(&mut self) {
-        loop {
-            let to_b = std::mem::take(&mut self.a_out.sent);
-            let to_a = std::mem::take(&mut self.b_out.sent);
-            if to_a.is_empty() && to_b.is_empty() {
-                return;
-            }
-            for (peer, frame) in to_b {
-                assert_eq!(peer, B);
-                let envelope = Envelope::decode(&frame).unwrap();
-                let input = Input::Envelope {
-                    from: A,
-                    group: None,
-                    envelope,
-                };
-                self.b.handle(input, self.now, &mut self.b_out);
-            }
-            for (peer, frame) in to_a {
-                assert_eq!(peer, A);
-                let envelope = Envelope::decode(&frame).unwrap();
-                let input = Input::Envelope {
-                    from: B,
-                    group: None,
-                    envelope,
-                };
-                self.a.handle(input, self.now, &mut self.a_out);
-            }
-        }
+        let (a, b) = (
+            (&mut self.a, A, &mut self.a_out),
+            (&mut self.b, B, &mut self.b_out),
+        );
+        pump_pair(a, b, self.now);
     }
 
     fn request(&mut self, waiter: u32, event: &str, timeout: Option<Duration>) -> RequestId {
