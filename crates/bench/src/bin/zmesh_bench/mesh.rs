@@ -178,6 +178,18 @@ impl Mesh {
         mesh
     }
 
+    /// How long starting took and how long (seconds since the start) until the full mesh: NaN
+    /// if it never formed.
+    async fn time_to_full(&mut self) -> (Duration, f64) {
+        let started = self.t0.elapsed();
+        let secs = self
+            .wait_full()
+            .await
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(f64::NAN);
+        (started, secs)
+    }
+
     /// Waits until every node has seen ENTER from every other; returns the time since `start`
     /// began when the last one did, or `None` on timeout (with how far it got on stderr).
     async fn wait_full(&mut self) -> Option<Duration> {
@@ -342,12 +354,7 @@ pub async fn discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) 
         for beacon in [Duration::from_secs(1), Duration::from_millis(100)] {
             let port = next_port();
             let mut mesh = Mesh::start_lo(n, port, beacon, "d").await;
-            let started = mesh.t0.elapsed();
-            let secs = mesh
-                .wait_full()
-                .await
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(f64::NAN);
+            let (started, secs) = mesh.time_to_full().await;
             eprintln!(
                 "  [4] {n} nodes, beacon {beacon:?}: full mesh after {secs:.3} s (starting took {:.3} s)",
                 started.as_secs_f64()
@@ -372,7 +379,7 @@ pub async fn discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) 
     rows
 }
 
-/// Scenario 12: discovery by gossip: one hub and `n - 1` nodes joining it, no beacons (the
+/// Scenario 13: discovery by gossip: one hub and `n - 1` nodes joining it, no beacons (the
 /// second process, if the mesh needs one, joins the same hub).
 pub async fn gossip_discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -385,12 +392,7 @@ pub async fn gossip_discovery(args: &crate::Args, next_port: &mut impl FnMut() -
         let hub = format!("tcp://127.0.0.1:{hub_port}");
         let mut mesh =
             Mesh::start_split(n, port, Duration::from_secs(1), "g", Some(hub.as_str())).await;
-        let started = mesh.t0.elapsed();
-        let secs = mesh
-            .wait_full()
-            .await
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(f64::NAN);
+        let (started, secs) = mesh.time_to_full().await;
         eprintln!(
             "  [13] {n} nodes by gossip: full mesh after {secs:.3} s (starting took {:.3} s)",
             started.as_secs_f64()
