@@ -31,6 +31,13 @@
 //!   disconnected (its outbox dropped) and ignored until it expires (C behaviour). *Difference*:
 //!   if the purged peer had entered, we emit its EXIT right away (C emits it up to 30 s later, when
 //!   the expired timer fires), so [`Engine::peers`] and the event stream always agree.
+//! * **Moves.** A known peer sighted at another endpoint is moved there only once no source has
+//!   named its current endpoint for [`Config::endpoint_move_after`] (3 beacon intervals), or at
+//!   once if its current endpoint came from its HELLO and no source ever named it. A move
+//!   restarts the session (EXIT, Disconnect, then Connect + HELLO and ENTER when the peer
+//!   answers): the remote side sees our new HELLO as a restart too. This is what Zyre does after
+//!   the old peer expires (30 s), done within a few beacon intervals, and no stale peer stays. A
+//!   node seen at several live endpoints (several interfaces, IPv4 and IPv6) keeps the first.
 //! * Secure mode (a key in [`Config::public_key`]) adds the key rules of `engine/keys.rs` before
 //!   all of the above: keyless input is ignored, a message whose connection key is not its
 //!   sender's bound key is refused ([`Stats::impersonations`]). C asserts on an empty
@@ -38,6 +45,7 @@
 //!   panic.
 //!
 //! [`Config::public_key`]: super::Config::public_key
+//! [`Config::endpoint_move_after`]: super::Config::endpoint_move_after
 //! [`Stats::impersonations`]: super::Stats::impersonations
 //!
 //! [`Stats::bad_identity`]: super::Stats::bad_identity
@@ -94,10 +102,22 @@ impl Engine {
                 self.key_conflict(uuid);
                 return;
             }
+            if peer.endpoint != endpoint {
+                // Another endpoint of the same node (another interface, IPv4 and IPv6) or
+                // its new address. The current endpoint stands while sources keep naming it.
+                let stale = peer
+                    .endpoint_seen
+                    .is_none_or(|at| now.saturating_duration_since(at) >= self.endpoint_move_after);
+                if stale && !endpoint.is_empty() && endpoint != self.endpoint {
+                    self.move_peer(now, uuid, endpoint, public_key);
+                }
+                return;
+            }
+            peer.endpoint_seen = Some(now);
             // Beacons heard while a PING is unanswered do not count: the TCP path is in
             // question. A sighting only ever moves this peer's deadlines later, so `next_wake`
             // stays a valid lower bound without being touched.
-            if peer.probe_at.is_none() && peer.endpoint == endpoint {
+            if peer.probe_at.is_none() {
                 peer.last_beacon = Some(now);
             }
             return;
@@ -113,6 +133,27 @@ impl Engine {
             return;
         }
         self.create_peer(now, uuid, endpoint, public_key);
+        if let Some(peer) = self.peers.get_mut(&uuid) {
+            peer.endpoint_seen = Some(now);
+        }
+    }
+
+    /// Moves a known peer to `endpoint` (module documentation, "Moves"): its session restarts
+    /// there, as if it had expired and been discovered again, without waiting for the expiry.
+    fn move_peer(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        endpoint: &str,
+        public_key: Option<[u8; 32]>,
+    ) {
+        self.stats.moved += 1;
+        debug!(peer = %uuid, endpoint, "peer moved to a new endpoint; restarting its session");
+        self.remove_peer(uuid);
+        self.create_peer(now, uuid, endpoint, public_key);
+        if let Some(peer) = self.peers.get_mut(&uuid) {
+            peer.endpoint_seen = Some(now);
+        }
     }
 
     /// A port-0 beacon or other polite departure: removes a known peer (EXIT if it had entered).
