@@ -17,6 +17,7 @@ use super::secure::Security;
 use super::shared::{Shared, State, Stats};
 use super::task::NodeTask;
 use super::{HandleInner, Node, DEFAULT_BEACON_PORT};
+use crate::discovery::plan::{BeaconOptions, DEFAULT_IPV6_GROUP, DEFAULT_MULTICAST_TTL};
 use crate::discovery::Source;
 use crate::error::Error;
 use crate::events::{EventQueue, UuidMap};
@@ -52,6 +53,9 @@ pub struct NodeBuilder {
     pub(super) expired_timeout: Duration,
     pub(super) ping_interval: Option<Duration>,
     pub(super) interface: InterfaceSpec,
+    /// Every interface spec (`interface` is the first, kept for logs).
+    pub(super) interfaces: Vec<InterfaceSpec>,
+    pub(super) beacon_opts: BeaconOptions,
     pub(super) tcp_port: Option<u16>,
     pub(super) advertised_endpoint: Option<String>,
     pub(super) event_capacity: usize,
@@ -95,6 +99,12 @@ impl Default for NodeBuilder {
             expired_timeout: zmesh_zre::DEFAULT_EXPIRED_TIMEOUT,
             ping_interval: None,
             interface: InterfaceSpec::Auto,
+            interfaces: Vec::new(),
+            beacon_opts: BeaconOptions {
+                broadcast: true,
+                multicast: None,
+                ipv6: None,
+            },
             tcp_port: None,
             advertised_endpoint: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -179,9 +189,61 @@ impl NodeBuilder {
         self
     }
 
-    /// Which interface to beacon on (default: the first LAN interface). Tests and demos pin `lo`.
+    /// Which interface to beacon on (default: every LAN interface, see
+    /// [`NodeBuilder::interfaces`]). Tests and demos pin `lo`.
     pub fn interface(mut self, spec: InterfaceSpec) -> Self {
+        self.interfaces = vec![spec.clone()];
         self.interface = spec;
+        self
+    }
+
+    /// Beacon on every address these specs select (names, addresses, networks, `all`), each
+    /// beacon leaving through its own interface; followed while the node runs (interfaces that
+    /// appear, change or go). Empty (the default) = [`InterfaceSpec::Auto`]: every interface
+    /// that is up and not loopback.
+    pub fn interfaces(mut self, specs: impl IntoIterator<Item = InterfaceSpec>) -> Self {
+        self.interfaces = specs.into_iter().collect();
+        self.interface = self.interfaces.first().cloned().unwrap_or_default();
+        self
+    }
+
+    /// IPv4 directed-broadcast beacons, Zyre's way (default on). Off, a node beacons only by
+    /// multicast (and IPv6) and is found by broadcast nodes through its HELLO.
+    pub fn broadcast(mut self, on: bool) -> Self {
+        self.beacon_opts.broadcast = on;
+        self
+    }
+
+    /// IPv4 multicast beacons to `group` (e.g. `239.255.90.82`) on every interface, besides
+    /// broadcast ([`NodeBuilder::broadcast`] turns that off); TTL 1 unless
+    /// [`NodeBuilder::multicast_ttl`] says otherwise.
+    pub fn multicast(mut self, group: std::net::Ipv4Addr) -> Self {
+        let ttl = self
+            .beacon_opts
+            .multicast
+            .map_or(DEFAULT_MULTICAST_TTL, |m| m.1);
+        self.beacon_opts.multicast = Some((group, ttl));
+        self
+    }
+
+    /// TTL of IPv4 multicast beacons (default 1: they stay on the link).
+    pub fn multicast_ttl(mut self, ttl: u32) -> Self {
+        if let Some(m) = &mut self.beacon_opts.multicast {
+            m.1 = ttl;
+        }
+        self
+    }
+
+    /// IPv6 beacons: link-local multicast to `ff02::1` on every interface, IPv6 addresses
+    /// selected, inbox dual-stack. On by itself when only IPv6 addresses are selected.
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.beacon_opts.ipv6 = on.then_some(DEFAULT_IPV6_GROUP);
+        self
+    }
+
+    /// IPv6 beacons to this multicast group instead of `ff02::1` (turns IPv6 beacons on).
+    pub fn ipv6_group(mut self, group: std::net::Ipv6Addr) -> Self {
+        self.beacon_opts.ipv6 = Some(group);
         self
     }
 
@@ -319,6 +381,19 @@ impl NodeBuilder {
                 zmesh_core::control::wire::MAX_OPTIONS
             )));
         }
+        if let Some((g, ttl)) = self.beacon_opts.multicast {
+            if !g.is_multicast() {
+                return Err(Error::Config(format!("{g} is not an IPv4 multicast group")));
+            }
+            if ttl == 0 || ttl > 255 {
+                return Err(Error::Config("multicast TTL must be 1-255".into()));
+            }
+        }
+        if let Some(g) = self.beacon_opts.ipv6 {
+            if !g.is_multicast() {
+                return Err(Error::Config(format!("{g} is not an IPv6 multicast group")));
+            }
+        }
         if self.beacon_interval.is_zero() {
             return Err(Error::Config("beacon interval must be > 0".into()));
         }
@@ -351,6 +426,8 @@ impl NodeBuilder {
         let mut config = EngineConfig::new(uuid, name.clone());
         config.headers = self.headers.clone();
         config.evasive_timeout = self.evasive_timeout;
+        // An address change is followed within three beacon intervals.
+        config.endpoint_move_after = self.beacon_interval.saturating_mul(3);
         config.expired_timeout = self.expired_timeout;
         // Default: PING a quiet peer after half the evasive timeout (2.5 s of 5 s; the side of a
         // pair that defers waits 3.75 s), so a healthy peer answers long before it would be
@@ -425,6 +502,8 @@ impl NodeBuilder {
             next_source: 0,
             departures: Vec::new(),
             tcp_port: 0,
+            bound: None,
+            next_rescan: std::time::Instant::now(),
         };
         tokio::spawn(task.run(stop_rx));
         let handle = Arc::new(HandleInner { shared, stop_tx });

@@ -15,6 +15,8 @@ use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
 use super::shared::{Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
+use crate::discovery::endpoint_of;
+use crate::discovery::plan::{self, RESCAN_INTERVAL};
 use crate::discovery::{Heard, Sighting, Source};
 use crate::error::Error;
 use crate::iface;
@@ -36,6 +38,10 @@ pub(super) struct NodeTask {
     pub(super) departures: Vec<(uuid::Uuid, Instant)>,
     /// The inbox's TCP port, announced in beacons.
     pub(super) tcp_port: u16,
+    /// The address the inbox is bound to.
+    pub(super) bound: Option<IpAddr>,
+    /// When the interfaces are read again.
+    pub(super) next_rescan: Instant,
 }
 
 /// How long after a leave beacon the peer is removed: enough for the runtime to see the inbox
@@ -138,7 +144,7 @@ impl NodeTask {
                     armed = None;
                 }
                 _ = beacon_tick.tick() => {
-                    if !self.attached {
+                    if !self.attached || Instant::now() >= self.next_rescan {
                         match self.attach().await {
                             Ok(true) => warned_no_iface = false,
                             Ok(false) => {
@@ -170,63 +176,104 @@ impl NodeTask {
         }
     }
 
-    /// Picks the interface, binds the inbox and the beacon socket. Ok(false) = nothing usable yet.
+    /// Reads the interfaces and applies the plan (`discovery/plan.rs`): (re)binds the inbox when
+    /// its address must change, updates the HELLO endpoint, and points the beacons at every
+    /// selected interface. Ok(false) = nothing usable yet.
     async fn attach(&mut self) -> Result<bool, Error> {
-        let addrs = iface::list()?;
-        let Some(chosen) = iface::select(&self.config.interface, &addrs) else {
+        self.next_rescan = Instant::now() + RESCAN_INTERVAL;
+        let addrs = iface::list_cached()?;
+        let Some(plan) = plan::plan(&self.config.interfaces, &addrs, &self.config.beacon_opts)
+        else {
+            if let Some(b) = &mut self.beacon {
+                let _ = b.set_targets(Vec::new());
+            }
+            self.attached = false;
             return Ok(false);
         };
-        if self.inbox.is_none() {
-            let port = self
-                .config
-                .tcp_port
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "*".into());
-            let host = match chosen.ip {
+        if self.inbox.is_none() || self.bound != Some(plan.bind) {
+            // Keep our port across a re-bind when we can: peers still know it.
+            let keep = (self.tcp_port != 0).then_some(self.tcp_port);
+            let port = self.config.tcp_port.or(keep);
+            let host = match plan.bind {
                 IpAddr::V4(ip) => ip.to_string(),
                 IpAddr::V6(ip) => format!("[{ip}]"),
             };
-            let inbox =
-                Inbox::bind(&format!("tcp://{host}:{port}"), self.config.inbox.clone()).await?;
+            let bind = |p: Option<u16>| {
+                let port = p.map(|p| p.to_string()).unwrap_or_else(|| "*".into());
+                format!("tcp://{host}:{port}")
+            };
+            if let Some(old) = self.inbox.take() {
+                old.close();
+            }
+            let inbox = match Inbox::bind(&bind(port), self.config.inbox.clone()).await {
+                Ok(i) => i,
+                Err(_) if self.config.tcp_port.is_none() && port.is_some() => {
+                    Inbox::bind(&bind(None), self.config.inbox.clone()).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let bound = inbox.endpoint().to_string();
             self.tcp_port = bound
                 .rsplit(':')
                 .next()
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| Error::Config(format!("bound endpoint without port: {bound}")))?;
-            let advertised = self.config.advertised_endpoint.clone().unwrap_or(bound);
-            let mut state = self.shared.lock();
-            state.driver.engine().try_set_endpoint(advertised.clone())?;
-            state.endpoint = Some(advertised);
-            drop(state);
             self.inbox = Some(inbox);
+            self.bound = Some(plan.bind);
         }
-        self.beacon = match (self.config.beacons, chosen.broadcast) {
-            (true, Some(broadcast)) => Some(BeaconSocket::bind(
+        let mut primary = plan.primary;
+        primary.set_port(self.tcp_port);
+        let advertised = self
+            .config
+            .advertised_endpoint
+            .clone()
+            .unwrap_or_else(|| endpoint_of(primary).to_string());
+        let changed = {
+            let mut state = self.shared.lock();
+            let changed = state.endpoint.as_deref() != Some(advertised.as_str());
+            if changed {
+                state.driver.engine().try_set_endpoint(advertised.clone())?;
+                state.endpoint = Some(advertised.clone());
+            }
+            state.interface = Some(plan.interface.clone());
+            changed
+        };
+        let targets = if self.config.beacons {
+            plan.targets.clone()
+        } else {
+            Vec::new()
+        };
+        let beacon = match self.beacon.take() {
+            Some(b) => b,
+            None => BeaconSocket::new(
                 self.config.beacon_port,
-                broadcast,
                 self.shared.uuid,
                 self.shared
                     .security
                     .as_ref()
                     .map(|s| *s.public_key().as_bytes()),
-            )?),
-            (true, None) => {
-                warn!(interface = %chosen, "UDP beacons are IPv4 only; this node is found through its other discovery sources");
-                None
-            }
-            (false, _) => None,
+            ),
         };
-        info!(
-            node = %self.shared.name,
-            interface = %chosen,
-            endpoint = %self.shared.lock().endpoint.clone().unwrap_or_default(),
-            beacon_port = self.config.beacon_port,
-            sources = self.sources.len() + usize::from(self.beacon.is_some()),
-            "zmesh node attached"
-        );
+        let mut beacon = beacon;
+        let retarget = beacon.targets() != targets.as_slice();
+        if retarget {
+            beacon.set_targets(targets)?;
+        }
+        if changed || retarget || !self.attached {
+            let targets: Vec<String> = beacon.targets().iter().map(|t| t.to_string()).collect();
+            info!(
+                node = %self.shared.name,
+                interface = %plan.interface,
+                endpoint = %advertised,
+                addresses = ?plan.addrs,
+                beacons = ?targets,
+                beacon_port = self.config.beacon_port,
+                sources = self.sources.len() + usize::from(!targets.is_empty()),
+                "zmesh node attached"
+            );
+        }
+        self.beacon = (!beacon.targets().is_empty()).then_some(beacon);
         self.attached = true;
-        self.shared.lock().interface = Some(chosen);
         Ok(true)
     }
 
