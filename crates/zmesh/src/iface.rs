@@ -133,9 +133,14 @@ impl InterfaceAddr {
     pub fn broadcast_target(&self) -> Option<Ipv4Addr> {
         match self.net {
             IpNet::V4(v4) if self.is_loopback() => Some(v4.broadcast()),
-            IpNet::V4(v4) => {
-                Some(self.broadcast.unwrap_or_else(|| v4.broadcast())).filter(|b| *b != v4.addr())
-            }
+            // An address added without `brd` is reported with its own address (or 0.0.0.0) as
+            // broadcast: the subnet's broadcast address is meant.
+            IpNet::V4(v4) => Some(
+                self.broadcast
+                    .filter(|b| *b != v4.addr() && !b.is_unspecified())
+                    .unwrap_or_else(|| v4.broadcast()),
+            )
+            .filter(|b| *b != v4.addr()),
             IpNet::V6(_) => None,
         }
     }
@@ -193,17 +198,7 @@ pub fn select(spec: &InterfaceSpec, addrs: &[InterfaceAddr]) -> Option<SelectedI
         InterfaceSpec::Address(ip) => up().find(|a| a.ip() == *ip),
         InterfaceSpec::Cidr(net) => up().find(|a| net.contains(&a.ip())),
     }?;
-    let broadcast = match chosen.net {
-        // Loopback has no broadcast flag; the subnet's directed broadcast still works on Linux.
-        IpNet::V4(v4) if chosen.is_loopback() => Some(v4.broadcast()),
-        IpNet::V4(v4) => Some(chosen.broadcast.unwrap_or_else(|| v4.broadcast())),
-        IpNet::V6(_) => None,
-    };
-    Some(SelectedInterface {
-        name: chosen.name.clone(),
-        ip: chosen.ip(),
-        broadcast,
-    })
+    Some(SelectedInterface::of(chosen))
 }
 
 /// Every address `specs` select among `addrs`, in the order the OS lists them, each once.
@@ -369,6 +364,15 @@ mod tests {
         let s = select(&InterfaceSpec::Name("lo".into()), &sample()).unwrap();
         assert_eq!(s.ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(s.broadcast, Some(Ipv4Addr::new(127, 255, 255, 255)));
+    }
+
+    #[test]
+    fn an_address_without_brd_broadcasts_to_its_subnet() {
+        // Linux reports the address itself as broadcast when it was added without `brd`.
+        let a = addr("eth0", "10.80.0.11/24", Some("10.80.0.11"));
+        assert_eq!(a.broadcast_target(), Some("10.80.0.255".parse().unwrap()));
+        let p2p = addr("tun0", "10.8.0.2/32", None);
+        assert_eq!(p2p.broadcast_target(), None);
     }
 
     #[test]

@@ -111,8 +111,9 @@ pub(crate) struct Peer {
     /// Secure mode: the key its UUID was announced with; every message from it must come over a
     /// connection authenticated with this key (engine module documentation).
     pub(crate) public_key: Option<[u8; 32]>,
-    /// When a discovery source last named `endpoint` (`None`: created from a HELLO and not
-    /// confirmed by any source yet). Decides when a sighting elsewhere moves the peer.
+    /// When a discovery source last named `endpoint` (its creation counts as one: a HELLO's
+    /// endpoint gets the same grace as a sighting's). Decides when a sighting elsewhere moves
+    /// the peer.
     pub(crate) endpoint_seen: Option<Instant>,
 }
 
@@ -139,7 +140,7 @@ impl Peer {
             liveness: Liveness::Alive,
             defers_ping: false,
             public_key: None,
-            endpoint_seen: None,
+            endpoint_seen: Some(now),
         }
     }
 

@@ -271,10 +271,11 @@ impl Hub {
         send: impl FnOnce(&std::net::UdpSocket) -> io::Result<usize>,
     ) -> io::Result<()> {
         let mut senders = lock(&self.senders);
-        if !senders.contains_key(&key) {
-            senders.insert(key, sender(key)?);
-        }
-        let r = send(&senders[&key]).map(|_| ());
+        let socket = match senders.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(sender(key)?),
+        };
+        let r = send(socket).map(|_| ());
         if r.is_err() {
             // The interface or address may be gone: a fresh socket next time.
             senders.remove(&key);

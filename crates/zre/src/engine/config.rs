@@ -79,10 +79,10 @@ pub struct Config {
     /// A known peer sighted at another endpoint than the one we talk to it on is **moved** there
     /// (its session restarted at the new endpoint: EXIT, then Connect + HELLO and ENTER again) once
     /// no source has named its current endpoint for this long (default 3 s; the node sets three
-    /// beacon intervals). Until then the current endpoint stands, so a node seen at several
-    /// endpoints (several interfaces, IPv4 and IPv6) stays one peer on the first one seen. A
-    /// peer created from a HELLO whose endpoint no source has named yet moves at the first
-    /// sighting elsewhere. Zero moves at once (every sighting elsewhere restarts the session).
+    /// beacon intervals; the peer's creation counts as a naming). Until then the current endpoint
+    /// stands, so a node seen at several endpoints (several interfaces, IPv4 and IPv6) stays one
+    /// peer on the first one seen. Zero moves at once (every sighting elsewhere restarts the
+    /// session).
     pub endpoint_move_after: Duration,
 }
 
