@@ -5,7 +5,9 @@
 #     the zyre.js native addon and the libzmq conformance tests), nftables (fault
 #     injection inside namespaces), tcpdump (the secure-mode test proves no plaintext
 #     crosses the link), python3-venv, build tools for node-gyp, nats-server (the NATS
-#     baselines of zmesh-bench scenario 10, on loopback).
+#     baselines of zmesh-bench scenario 10, on loopback), dnsmasq-base (the DNS server of
+#     the discovery-without-UDP test, gossip_netns), libczmq-dev (czmq's own zgossip for the
+#     gossip interop test, gossip_czmq).
 #   - interop/.venv: pinned pyre-gevent + pyzmq (interop/requirements.txt).
 #   - interop/node_modules: zyre.js@1.3.0 built against the system libzmq
 #     (npm_config_zmq_external=true; there is no prebuilt zeromq@5 for Node 20 and
@@ -26,7 +28,7 @@ as_root() {
 }
 
 # ---------------------------------------------------------------- apt packages
-APT_PKGS=(iproute2 libzmq3-dev nftables tcpdump python3-venv python3-dev build-essential pkg-config nodejs npm nats-server)
+APT_PKGS=(iproute2 libzmq3-dev nftables tcpdump python3-venv python3-dev build-essential pkg-config nodejs npm nats-server dnsmasq-base libczmq-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
     # nodejs/npm may come from elsewhere (e.g. nodesource, a tarball): accept any on PATH.

@@ -73,6 +73,18 @@ enum Command {
         #[serde(default)]
         remove: Vec<String>,
     },
+    /// `{"cmd":"on","pattern":"sensor.*"}`: subscribes to emitted events; prints
+    /// `{"event":"SUBSCRIBED","pattern":...}` once the subscription is registered, then
+    /// `{"event":"EMITTED","pattern":...,"publisher":UUID|null,"topic":T,"payload":...}` for each
+    /// event (`payload_hex` too when it is not UTF-8).
+    On { pattern: String },
+    /// `{"cmd":"emit","topic":T,"payload":P}`: emits an event; prints
+    /// `{"event":"EMIT","topic":T,"peers":N}` with the number of subscribed peers it went to.
+    Emit {
+        topic: String,
+        #[serde(default)]
+        payload: String,
+    },
     /// `{"cmd":"stop"}` (or `"quit"`): polite stop; the process exits after the STOP event.
     #[serde(alias = "quit")]
     Stop,
@@ -220,6 +232,28 @@ async fn command(node: &Node, line: &str) -> Result<(), String> {
             Ok(())
         }
         Command::Options { set, remove } => crate::routing::agent_options(node, &set, &remove),
+        Command::On { pattern } => {
+            let mut events = node.on(&pattern).map_err(err)?;
+            print_json(&json!({"event": "SUBSCRIBED", "pattern": pattern}));
+            tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    let mut o = json!({
+                        "event": "EMITTED",
+                        "pattern": pattern,
+                        "publisher": e.publisher.as_ref().map(zmesh::uuid_to_string),
+                        "topic": e.topic,
+                    });
+                    crate::output::put_bytes(&mut o, "payload", &e.payload);
+                    print_json(&o);
+                }
+            });
+            Ok(())
+        }
+        Command::Emit { topic, payload } => {
+            let peers = node.emit(&topic, payload).map_err(err)?;
+            print_json(&json!({"event": "EMIT", "topic": topic, "peers": peers}));
+            Ok(())
+        }
         Command::Stop => {
             node.stop().await;
             Ok(())
@@ -258,6 +292,19 @@ mod tests {
             })
         );
         assert_eq!(parse(r#"{"cmd":"quit"}"#), Ok(Command::Stop));
+        assert_eq!(
+            parse(r#"{"cmd":"on","pattern":"a.*"}"#),
+            Ok(Command::On {
+                pattern: "a.*".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"cmd":"emit","topic":"a.b","payload":"x"}"#),
+            Ok(Command::Emit {
+                topic: "a.b".into(),
+                payload: "x".into()
+            })
+        );
         assert_eq!(
             parse(r#"{"cmd":"request","peer":"P","event":"e.x","tag":7}"#),
             Ok(Command::Request {

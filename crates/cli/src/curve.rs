@@ -75,6 +75,11 @@ impl Security {
         Ok(Some(Security { keys, allow }))
     }
 
+    /// This node's public key, Z85 (what a broker announces with its endpoint).
+    pub(crate) fn public_z85(&self) -> String {
+        self.keys.public().to_z85()
+    }
+
     /// Puts a node builder in secure mode.
     pub(crate) fn apply(&self, mut b: NodeBuilder) -> NodeBuilder {
         b = b.secure(self.keys.clone());

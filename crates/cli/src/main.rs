@@ -8,6 +8,9 @@
 //! * `zmesh request TARGET EVENT [PAYLOAD]` / `zmesh reply --echo|--exec CMD` — request/reply
 //!   from the shell (exit status per outcome, see `reqrep.rs`); TARGET may be `any[:FILTER]`,
 //!   `all[:FILTER]`, `group:NAME` (`routing.rs`). `zmesh tick TARGET EVENT [PAYLOAD]`.
+//! * `zmesh worker SERVICE --echo|--exec CMD`, `zmesh call SERVICE [PAYLOAD]`, `zmesh services`,
+//!   `zmesh broker --bind ENDPOINT` — named services, retries with de-duplication, brokers
+//!   (`services.rs`).
 //! * `zmesh emit TOPIC [PAYLOAD]` / `zmesh on PATTERN [--count N]` — the distributed event
 //!   emitter (`emitter.rs`).
 //! * `zmesh agent --name N` — JSON commands on stdin, JSON events on stdout; what the interop tests
@@ -16,8 +19,12 @@
 //! * `zmesh keygen NAME` — a CURVE key pair as czmq certificates `NAME` and `NAME_secret`.
 //! * `zmesh completions SHELL` / `zmesh man` — shell completions and the man page (`docs.rs`).
 //!
+//! * `zmesh config` — the node settings in effect and where each came from (`config.rs`).
+//!
 //! Global flags pick the interface (`--iface`), the beacon port (`--port`), headers (`--header K=V`),
-//! routable options (`--option K=V`)
+//! routable options (`--option K=V`), gossip and static peers (`--gossip-bind`, `--gossip-connect`,
+//! `--peer`, `--no-beacons`), a settings file (`--config FILE`; every setting also from a
+//! `ZMESH_*` variable: flags > environment > file > defaults)
 //! and `--json` output (one JSON object per event; UUIDs as 32 upper-case hex digits, like Zyre).
 //! `--curve-secret FILE` and `--allow DIR` run the node in secure mode (`curve.rs`).
 //! Every long-running command stops politely (leave beacon, GOODBYE) on SIGINT or SIGTERM
@@ -26,6 +33,7 @@
 
 mod agent;
 mod chat;
+mod config;
 mod curve;
 mod demo;
 mod docs;
@@ -37,6 +45,7 @@ mod parse;
 mod reqrep;
 mod resolve;
 mod routing;
+mod services;
 mod signal;
 mod tester;
 
@@ -97,6 +106,9 @@ pub(crate) struct Cli {
     /// Secure mode: admit only the peers whose public certificates are in DIR (reread on SIGHUP).
     #[arg(long, global = true, help_heading = GLOBAL, value_name = "DIR")]
     allow: Option<PathBuf>,
+    /// Gossip, static and DNS peers, the configuration file (`config.rs`).
+    #[command(flatten)]
+    discovery: config::DiscoveryArgs,
     /// `--curve-secret` and `--allow`, loaded before any node starts.
     #[arg(skip)]
     security: Option<curve::Security>,
@@ -149,12 +161,26 @@ enum Command {
     Emit(emitter::EmitArgs),
     /// Print the events matching a pattern (one line each, JSON with --json).
     On(emitter::OnArgs),
+    /// Offer a named service: answer calls with their payload (--echo) or a command's output.
+    Worker(services::WorkerArgs),
+    /// Call a named service (one worker; retries with de-duplication) and print the reply.
+    Call(services::CallArgs),
+    /// List the services offered in the mesh, their workers and their stats.
+    Services(services::ServicesArgs),
+    /// Relay calls between clients and workers (fixed endpoint, gossip with other brokers).
+    Broker(services::BrokerCmdArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) to stdout, e.g. `zmesh man > zmesh.1`.
     Man,
     /// Make a CURVE key pair: NAME (public certificate) and NAME_secret, in czmq's format.
     Keygen(curve::KeygenArgs),
+    /// Print the node settings in effect (from flags, ZMESH_* variables, --config FILE) and where
+    /// each came from.
+    Config {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 /// Options shared by the commands that run one node.
@@ -215,17 +241,36 @@ impl Cli {
         if let Some(s) = &self.security {
             b = s.apply(b);
         }
-        b
+        self.discovery.apply(b)
     }
 
     /// The interfaces this node command was told to use (empty: `auto`).
     pub(crate) fn iface(&self) -> Vec<InterfaceSpec> {
         self.iface.clone()
     }
+
+    /// The interfaces as `zmesh config` shows them: comma-separated, `auto` when none was given.
+    pub(crate) fn iface_display(&self) -> String {
+        if self.iface.is_empty() {
+            return InterfaceSpec::Auto.to_string();
+        }
+        let names: Vec<String> = self.iface.iter().map(ToString::to_string).collect();
+        names.join(",")
+    }
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let (cli, origins) = match config::parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("zmesh: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Command::Config { node } = &cli.command {
+        config::show(&cli, node, &origins);
+        return;
+    }
     logging::init(cli.log.as_deref());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -263,9 +308,14 @@ async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Tick(args) => routing::tick(&cli, args).await,
         Command::Emit(args) => emitter::emit(&cli, args).await,
         Command::On(args) => emitter::on(&cli, args).await,
+        Command::Worker(args) => services::worker(&cli, args).await,
+        Command::Call(args) => services::call(&cli, args).await,
+        Command::Services(args) => services::services(&cli, args).await,
+        Command::Broker(args) => services::broker(&cli, args).await,
         Command::Completions(args) => Ok(docs::completions(args)),
         Command::Man => docs::man(),
         Command::Keygen(args) => curve::keygen(args, cli.json),
+        Command::Config { .. } => Ok(0),
     }
 }
 

@@ -29,6 +29,9 @@
 //! port is random unless `--port` is given, so concurrent runs never see each other. SIGINT or
 //! SIGTERM stops every running node politely and exits 130 without a verdict.
 //!
+//! `--services` runs the chaos test of named services instead (`services`: broker and worker
+//! processes killed and restarted while clients call, and a ledger of every call).
+//!
 //! The code is split by concept: `args` (options), `churn` (the orchestrator: starting and
 //! stopping slots, the phases of a run), `checks` (convergence and the whisper ledger), `summary`
 //! (the verdict and its output), `node` (one application and its per-event checks), `report`
@@ -40,6 +43,7 @@ mod churn;
 mod node;
 mod report;
 mod rng;
+mod services;
 mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -206,6 +210,9 @@ pub async fn run(
     json: bool,
     args: &TesterArgs,
 ) -> Result<i32, zmesh::Error> {
+    if args.services {
+        return services::run(json, args).await;
+    }
     let bad = |why: String| Err(zmesh::Error::Config(why));
     if args.nodes < 2 {
         return bad("tester needs --nodes >= 2".into());

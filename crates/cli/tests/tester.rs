@@ -87,3 +87,43 @@ fn churn_30_nodes_for_60_seconds_never_breaks_the_mesh() {
     assert!(converged <= n("/convergence/bound_ms"));
     assert_eq!(s["rss"]["ok"], true);
 }
+
+/// The short services chaos run: 2 brokers, 4 workers, 3 clients, 15 s of SIGKILLs and restarts.
+#[test]
+fn services_chaos_loses_nothing_and_processes_nothing_twice() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+        .args([
+            "--json",
+            "tester",
+            "--services",
+            "--duration",
+            "15s",
+            "--seed",
+            "1",
+            "--clients",
+            "3",
+            "--progress",
+            "0",
+        ])
+        .output()
+        .expect("run zmesh tester --services");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON ledger.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let s: Value = serde_json::from_str(last).expect("ledger is JSON");
+    let pretty = serde_json::to_string_pretty(&s).unwrap();
+    eprintln!("{pretty}");
+    assert_eq!(out.status.code(), Some(0), "violations:\n{pretty}");
+    assert_eq!(s["ok"], true);
+    assert_eq!(s["processed_twice"], 0);
+    assert_eq!(s["lost"], 0);
+    assert_eq!(s["wrong_answers"], 0);
+    // Not vacuous: calls flowed and processes really died.
+    assert!(s["answered"].as_u64().unwrap() > 500, "{pretty}");
+    let kills = s["kills"]["broker"].as_u64().unwrap() + s["kills"]["worker"].as_u64().unwrap();
+    assert!(kills >= 5, "{pretty}");
+}

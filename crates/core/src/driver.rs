@@ -10,7 +10,8 @@
 //!   `routes`), timer expiries to [`Driver::handle_timeout`]; then the shell calls
 //!   [`Driver::flush`].
 //! * The layers it runs — [`Control`] (options, handler advertisement, peer directory),
-//!   [`ReqRep`] (requests, ticks, gathers) and [`Emitter`] (events) — each sit in one slot ([`Hosted`]: the layer and
+//!   [`ReqRep`] (requests, ticks, gathers), [`Emitter`] (events) and [`Services`] (named
+//!   services, calls with retries, brokers) — each sit in one slot ([`Hosted`]: the layer and
 //!   its output buffer). Peer and group events reach every slot; an envelope reaches the slot
 //!   whose layer byte it carries; the earliest deadline is the minimum over the engine and the
 //!   slots. Adding a layer is adding a slot (`Driver::slots`) and a [`Sink`] method. The
@@ -49,6 +50,7 @@ use crate::events::{self, Emitter};
 use crate::layer::{Input, Layer, PeerView, Recorded};
 use crate::reqrep::{self, HandlerKind, ReqRep};
 use crate::routing::Router;
+use crate::services::{self, Services};
 
 mod routes;
 
@@ -76,6 +78,8 @@ pub trait Sink<W> {
     fn control(&mut self, delivery: control::Delivery);
     /// Something from the event emitter.
     fn events(&mut self, delivery: events::Delivery);
+    /// Something from the services layer (its calls' waiters are tokens the shell chose).
+    fn services(&mut self, delivery: services::Delivery<u64>);
 }
 
 /// The configuration of the layers a driver runs.
@@ -87,6 +91,8 @@ pub struct LayerConfig {
     pub options: Options,
     /// Event emitter limits and credit window.
     pub events: events::Config,
+    /// Services: call limits, backoff, reply cache, broker role.
+    pub services: services::Config,
 }
 
 impl From<reqrep::Config> for LayerConfig {
@@ -171,6 +177,7 @@ pub struct Driver<W> {
     control: Hosted<Control>,
     reqrep: Hosted<ReqRep<W>>,
     events: Hosted<Emitter>,
+    services: Hosted<Services<u64>>,
     /// Announced capabilities of the peers that entered (plain peers: [`Caps::NONE`]).
     caps: HashMap<Uuid, Caps>,
     router: Router,
@@ -185,6 +192,7 @@ pub fn own_caps() -> Caps {
         .with(envelope::Layer::CONTROL)
         .with(envelope::Layer::REQREP)
         .with(envelope::Layer::EVENTS)
+        .with(envelope::Layer::SERVICES)
 }
 
 impl<W> Driver<W> {
@@ -205,6 +213,7 @@ impl<W> Driver<W> {
             control: Hosted::new(Control::new(layers.options)?),
             reqrep: Hosted::new(ReqRep::new(layers.reqrep)),
             events: Hosted::new(Emitter::new(layers.events)),
+            services: Hosted::new(Services::new(layers.services)),
             caps: HashMap::new(),
             router: Router::default(),
             advertised: 0,
@@ -213,8 +222,13 @@ impl<W> Driver<W> {
     }
 
     /// Every slot, for what the driver does to all layers alike.
-    fn slots(&mut self) -> [&mut dyn Slot; 3] {
-        [&mut self.control, &mut self.reqrep, &mut self.events]
+    fn slots(&mut self) -> [&mut dyn Slot; 4] {
+        [
+            &mut self.control,
+            &mut self.reqrep,
+            &mut self.events,
+            &mut self.services,
+        ]
     }
 
     /// The ZRE engine, for inputs (sightings, messages, send failures) and queries.
@@ -263,6 +277,20 @@ impl<W> Driver<W> {
         &self.events.layer
     }
 
+    /// Runs `f` on the services layer with its output buffer; call [`Driver::flush`]
+    /// afterwards.
+    pub fn services<R>(
+        &mut self,
+        f: impl FnOnce(&mut Services<u64>, &mut Recorded<services::Delivery<u64>>) -> R,
+    ) -> R {
+        f(&mut self.services.layer, &mut self.services.out)
+    }
+
+    /// The services layer, for queries.
+    pub fn services_ref(&self) -> &Services<u64> {
+        &self.services.layer
+    }
+
     /// The control layer (the peer directory), for queries.
     pub fn control_ref(&self) -> &Control {
         &self.control.layer
@@ -274,6 +302,7 @@ impl<W> Driver<W> {
             self.control.deadline(),
             self.reqrep.deadline(),
             self.events.deadline(),
+            self.services.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -373,6 +402,9 @@ impl<W> Driver<W> {
             for d in self.events.out.delivered.drain(..) {
                 sink.events(d);
             }
+            for d in self.services.out.delivered.drain(..) {
+                sink.services(d);
+            }
             let mut sent = Vec::new();
             let mut shouted = Vec::new();
             for slot in self.slots() {
@@ -414,6 +446,7 @@ impl<W> Driver<W> {
         self.reqrep.layer.stop(&mut self.reqrep.out);
         self.control.layer.stop();
         self.events.layer.stop();
+        self.services.layer.stop(now, &mut self.services.out);
         self.caps.clear();
         self.engine.stop(now);
         self.flush(now, transport, sink);

@@ -14,6 +14,7 @@
 //! | [`control`] | options, handler advertisement and the peer directory (layer 1, `ctl`) |
 //! | [`filter`] | filters over a peer's options and headers, and their textual syntax |
 //! | [`events`] | the distributed event emitter: interest-based, retained values, credit (layer 3, `ev`) |
+//! | [`services`] | named services: offers, calls with retries, worker de-duplication, brokers (layer 4, `svc`) |
 //! | [`routing`] | targets: a peer, any / all peers matching a filter, a group; balancing |
 //! | [`driver`] | the ZRE engine and the layers composed, with the output contract |
 //! | `testing` | (feature `testing`) the output contract, checked: shared by tests, fuzzers, simulator |
@@ -32,5 +33,6 @@ pub mod layer;
 pub mod pattern;
 pub mod reqrep;
 pub mod routing;
+pub mod services;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -176,4 +176,8 @@ impl<W, S: Sink<W>> Sink<W> for CheckedSink<'_, S> {
     fn events(&mut self, delivery: crate::events::Delivery) {
         self.inner.events(delivery)
     }
+
+    fn services(&mut self, delivery: crate::services::Delivery<u64>) {
+        self.inner.services(delivery)
+    }
 }

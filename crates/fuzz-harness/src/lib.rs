@@ -2,8 +2,8 @@
 //!
 //! Everything that reads bytes from the network in zmesh — discovery beacons, ZRE messages, ZMTP
 //! frames, greetings and commands, the protocol engine that consumes them, the zmesh envelope and
-//! the driver with its request/reply layer above the engine, the control layer's STATE and the
-//! routing targets and filters — must survive any
+//! the driver with its request/reply layer above the engine, the control layer's STATE, the
+//! routing targets and filters, and the services layer's payloads and envelopes — must survive any
 //! input without panicking. This crate holds the *harness* for each of those entry points as a
 //! plain `fn(&[u8])`:
 //!
@@ -27,9 +27,11 @@ pub mod curve;
 pub mod engine;
 pub mod envelope;
 pub mod events;
+pub mod gossip;
 pub mod layer;
 pub mod routing;
 pub mod script;
+pub mod services;
 
 pub use codecs::{
     beacon_decode, zmtp_frame_decode, zmtp_greeting_and_command_decode, zre_message_decode,
@@ -38,8 +40,10 @@ pub use curve::curve_handshake_and_message;
 pub use engine::{engine_messages, engine_secure};
 pub use envelope::envelope_decode;
 pub use events::events_decode;
+pub use gossip::gossip_messages;
 pub use layer::layer_envelopes;
 pub use routing::routing_decode;
+pub use services::services_decode;
 
 /// A harness: takes arbitrary bytes, panics only on a bug in the code under test.
 pub type Harness = fn(&[u8]);
@@ -61,4 +65,6 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("curve_handshake_and_message", curve_handshake_and_message),
     ("routing_decode", routing_decode),
     ("events_decode", events_decode),
+    ("gossip_messages", gossip_messages),
+    ("services_decode", services_decode),
 ];

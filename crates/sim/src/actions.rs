@@ -95,6 +95,8 @@ impl Sim {
                 window: 4,
                 ..Default::default()
             },
+            // This simulation offers and calls no service (module `services` has its own).
+            services: Default::default(),
         };
         let driver = Driver::new(config, layers, self.instant(self.now))
             .map_err(|e| format!("{name}: Driver::new failed: {e}"))?;

@@ -142,9 +142,11 @@ mod emitter;
 mod invariants;
 mod reqrep;
 mod routing;
+pub mod services;
 mod transport;
 
 pub use config::{SimConfig, SimReport};
+pub use services::{ServicesReport, ServicesSim, ServicesSimConfig};
 
 use std::time::{Duration, Instant};
 

@@ -70,6 +70,8 @@ pub(crate) enum Handed {
     Control(zmesh_core::control::Delivery),
     /// An event-emitter delivery.
     Events(zmesh_core::events::Delivery),
+    /// A services delivery.
+    Services(zmesh_core::services::Delivery<u64>),
 }
 
 #[derive(Default)]
@@ -87,6 +89,9 @@ impl Sink<Waiter> for Recorder {
     }
     fn events(&mut self, delivery: zmesh_core::events::Delivery) {
         self.0.push(Handed::Events(delivery));
+    }
+    fn services(&mut self, delivery: zmesh_core::services::Delivery<u64>) {
+        self.0.push(Handed::Services(delivery));
     }
 }
 
@@ -186,6 +191,10 @@ impl Sim {
                 Handed::ReqRep(delivery) => self.delivery(id, delivery)?,
                 Handed::Control(delivery) => self.peer_event(id, delivery)?,
                 Handed::Events(delivery) => self.emitted(id, delivery)?,
+                // This simulation offers and calls no service (module `services` has its own).
+                Handed::Services(delivery) => {
+                    return Err(format!("services delivery nobody asked for: {delivery:?}"))
+                }
             }
         }
         Ok(d)

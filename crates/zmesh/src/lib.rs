@@ -99,11 +99,12 @@ pub use error::Error;
 pub use event::Event;
 pub use iface::{InterfaceSpec, SelectedInterface};
 pub use node::{
-    endpoint_addr, AllReplies, AllRequest, AnyRequest, Emitted, Events, GroupEvents,
-    IncomingRequest, IncomingTick, Node, NodeBuilder, NodeStats, On, OnOptions, Options, Overflow,
-    PeerEvent, PeerEvents, PeerInfo, ReplyFuture, Request, Requests, Ticks,
-    DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY, DEFAULT_ON_CAPACITY,
-    TICK_QUEUE,
+    broker_uuid, endpoint_addr, parse_broker, AllReplies, AllRequest, AnyRequest, BrokerAddr, Call,
+    CallFailed, CallFuture, Emitted, Events, GroupEvents, IncomingCall, IncomingRequest,
+    IncomingTick, Node, NodeBuilder, NodeServiceStats, NodeStats, Offered, On, OnOptions, Options,
+    Overflow, PeerEvent, PeerEvents, PeerInfo, Reply, ReplyFuture, Request, Requests, ServiceEntry,
+    Ticks, DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY,
+    DEFAULT_ON_CAPACITY, TICK_QUEUE,
 };
 pub use uuid::Uuid;
 pub use zmesh_core::events::EmitError;
@@ -112,6 +113,7 @@ pub use zmesh_core::reqrep::GatherEnd;
 pub use zmesh_core::reqrep::DEFAULT_TIMEOUT as DEFAULT_REQUEST_TIMEOUT;
 pub use zmesh_core::reqrep::{NoResponders, RequestError};
 pub use zmesh_core::routing::{Target, TargetError};
+pub use zmesh_core::services::{CallError, CallInfo, ServiceStats, StatsBody, Via};
 pub use zmesh_zmtp::{InboxConfig, OutboxConfig};
 
 /// CURVE keys, certificates and allow-lists for secure mode ([`NodeBuilder::secure`],

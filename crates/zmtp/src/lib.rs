@@ -12,7 +12,8 @@
 //! * [`curve`] — CurveZMQ (RFC 25/26): keys, certificates, handshake and MESSAGE codecs, and the
 //!   inbox's authenticator hook;
 //! * `conn` — stream abstraction, handshake driver, batched write buffer;
-//! * [`inbox`], [`outbox`] — the sockets.
+//! * [`inbox`], [`outbox`] — the sockets;
+//! * [`duplex`] — two-way connections (DEALER and ROUTER side) for czmq-style protocols (zgossip).
 //!
 //! Performance: the inbox reads its established connections inside `Inbox::recv` (no task hand-off
 //! between the socket and the caller) and decodes many messages per `read`; writes drain many queued
@@ -24,6 +25,7 @@
 pub mod codec;
 mod conn;
 pub mod curve;
+pub mod duplex;
 pub mod endpoint;
 pub mod error;
 pub mod identity;
@@ -39,6 +41,7 @@ pub use curve::{
     AllowAny, AllowList, AuthDecision, AuthRequest, Authenticator, Certificate, CurveConfig,
     CurveError, CurveKeyPair, CurvePublicKey, CurveStats,
 };
+pub use duplex::{Duplex, DuplexConfig, DuplexError, DuplexListener};
 pub use endpoint::Endpoint;
 pub use error::{CodecError, EndpointError, HandshakeError, SendError, TransportError};
 pub use identity::Identity;

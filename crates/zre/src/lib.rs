@@ -5,6 +5,7 @@
 //!
 //! * [`beacon`]: the 22/54-byte UDP discovery beacon;
 //! * [`msg`]: the ten ZRE v2 TCP messages (HELLO ... GOODBYE) as a frame codec;
+//! * [`gossip`]: zgossip (czmq's gossip discovery): codec and sans-IO hub/client state;
 //! * [`sequence`]: the 16-bit message sequence and the two ways implementations wrap it;
 //! * [`engine`]: the sans-IO protocol engine ([`Engine`]) — peer table, groups, sequence and
 //!   status bookkeeping, liveness — driven by explicit inputs and an explicit `Instant`, producing
@@ -21,6 +22,7 @@
 pub mod beacon;
 mod content;
 pub mod engine;
+pub mod gossip;
 mod group;
 pub mod msg;
 mod name;

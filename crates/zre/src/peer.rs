@@ -115,6 +115,10 @@ pub(crate) struct Peer {
     /// endpoint gets the same grace as a sighting's). Decides when a sighting elsewhere moves
     /// the peer.
     pub(crate) endpoint_seen: Option<Instant>,
+    /// When we last moved this ready peer (engine `move_peer`): a HELLO from it within the
+    /// evasive timeout after that is its answer to our new session, not a restart to answer
+    /// with a HELLO of ours (which would restart it again, and so on).
+    pub(crate) moved_at: Option<Instant>,
 }
 
 impl Peer {
@@ -141,6 +145,7 @@ impl Peer {
             defers_ping: false,
             public_key: None,
             endpoint_seen: Some(now),
+            moved_at: None,
         }
     }
 

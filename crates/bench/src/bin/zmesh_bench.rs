@@ -22,10 +22,13 @@
 //!    WHISPER round trip, and pipelined requests/s (64 in flight).
 //! 9. Request to **any** (routed: filter, candidates, least outstanding) between the same two
 //!    nodes: round trip and pipelined requests/s against the same round's plain request/reply.
-//! 11. Event-emitter fan-out, 1 publisher to 20 subscribers in another process, deliveries/s,
-//!     against SHOUT to a group of 20 and NATS pub/sub (local `nats-server`), same rounds.
 //! 10. NATS baselines of 8 and 9 in the same rounds: request/reply and queue-group requests
 //!     through a local `nats-server` (started and stopped here, loopback) with `async-nats`.
+//! 11. Event-emitter fan-out, 1 publisher to 20 subscribers in another process, deliveries/s,
+//!     against SHOUT to a group of 20 and NATS pub/sub (local `nats-server`), same rounds.
+//! 12. Named-service calls in the mesh and through one broker (round trip, pipelined calls/s)
+//!     against NATS queue-group requests through a local `nats-server`, same rounds.
+//! 13. Discovery of 10/50/100 nodes by gossip (one zgossip hub, beacons off): time to full mesh.
 //!
 //! Every node is pinned to interface `lo` (scenarios 1–6) or to `eth0` inside the private namespaces
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
@@ -43,6 +46,8 @@ mod mesh;
 mod nats;
 #[path = "zmesh_bench/netns.rs"]
 mod netns;
+#[path = "zmesh_bench/services.rs"]
+mod services;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -59,7 +64,7 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Parser, Debug, Clone)]
 #[command(about = "zmesh node benchmarks with same-run baselines")]
 pub struct Args {
-    /// Scenarios to run (comma-separated, 1-11); default all.
+    /// Scenarios to run (comma-separated, 1-13); default all.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<u32>,
     /// Fast smoke run: small counts, 1 round, 10 s idle (overrides the counts).
@@ -341,6 +346,7 @@ fn main() {
                 "nats-echo" => nats::echo_peer(&args).await,
                 "emit-fan" => emit_fanout::emit_receivers(&args).await,
                 "nats-fan" => emit_fanout::nats_receivers(&args).await,
+                "svc-worker" => services::worker_peer(&args).await,
                 other => panic!("unknown peer kind {other}"),
             }
         });
@@ -373,11 +379,17 @@ fn main() {
     if args.wants(11) {
         rows.extend(rt.block_on(emit_fanout::run(&args, next_port())));
     }
+    if args.wants(12) {
+        rows.extend(rt.block_on(services::run(&args, next_port())));
+    }
     if args.wants(3) {
         rows.extend(rt.block_on(fanout::run(&args, next_port())));
     }
     if args.wants(4) {
         rows.extend(rt.block_on(mesh::discovery(&args, &mut next_port)));
+    }
+    if args.wants(13) {
+        rows.extend(rt.block_on(mesh::gossip_discovery(&args, &mut next_port)));
     }
     if args.wants(5) {
         rows.extend(rt.block_on(mesh::leave(&args, &mut next_port)));

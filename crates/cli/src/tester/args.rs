@@ -49,4 +49,17 @@ pub struct TesterArgs {
     /// Seconds between progress lines on stderr (0 = none).
     #[arg(long, default_value_t = 10)]
     pub(super) progress: u64,
+    /// Chaos-test named services instead: broker and worker processes killed (SIGKILL) and
+    /// restarted while clients call through the brokers; prints a ledger of every call.
+    #[arg(long)]
+    pub(super) services: bool,
+    /// --services: broker processes.
+    #[arg(long, default_value_t = 2)]
+    pub(super) brokers: usize,
+    /// --services: worker processes (over two services).
+    #[arg(long = "workers", default_value_t = 4)]
+    pub(super) svc_workers: usize,
+    /// --services: client nodes (each keeps 4 calls in flight).
+    #[arg(long, default_value_t = 4)]
+    pub(super) clients: usize,
 }

@@ -61,6 +61,7 @@ impl Sink<u32> for App {
         self.peer_events.push(d);
     }
     fn events(&mut self, _d: events::Delivery) {}
+    fn services(&mut self, _d: crate::services::Delivery<u64>) {}
 }
 
 struct Node {

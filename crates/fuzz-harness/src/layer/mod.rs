@@ -360,6 +360,17 @@ impl Sink<u64> for Shell {
             );
         }
     }
+
+    fn services(&mut self, delivery: zmesh_core::services::Delivery<u64>) {
+        // This harness offers no service and makes no call: a call handed over or a call
+        // ended would be a bug (stats answers need a query, which it never makes either).
+        if let zmesh_core::services::Delivery::Call { .. }
+        | zmesh_core::services::Delivery::Done { .. }
+        | zmesh_core::services::Delivery::Stats { .. } = delivery
+        {
+            panic!("services delivery without an offer, call or query: {delivery:?}");
+        }
+    }
 }
 
 /// The per-run state: driver, clock, peers' sequence numbers.

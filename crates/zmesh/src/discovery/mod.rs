@@ -9,6 +9,10 @@
 //! [`NodeBuilder::discovery_source`](crate::NodeBuilder::discovery_source) and needs no change
 //! in the node or the engine.
 //!
+//! Besides beacons the node itself runs the sources its builder names: a zgossip hub and client
+//! (`gossip.rs`, wire-compatible with Zyre's `zyre_gossip_bind/connect`) and static or DNS peers
+//! ([`peers`]), which ride on it (docs/discovery.md).
+//!
 //! Addresses are typed (`SocketAddr`, IPv4 or IPv6); the endpoint string ZRE uses
 //! (`tcp://10.0.0.5:49152`, `tcp://[fd00::5]:49152`) is derived from it once, by [`endpoint_of`].
 
@@ -21,7 +25,9 @@ use std::task::{Context, Poll};
 use uuid::Uuid;
 
 pub(crate) mod beacon;
+pub(crate) mod gossip;
 pub(crate) mod hub;
+pub mod peers;
 pub(crate) mod plan;
 
 /// One observation of a peer by a discovery source.
@@ -102,4 +108,23 @@ pub trait Source: Send + fmt::Debug + 'static {
     /// Tells the network we accept ZRE connections on `tcp_port` (0: we are leaving). Must not
     /// block for long.
     fn announce(&mut self, tcp_port: u16) -> io::Result<()>;
+
+    /// What the node is and whom it knows, given every beacon interval once its inbox is bound
+    /// (before [`Source::announce`]). Sources that publish more than a port (gossip publishes the
+    /// node's UUID and endpoint) or that must forget departed nodes use it; the default ignores it.
+    fn observe(&mut self, _view: &NodeView<'_>) {}
+}
+
+/// The node as its sources see it (see [`Source::observe`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct NodeView<'a> {
+    /// Our UUID.
+    pub uuid: Uuid,
+    /// Our advertised ZRE endpoint.
+    pub endpoint: &'a str,
+    /// Our CURVE public key (secure mode).
+    pub public_key: Option<&'a [u8; 32]>,
+    /// The peers we have a session with, sorted.
+    pub peers: &'a [Uuid],
 }

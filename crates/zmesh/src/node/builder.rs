@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 use zmesh_core::driver::{Driver, LayerConfig};
 use zmesh_core::reqrep;
-use zmesh_zmtp::curve::{AllowList, CurveKeyPair};
+use zmesh_zmtp::curve::{AllowList, CurveKeyPair, CurvePublicKey};
 use zmesh_zmtp::{InboxConfig, OutboxConfig};
 use zmesh_zre::Config as EngineConfig;
 
@@ -65,9 +65,15 @@ pub struct NodeBuilder {
     pub(super) options: zmesh_core::control::Options,
     pub(super) emitter_window: u32,
     pub(super) beacons: bool,
+    pub(super) discovery: super::discovery::DiscoveryConfig,
     sources: Vec<SourceSlot>,
     curve_keys: Option<CurveKeyPair>,
     allow_list: Option<AllowList>,
+    services: zmesh_core::services::Config,
+    /// Broker endpoints to reach with no beacon (`brokers.rs`).
+    brokers: Vec<super::brokers::BrokerAddr>,
+    /// A broker's own endpoint, as it announces it to others.
+    broker_self: Option<String>,
 }
 
 /// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
@@ -114,9 +120,13 @@ impl Default for NodeBuilder {
             options: Default::default(),
             emitter_window: zmesh_core::events::Config::default().window,
             beacons: true,
+            discovery: Default::default(),
             sources: Vec::new(),
             curve_keys: None,
             allow_list: None,
+            services: zmesh_core::services::Config::default(),
+            brokers: Vec::new(),
+            broker_self: None,
         }
     }
 }
@@ -137,6 +147,46 @@ pub(super) fn check_str(what: &'static str, s: &str) -> Result<(), Error> {
 }
 
 impl NodeBuilder {
+    /// The services layer's limits, backoff and reply-cache window
+    /// ([`zmesh_core::services::Config`]; its ids and seed are chosen at start).
+    pub fn services_config(mut self, config: zmesh_core::services::Config) -> Self {
+        self.services = config;
+        self
+    }
+
+    /// Makes this node a broker: it relays calls between callers and workers it is connected
+    /// to ([`zmesh_core::services`]).
+    pub fn broker(mut self, on: bool) -> Self {
+        self.services.broker = on;
+        self
+    }
+
+    /// Brokers to reach at fixed endpoints (`tcp://IP:PORT`, in secure mode
+    /// `tcp://IP:PORT|Z85KEY`), with no beacon: the node connects to each (and to the brokers
+    /// it learns from them) and keeps trying while they are away.
+    pub fn brokers<S: AsRef<str>>(mut self, endpoints: &[S]) -> Result<Self, Error> {
+        for e in endpoints {
+            let b = super::brokers::parse_broker(e.as_ref()).map_err(Error::Config)?;
+            self.brokers.push(b);
+        }
+        Ok(self)
+    }
+
+    /// Makes this node the broker at `endpoint` (as others are configured with it; in secure
+    /// mode with `|Z85KEY`): its UUID is derived from the endpoint ([`broker_uuid`]), it binds
+    /// and advertises that endpoint, relays calls and tells its peers about the brokers it knows.
+    ///
+    /// [`broker_uuid`]: crate::broker_uuid
+    pub fn broker_at(mut self, endpoint: &str) -> Result<Self, Error> {
+        let b = super::brokers::parse_broker(endpoint).map_err(Error::Config)?;
+        self.uuid = Some(super::brokers::broker_uuid(&b.endpoint));
+        self.tcp_port = Some(b.addr.port());
+        self.advertised_endpoint = Some(b.endpoint.clone());
+        self.services.broker = true;
+        self.broker_self = Some(endpoint.to_owned());
+        Ok(self)
+    }
+
     /// Public name sent in HELLO (default: the first 6 hex digits of the UUID, like Zyre).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -410,13 +460,28 @@ impl NodeBuilder {
             ep.parse::<zmesh_zmtp::Endpoint>()
                 .map_err(|e| Error::Config(format!("advertised endpoint {ep:?}: {e}")))?;
         }
-        Ok(())
+        self.discovery.validate()
     }
 
     /// Starts the node: it begins beaconing as soon as an interface is usable, and returns the handle
     /// plus the stream of events. Must be called inside a tokio runtime.
-    pub async fn start(self) -> Result<(Node, Events), Error> {
+    pub async fn start(mut self) -> Result<(Node, Events), Error> {
         self.validate()?;
+        if let Some(keys) = &self.curve_keys {
+            // A secure node connects only with the peer's key: a broker must be named with it.
+            if let Some(b) = self.brokers.iter().find(|b| b.key.is_none()) {
+                return Err(Error::Config(format!(
+                    "secure mode: broker {} needs its public key (tcp://IP:PORT|Z85KEY)",
+                    b.endpoint
+                )));
+            }
+            // A secure broker announces itself with its key.
+            if let Some(own) = &self.broker_self {
+                if !own.contains('|') {
+                    self.broker_self = Some(format!("{own}|{}", keys.public().to_z85()));
+                }
+            }
+        }
         let uuid = self.uuid.unwrap_or_else(Uuid::new_v4);
         let name = self
             .name
@@ -452,8 +517,22 @@ impl NodeBuilder {
                 window: self.emitter_window,
                 ..Default::default()
             },
+            services: zmesh_core::services::Config {
+                // Random, so a restarted caller does not reuse message ids workers still cache.
+                first_id: Uuid::new_v4().as_u64_pair().0,
+                seed: Uuid::new_v4().as_u64_pair().1,
+                ..self.services.clone()
+            },
         };
         let driver = Driver::new(config, layers, now)?;
+        let started = self
+            .discovery
+            .start(
+                self.curve_keys
+                    .clone()
+                    .zip(security.as_ref().map(|s| s.inbox_mechanism())),
+            )
+            .await?;
         let events = Arc::new(EventQueue::new(self.event_capacity));
         let mut identity = Vec::with_capacity(17);
         identity.push(1u8);
@@ -474,6 +553,7 @@ impl NodeBuilder {
                 next_handler: 1,
                 routing: Default::default(),
                 emitter: Default::default(),
+                services: Default::default(),
                 outbox_config: self.outbox.clone(),
                 identity: Bytes::from(identity),
                 endpoint: None,
@@ -485,9 +565,38 @@ impl NodeBuilder {
             runtime: tokio::runtime::Handle::current(),
             wake: Notify::new(),
             security,
+            gossip_endpoint: started.gossip_endpoint,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
-        let sources = self.sources.iter().filter_map(|s| s.take()).collect();
+        let mut sources: Vec<Box<dyn Source>> =
+            self.sources.iter().filter_map(|s| s.take()).collect();
+        sources.extend(started.sources);
+        if !self.brokers.is_empty() || self.broker_self.is_some() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let own = self
+                .broker_self
+                .as_deref()
+                .and_then(|e| super::brokers::parse_broker(e).ok())
+                .map(|b| b.endpoint);
+            sources.push(Box::new(super::brokers::BrokerSource::new(
+                self.brokers.clone(),
+                own,
+                rx,
+                self.beacon_interval,
+            )));
+            let mut known: Vec<String> = self
+                .brokers
+                .iter()
+                .map(|b| match b.key {
+                    Some(k) => format!("{}|{}", b.endpoint, CurvePublicKey::from_bytes(k).to_z85()),
+                    None => b.endpoint.clone(),
+                })
+                .collect();
+            known.extend(self.broker_self.clone());
+            let mut state = shared.lock();
+            state.services.brokers_tx = Some(tx);
+            state.driver.services(|s, io| s.add_brokers(known, io));
+        }
         let mut config = self;
         if let Some(s) = &shared.security {
             config.inbox.mechanism = s.inbox_mechanism();

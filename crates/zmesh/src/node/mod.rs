@@ -40,7 +40,7 @@
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
 //! `requests.rs` (request/reply and ticks), `routing.rs` (any/all/group targets, options, peer
-//! events), `emitter.rs` (the distributed event emitter), `groups.rs` (per-group event streams),
+//! events), `emitter.rs` (the distributed event emitter), `services.rs` (named services, calls, brokers), `groups.rs` (per-group event streams),
 //! `secure.rs` (secure mode: the key pair and allow-list as CURVE settings of the inbox and
 //! outboxes).
 //!
@@ -72,15 +72,19 @@ use crate::iface::SelectedInterface;
 use shared::Shared;
 use zmesh_zmtp::curve::CurvePublicKey;
 
+mod brokers;
 mod builder;
+mod discovery;
 mod emitter;
 mod groups;
 mod requests;
 mod routing;
 mod secure;
+mod services;
 mod shared;
 mod task;
 
+pub use brokers::{broker_uuid, parse_broker, BrokerAddr};
 use builder::check_str;
 pub use builder::{NodeBuilder, DEFAULT_BEACON_INTERVAL, DEFAULT_EVENT_CAPACITY};
 pub use emitter::{Emitted, On, OnOptions, Overflow, DEFAULT_ON_CAPACITY};
@@ -89,6 +93,9 @@ pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
 };
 pub use routing::{AllReplies, AllRequest, AnyRequest, Options, PeerEvent, PeerEvents};
+pub use services::{
+    Call, CallFailed, CallFuture, IncomingCall, NodeServiceStats, Offered, Reply, ServiceEntry,
+};
 
 /// The UDP port ZRE beacons use by default (IANA "ZRE-DISC").
 pub const DEFAULT_BEACON_PORT: u16 = 5670;
@@ -107,7 +114,9 @@ pub struct NodeStats {
     pub dropped_events: u64,
     /// Ticks dropped because a tick handler's stream was full.
     pub dropped_ticks: u64,
-    /// UDP datagrams on the beacon port that were not usable beacons (garbage, other versions).
+    /// Discovery input that was not usable: datagrams on the beacon port that were not usable
+    /// beacons (garbage, other versions), bad zgossip messages and gossip tuples that are not
+    /// `UUID` = `endpoint[|key]`.
     pub bad_beacons: u64,
     /// TCP connections to the inbox that failed the ZMTP handshake (garbage, wrong socket type …).
     pub handshake_failures: u64,
@@ -245,6 +254,12 @@ impl Node {
     /// The endpoint peers connect to (the one in our HELLO), once an interface has been attached.
     pub fn endpoint(&self) -> Option<String> {
         self.shared().lock().endpoint.clone()
+    }
+
+    /// The endpoint our zgossip hub listens on (with the real port), if the node is a hub
+    /// ([`NodeBuilder::gossip_bind`]).
+    pub fn gossip_endpoint(&self) -> Option<String> {
+        self.shared().gossip_endpoint.clone()
     }
 
     /// The interface the node beacons on, once attached.

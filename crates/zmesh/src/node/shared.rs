@@ -20,6 +20,7 @@ use super::groups::{fan_out, GroupSub};
 use super::requests::{CancelFlag, HandlerTx, Waiter};
 use super::routing::RoutingShell;
 use super::secure::Security;
+use super::services::ServicesShell;
 use crate::error::Error;
 use crate::event::Event;
 use crate::events::{EventQueue, UuidMap};
@@ -47,6 +48,8 @@ pub(super) struct Shared {
     pub(super) wake: Notify,
     /// Secure mode's keys and allow-list (`secure.rs`); `None` = plain.
     pub(super) security: Option<Security>,
+    /// The bound endpoint of our zgossip hub, if we are one.
+    pub(super) gossip_endpoint: Option<String>,
 }
 
 pub(super) struct State {
@@ -69,6 +72,8 @@ pub(super) struct State {
     pub(super) routing: RoutingShell,
     /// Event-emitter subscriptions (`emitter.rs`).
     pub(super) emitter: EmitterShell,
+    /// Service streams, call waiters, stats queries (`services.rs`).
+    pub(super) services: ServicesShell,
     pub(super) outbox_config: OutboxConfig,
     pub(super) identity: Bytes,
     pub(super) endpoint: Option<String>,
@@ -154,9 +159,12 @@ pub(super) struct AppSink<'a> {
     pub(super) running: &'a mut HashMap<InboundKey, Arc<CancelFlag>>,
     pub(super) routing: &'a mut RoutingShell,
     pub(super) emitter: &'a mut EmitterShell,
+    pub(super) services: &'a mut ServicesShell,
     pub(super) shared: &'a Arc<Shared>,
     /// Requests whose handler's stream is gone: abandoned after the flush.
     pub(super) abandoned: Vec<InboundKey>,
+    /// Calls whose service stream is gone: refused after the flush.
+    pub(super) refused_calls: Vec<zmesh_core::services::CallKey>,
 }
 
 impl Sink<Waiter> for AppSink<'_> {
@@ -228,6 +236,12 @@ impl Sink<Waiter> for AppSink<'_> {
     fn events(&mut self, delivery: zmesh_core::events::Delivery) {
         self.emitter.deliver(delivery, self.shared);
     }
+
+    fn services(&mut self, delivery: zmesh_core::services::Delivery<u64>) {
+        if let Some(key) = self.services.deliver(delivery, self.shared) {
+            self.refused_calls.push(key);
+        }
+    }
 }
 
 impl Shared {
@@ -266,6 +280,7 @@ impl Shared {
             running,
             routing,
             emitter,
+            services,
             outbox_config,
             identity,
             ..
@@ -286,13 +301,26 @@ impl Shared {
             running,
             routing,
             emitter,
+            services,
             shared: self,
             abandoned: Vec::new(),
+            refused_calls: Vec::new(),
         };
         let r = f(driver, &mut transport, &mut sink);
         let abandoned = std::mem::take(&mut sink.abandoned);
         if !abandoned.is_empty() {
             driver.reqrep(|rr, _| abandoned.into_iter().for_each(|k| rr.abandon(k)));
+        }
+        let refused = std::mem::take(&mut sink.refused_calls);
+        if !refused.is_empty() {
+            // The service was withdrawn as the call arrived: answer it rather than let the
+            // caller wait for its timeout (sent at the next flush).
+            let now = Instant::now();
+            driver.services(|s, io| {
+                for key in refused {
+                    s.reply(key, Err((503, "service withdrawn".into())), now, io);
+                }
+            });
         }
         self.push_events(state);
         r

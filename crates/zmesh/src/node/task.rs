@@ -17,7 +17,7 @@ use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
 use crate::discovery::endpoint_of;
 use crate::discovery::plan::{self, RESCAN_INTERVAL};
-use crate::discovery::{Heard, Sighting, Source};
+use crate::discovery::{Heard, NodeView, Sighting, Source};
 use crate::error::Error;
 use crate::iface;
 
@@ -114,9 +114,11 @@ impl NodeTask {
                         self.detach();
                     }
                 },
+                // Sources are heard only once attached: a sighting acted on before our inbox is
+                // bound would send peers a HELLO without our endpoint, which they drop.
                 (who, heard) = std::future::poll_fn(|cx| {
                     poll_sources(&mut self.beacon, &mut self.sources, &mut self.next_source, cx)
-                }) => match heard {
+                }), if self.attached => match heard {
                     Ok(Heard::Sighting(sighting)) => self.on_sighting(sighting),
                     // Our own beacons loop back to us; that is not bad input.
                     Ok(Heard::Own) => {}
@@ -295,6 +297,28 @@ impl NodeTask {
                 self.detach();
             }
         }
+        if !self.sources.is_empty() {
+            let (endpoint, peers) = {
+                let state = self.shared.lock();
+                (state.endpoint.clone(), state.driver.engine_ref().peers())
+            };
+            if let Some(endpoint) = endpoint {
+                let key = self
+                    .shared
+                    .security
+                    .as_ref()
+                    .map(|s| *s.public_key().as_bytes());
+                let view = NodeView {
+                    uuid: self.shared.uuid,
+                    endpoint: &endpoint,
+                    public_key: key.as_ref(),
+                    peers: &peers,
+                };
+                for s in &mut self.sources {
+                    s.observe(&view);
+                }
+            }
+        }
         for s in &mut self.sources {
             if let Err(e) = s.announce(self.tcp_port) {
                 debug!(source = s.kind(), error = %e, "announce failed");
@@ -467,6 +491,7 @@ fn end_handlers(state: &mut State) {
     state.group_subs.clear();
     state.routing.clear();
     state.emitter.clear();
+    state.services.clear();
     for (_, flag) in state.running.drain() {
         flag.cancel();
     }

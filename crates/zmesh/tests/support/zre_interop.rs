@@ -50,7 +50,7 @@ pub const ZMESH_HEADERS_ON_WIRE: [(&str, &str); 5] = [
     ("X-Impl", "zmesh"),
     ("X-Greeting", "grüß dich ✓"),
     ("X-Expr", "a=b c=d"),
-    ("X-ZMESH-CAPS", "ctl,req,ev"),
+    ("X-ZMESH-CAPS", "ctl,req,ev,svc"),
     ("X-ZMESH", "1"),
 ];
 
@@ -735,6 +735,32 @@ pub fn requests_beside_plain_peer(peer: &ZrePeer, port: u16) {
             "[{label}] any chose another peer: {r}"
         );
     }
+    // Emitted events go only to subscribers: zm2 subscribes, zm emits until zm2's subscription
+    // has reached it (within a round trip); the plain peer must get none of it (checked below).
+    zm2.send(json!({"cmd": "on", "pattern": "news.*"}));
+    zm2.wait_for(T, |e| e["event"] == "SUBSCRIBED").unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        zm.send(json!({"cmd": "emit", "topic": "news.a", "payload": "n1"}));
+        let r = zm.wait_for(T, |e| e["event"] == "EMIT").unwrap();
+        if r["peers"] == 1 {
+            break;
+        }
+        assert_eq!(
+            r["peers"], 0,
+            "[{label}] emit went to the plain peer too: {r}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "[{label}] zm2's subscription never reached zm"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ev = zm2
+        .wait_for(T, |e| e["event"] == "EMITTED" && e["topic"] == "news.a")
+        .unwrap();
+    assert_eq!(ev["payload"], "n1", "{ev}");
+    assert_eq!(ev["publisher"], json!(z), "{ev}");
     // A request to the plain peer: no responders, at once.
     zm.send(
         json!({"cmd": "request", "peer": p, "event": "echo.x", "payload": "x",

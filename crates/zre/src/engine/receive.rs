@@ -69,7 +69,7 @@ use super::config::uuid_from_routing_id;
 use super::liveness::Liveness;
 use super::{Engine, Event, Output};
 use crate::msg::ZreMessage;
-use crate::peer::{PeerState, ZMESH_HEADER};
+use crate::peer::{Peer, PeerState, ZMESH_HEADER};
 use crate::sequence::{self, SeqWrap, Step};
 
 impl Engine {
@@ -175,6 +175,7 @@ impl Engine {
         };
         peer.endpoint = endpoint.to_owned();
         peer.endpoint_seen = Some(now);
+        peer.moved_at = Some(now);
         peer.sent_sequence = 0;
         let key = peer.public_key;
         self.outputs.push_back(Output::Disconnect { peer: uuid });
@@ -185,6 +186,28 @@ impl Engine {
         });
         let hello = self.hello();
         self.send_to(uuid, &hello);
+    }
+
+    /// A moved peer answered our new session with its HELLO: what we knew of it goes (EXIT, its
+    /// groups), the session we opened at the move stays (same outbox, our sequence goes on),
+    /// and the HELLO being accepted makes it enter again.
+    fn renew_moved_peer(&mut self, now: Instant, uuid: Uuid) {
+        let Some(old) = self.peers.remove(&uuid) else {
+            return;
+        };
+        self.peer_groups.remove_peer(uuid, &old.groups);
+        self.event(Event::Exit {
+            peer: uuid,
+            name: old.name,
+        });
+        let mut peer = Peer::new(uuid, &old.endpoint, now);
+        peer.defers_ping = old.defers_ping;
+        peer.public_key = old.public_key;
+        peer.sent_sequence = old.sent_sequence;
+        peer.wrap = old.wrap;
+        peer.endpoint_seen = old.endpoint_seen;
+        self.lower_wake(peer.next_deadline(&self.timing));
+        self.peers.insert(uuid, peer);
     }
 
     /// A port-0 beacon or other polite departure: removes a known peer (EXIT if it had entered).
@@ -379,6 +402,18 @@ impl Engine {
         let mut endpoint = endpoint;
         let mut kept = None;
         match self.peers.get(&uuid) {
+            Some(p)
+                if p.is_ready()
+                    && p.moved_at.is_some_and(|at| {
+                        now.saturating_duration_since(at) < self.timing.evasive
+                    }) =>
+            {
+                // The answer to the HELLO our move sent: the peer restarted its side of the
+                // session; ours is already new, so no HELLO of ours goes back.
+                self.stats.restarts += 1;
+                debug!(peer = %uuid, "HELLO answering our move: session renewed");
+                self.renew_moved_peer(now, uuid);
+            }
             Some(p) if p.is_ready() => {
                 if p.hello_endpoint.as_deref() == Some(endpoint) && p.endpoint != endpoint {
                     kept = Some((p.endpoint.clone(), p.endpoint_seen));

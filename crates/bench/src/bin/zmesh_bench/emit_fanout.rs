@@ -4,30 +4,24 @@
 //! per subscriber, in another process).
 //!
 //! All three are windowed alike: every receiver acks its running count every
-//! [`ACK_EVERY`] messages (a WHISPER for zmesh, a publish on `fan.ack` for NATS) and the sender
-//! keeps at most [`WINDOW`] messages ahead of the slowest. zmesh subscribers use
+//! `fanout::ACK_EVERY` messages (a WHISPER for zmesh, a publish on `fan.ack` for NATS) and the sender
+//! keeps at most `fanout::WINDOW` messages ahead of the slowest. zmesh subscribers use
 //! `Overflow::BackPressure` (lossless; the publisher's `emit_wait` honours their credit).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use zmesh::{Event, OnOptions, Overflow, Uuid};
+use zmesh::{OnOptions, Overflow};
+
+use crate::fanout::{ack_due, announce_and_wait, FanSource, FanWindow, SIZE};
 
 use crate::{
     fmt_num, median, nats, node_builder, read_announce, reap, spawn_self, Args, Row,
     SCENARIO_TIMEOUT,
 };
 
-const WINDOW: usize = 16_384;
-const ACK_EVERY: usize = 2_048;
-const SIZE: usize = 64;
 const TOPIC: &str = "fan.x";
-
-fn ack_count(b: &[u8]) -> usize {
-    u64::from_be_bytes(b[..8].try_into().expect("8-byte ack")) as usize
-}
 
 /// Rounds of emitter fan-out, SHOUT fan-out and NATS fan-out, interleaved.
 pub async fn run(args: &Args, port: u16) -> Vec<Row> {
@@ -75,76 +69,27 @@ pub async fn run(args: &Args, port: u16) -> Vec<Row> {
 
 /// Emitter fan-out, driver side; returns deliveries/s.
 async fn emitter_fanout(args: &Args, port: u16) -> f64 {
-    let uuid = Uuid::new_v4();
-    let (node, mut events) = node_builder("emit-src", port, Duration::from_millis(100))
-        .uuid(uuid)
-        .event_capacity(100_000)
-        .start()
-        .await
-        .expect("start publisher");
-    let mut child = spawn_self(
-        args,
-        &[
-            "--peer",
-            "emit-fan",
-            "--connect",
-            &zmesh::uuid_to_string(&uuid),
-            "--beacon-port",
-            &port.to_string(),
-        ],
-    );
-    let receivers: Vec<Uuid> = read_announce(&mut child, "READY")
-        .split(',')
-        .map(|s| zmesh::uuid_from_str(s).expect("receiver uuid"))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.subscribers(TOPIC).len() < receivers.len() {
-        assert!(
-            Instant::now() < deadline,
-            "subscribers not all known within 60 s"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
-    }
-    let index: HashMap<Uuid, usize> = receivers.iter().enumerate().map(|(i, u)| (*u, i)).collect();
-    let mut acked = vec![0usize; receivers.len()];
+    let source = FanSource::start(args, port, "emit-src", "emit-fan", |n| {
+        n.subscribers(TOPIC).len()
+    })
+    .await;
+    let node = source.node.clone();
     let msg = Bytes::from(vec![0xcd; SIZE]);
-    let count = args.fan_count;
-    let t0 = Instant::now();
-    let mut sent = 0usize;
-    loop {
-        let slowest = *acked.iter().min().unwrap();
-        if slowest >= count {
-            break;
-        }
-        while sent < count && sent - slowest < WINDOW {
-            match node.emit(TOPIC, msg.clone()) {
-                Ok(n) => {
-                    assert_eq!(n, receivers.len(), "a subscriber was lost");
-                    sent += 1;
-                }
-                // A subscriber's credit is used up: wait for it (acks queue meanwhile).
-                Err(zmesh::Error::Backpressure(_)) => {
-                    let n = node.emit_wait(TOPIC, msg.clone()).await.expect("emit_wait");
-                    assert_eq!(n, receivers.len(), "a subscriber was lost");
-                    sent += 1;
-                }
-                Err(e) => panic!("emit: {e}"),
-            }
-        }
-        match events.recv().await.expect("events ended") {
-            Event::Whisper { peer, content, .. } => {
-                if let Some(&i) = index.get(&peer) {
-                    acked[i] = ack_count(&content[0]);
+    source
+        .run(args.fan_count, || {
+            let (node, msg) = (node.clone(), msg.clone());
+            async move {
+                match node.emit(TOPIC, msg.clone()) {
+                    Ok(n) => n,
+                    // A subscriber's credit is used up: wait for it (acks queue meanwhile).
+                    Err(zmesh::Error::Backpressure(_)) => {
+                        node.emit_wait(TOPIC, msg).await.expect("emit_wait")
+                    }
+                    Err(e) => panic!("emit: {e}"),
                 }
             }
-            Event::Exit { name, .. } => panic!("subscriber {name} left during fan-out"),
-            _ => {}
-        }
-    }
-    let dt = t0.elapsed();
-    node.stop().await;
-    reap(child);
-    (count * receivers.len()) as f64 / dt.as_secs_f64()
+        })
+        .await
 }
 
 /// Peer process: `--fan-nodes` nodes subscribed to `fan.*` (back-pressure), each acking.
@@ -173,21 +118,13 @@ pub async fn emit_receivers(args: &Args) {
                 let ev = on.recv().await.expect("subscription ended");
                 assert_eq!(ev.payload.len(), SIZE);
                 n += 1;
-                if n.is_multiple_of(ACK_EVERY) || n == count {
-                    node.whisper(src, vec![Bytes::copy_from_slice(&(n as u64).to_be_bytes())])
-                        .expect("ack whisper");
+                if let Some(ack) = ack_due(n, count) {
+                    node.whisper(src, ack).expect("ack whisper");
                 }
             }
         }));
     }
-    let ids: Vec<String> = nodes.iter().map(|n| n.uuid_string()).collect();
-    println!("READY {}", ids.join(","));
-    for t in tasks {
-        t.await.expect("subscriber task");
-    }
-    for n in nodes {
-        n.stop().await;
-    }
+    announce_and_wait(nodes, tasks).await;
 }
 
 /// NATS fan-out, driver side; returns deliveries/s.
@@ -202,28 +139,22 @@ async fn nats_fanout(args: &Args) -> f64 {
     let n = read_announce(&mut child, "READY")
         .parse::<usize>()
         .expect("count");
-    let mut acked = vec![0usize; n];
+    let mut window = FanWindow::new(n, args.fan_count);
     let msg = Bytes::from(vec![0xcd; SIZE]);
-    let count = args.fan_count;
     let t0 = Instant::now();
-    let mut sent = 0usize;
-    loop {
-        let slowest = *acked.iter().min().unwrap();
-        if slowest >= count {
-            break;
-        }
-        while sent < count && sent - slowest < WINDOW {
+    while let Some(room) = window.room() {
+        for _ in 0..room {
             client.publish(TOPIC, msg.clone()).await.expect("publish");
-            sent += 1;
+            window.sent();
         }
         client.flush().await.expect("flush");
         let m = acks.next().await.expect("ack stream");
         let i = u16::from_be_bytes([m.payload[0], m.payload[1]]) as usize;
-        acked[i] = ack_count(&m.payload[2..]);
+        window.ack(i, &m.payload[2..]);
     }
-    let dt = t0.elapsed();
+    let rate = window.rate(t0.elapsed());
     reap(child);
-    (count * n) as f64 / dt.as_secs_f64()
+    rate
 }
 
 /// Peer process: `--fan-nodes` NATS connections subscribed to `fan.*`, each acking.
@@ -245,9 +176,9 @@ pub async fn nats_receivers(args: &Args) {
                     continue;
                 }
                 n += 1;
-                if n.is_multiple_of(ACK_EVERY) || n == count {
+                if let Some(ack) = ack_due(n, count) {
                     let mut b = (i as u16).to_be_bytes().to_vec();
-                    b.extend_from_slice(&(n as u64).to_be_bytes());
+                    b.extend_from_slice(&ack);
                     client.publish("fan.ack", b.into()).await.expect("ack");
                     client.flush().await.expect("flush");
                 }

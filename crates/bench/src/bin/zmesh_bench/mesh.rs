@@ -105,8 +105,29 @@ impl Mesh {
     /// Starts `n` default nodes on loopback; if this process cannot hold that many sockets, half of
     /// them run in a child process (announced on stderr).
     async fn start_lo(n: usize, port: u16, beacon: Duration, prefix: &str) -> Mesh {
+        Mesh::start_split(n, port, beacon, prefix, None).await
+    }
+
+    /// [`Mesh::start_lo`], or with `gossip` = a hub's endpoint: node 0 of this process is that
+    /// hub (`gossip_bind`) and every other node, here or in the second process, joins it; no
+    /// beacons.
+    async fn start_split(
+        n: usize,
+        port: u16,
+        beacon: Duration,
+        prefix: &str,
+        gossip: Option<&str>,
+    ) -> Mesh {
+        let build = |i: usize| {
+            let b = node_builder(&format!("{prefix}{i}"), port, beacon);
+            match gossip {
+                None => b,
+                Some(hub) if i == 0 => b.beacons(false).gossip_bind(hub),
+                Some(hub) => b.beacons(false).gossip_connect(hub),
+            }
+        };
         if fds_needed(n) <= fd_limit() {
-            return Mesh::start(n, |i| node_builder(&format!("{prefix}{i}"), port, beacon)).await;
+            return Mesh::start(n, build).await;
         }
         let remote_n = n / 2;
         eprintln!(
@@ -120,6 +141,7 @@ impl Mesh {
             .args(["--part-nodes", &remote_n.to_string()])
             .args(["--mesh-total", &n.to_string()])
             .args(["--beacon-ms", &beacon.as_millis().to_string()])
+            .args(gossip.map(|hub| ["--connect", hub]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -135,10 +157,7 @@ impl Mesh {
                 }
             }
         });
-        let mut mesh = Mesh::start(n - remote_n, |i| {
-            node_builder(&format!("{prefix}{i}"), port, beacon)
-        })
-        .await;
+        let mut mesh = Mesh::start(n - remote_n, build).await;
         mesh.total = n;
         mesh.t0 = t0;
         mesh.t0_sys = t0_sys;
@@ -277,8 +296,14 @@ pub async fn mesh_part(args: &crate::Args) {
     let port = args.beacon_port.expect("--beacon-port");
     let beacon = Duration::from_millis(args.beacon_ms);
     println!("RSS0 {}", rss_bytes());
+    // `--connect`: the gossip hub every node joins (scenario 13), beacons off.
+    let hub = args.connect.clone();
     let mut mesh = Mesh::start(args.part_nodes, |i| {
-        node_builder(&format!("r{i}"), port, beacon)
+        let b = node_builder(&format!("r{i}"), port, beacon);
+        match &hub {
+            Some(hub) => b.beacons(false).gossip_connect(hub),
+            None => b,
+        }
     })
     .await;
     mesh.total = args.mesh_total;
@@ -343,6 +368,45 @@ pub async fn discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) 
             rows.push(row);
             mesh.abort_all().await;
         }
+    }
+    rows
+}
+
+/// Scenario 12: discovery by gossip: one hub and `n - 1` nodes joining it, no beacons (the
+/// second process, if the mesh needs one, joins the same hub).
+pub async fn gossip_discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &n in &args.mesh_sizes {
+        let port = next_port();
+        let hub_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port for the hub");
+        let hub = format!("tcp://127.0.0.1:{hub_port}");
+        let mut mesh =
+            Mesh::start_split(n, port, Duration::from_secs(1), "g", Some(hub.as_str())).await;
+        let started = mesh.t0.elapsed();
+        let secs = mesh
+            .wait_full()
+            .await
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(f64::NAN);
+        eprintln!(
+            "  [12] {n} nodes by gossip: full mesh after {secs:.3} s (starting took {:.3} s)",
+            started.as_secs_f64()
+        );
+        let mut row = Row::new(
+            12,
+            format!("discovery {n} nodes by gossip (one hub): s to full mesh"),
+            secs,
+            "-",
+            None,
+        );
+        if n == 100 {
+            row = row.target("< 2 s", secs < 2.0);
+        }
+        rows.push(row);
+        mesh.abort_all().await;
     }
     rows
 }

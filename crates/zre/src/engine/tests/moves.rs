@@ -67,6 +67,20 @@ fn a_peer_whose_endpoint_went_quiet_moves_to_the_new_one() {
         matches!(&evs[..], [Event::Exit { .. }, Event::Enter { peer, .. }] if *peer == r.uuid),
         "{evs:?}"
     );
+    // Its HELLO answered our move: no new session and no HELLO of ours goes back (which it
+    // would take as a restart, answer again, and so on).
+    assert!(connects(&outs).is_empty(), "{outs:?}");
+    assert!(sent_to(&outs, r.uuid).is_empty(), "{outs:?}");
+    // Our sequence goes on over the session opened at the move.
+    e.whisper(r.uuid, bytes::Bytes::from_static(b"x")).unwrap();
+    let outs = drain(&mut e);
+    assert!(
+        matches!(
+            sent_to(&outs, r.uuid).as_slice(),
+            [(2, ZreMessage::Whisper { .. })]
+        ),
+        "{outs:?}"
+    );
     let peers = e.peers();
     assert_eq!(peers.len(), 1);
     assert_eq!(e.peer(r.uuid).unwrap().endpoint, new);
