@@ -51,6 +51,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     one("multicast-ttl", "ZMESH_MULTICAST_TTL"),
     one("no-broadcast", "ZMESH_NO_BROADCAST"),
     one("ipv6", "ZMESH_IPV6"),
+    one("no-same-host", "ZMESH_NO_SAME_HOST"),
     one("port", "ZMESH_PORT"),
     many("header", "ZMESH_HEADERS"),
     many("option", "ZMESH_OPTIONS"),
@@ -196,6 +197,7 @@ pub(crate) fn show(cli: &Cli, node: &crate::NodeArgs, origins: &BTreeMap<&'stati
     }
     lines.push(("broadcast", (!cli.no_broadcast).to_string()));
     lines.push(("ipv6", cli.ipv6.to_string()));
+    lines.push(("same-host", (!cli.no_same_host).to_string()));
     for (k, v) in &cli.headers {
         lines.push(("header", format!("{k}={v}")));
     }
@@ -207,6 +209,7 @@ pub(crate) fn show(cli: &Cli, node: &crate::NodeArgs, origins: &BTreeMap<&'stati
         let flag = match k {
             "beacons" => "no-beacons",
             "broadcast" => "no-broadcast",
+            "same-host" => "no-same-host",
             k => k,
         };
         match origins.get(flag) {
@@ -359,7 +362,10 @@ fn load_file(path: &Path) -> Result<BTreeMap<&'static str, Vec<String>>, String>
 
 /// The settings that are switches (flags without a value).
 fn is_switch(flag: &str) -> bool {
-    matches!(flag, "no-beacons" | "no-broadcast" | "ipv6")
+    matches!(
+        flag,
+        "no-beacons" | "no-broadcast" | "ipv6" | "no-same-host"
+    )
 }
 
 /// A switch's value from the environment or the file: true/false, 1/0, yes/no, on/off.

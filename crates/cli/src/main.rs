@@ -81,6 +81,10 @@ pub(crate) struct Cli {
     /// dual-stack inbox.
     #[arg(long, global = true, help_heading = GLOBAL)]
     ipv6: bool,
+    /// No same-host fast path: peers on this host are reached over TCP too, not over their Unix
+    /// socket (docs/protocol.md §9).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    no_same_host: bool,
     /// UDP beacon port, 1-65535. Default: 5670; `demo` and `tester` pick a random free one.
     #[arg(long, global = true, help_heading = GLOBAL, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
@@ -216,6 +220,7 @@ impl Cli {
             .interfaces(self.iface.clone())
             .broadcast(!self.no_broadcast)
             .ipv6(self.ipv6)
+            .same_host(!self.no_same_host)
             .beacon_port(self.port.unwrap_or(zmesh::DEFAULT_BEACON_PORT))
             .beacon_interval(Duration::from_millis(args.interval))
             .evasive_timeout(Duration::from_millis(args.evasive))

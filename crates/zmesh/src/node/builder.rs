@@ -74,6 +74,10 @@ pub struct NodeBuilder {
     brokers: Vec<super::brokers::BrokerAddr>,
     /// A broker's own endpoint, as it announces it to others.
     broker_self: Option<String>,
+    /// The same-host fast path (`samehost.rs`): on, its directory, its host identity.
+    pub(super) same_host: bool,
+    same_host_dir: Option<std::path::PathBuf>,
+    same_host_id: Option<String>,
 }
 
 /// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
@@ -127,6 +131,9 @@ impl Default for NodeBuilder {
             services: zmesh_core::services::Config::default(),
             brokers: Vec::new(),
             broker_self: None,
+            same_host: true,
+            same_host_dir: None,
+            same_host_id: None,
         }
     }
 }
@@ -334,6 +341,30 @@ impl NodeBuilder {
         self
     }
 
+    /// The same-host fast path (default on): the node also listens on a Unix socket and talks
+    /// to peers on the same host (same boot, machine and network namespace) over theirs instead
+    /// of TCP, falling back to TCP whenever a peer's socket is missing or not listening. Its
+    /// HELLO says so in `X-ZMESH-IPC` and `X-ZMESH-HOST` (docs/protocol.md).
+    pub fn same_host(mut self, on: bool) -> Self {
+        self.same_host = on;
+        self
+    }
+
+    /// Directory of the same-host sockets (default `$XDG_RUNTIME_DIR/zmesh`, else
+    /// `/tmp/zmesh-<euid>`); created with mode 0700, and it must not be open to others.
+    pub fn same_host_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.same_host_dir = Some(dir.into());
+        self
+    }
+
+    /// Overrides the host identity of the same-host fast path (default: a hash of the boot id,
+    /// the machine id and the network namespace). Nodes with different identities never use
+    /// each other's sockets; tests use it to stand for another host.
+    pub fn same_host_id(mut self, id: impl Into<String>) -> Self {
+        self.same_host_id = Some(id.into());
+        self
+    }
+
     /// Adds a discovery source (static peers, DNS, gossip, ...) that runs beside the beacons.
     pub fn discovery_source(mut self, source: impl Source) -> Self {
         self.sources
@@ -490,6 +521,20 @@ impl NodeBuilder {
         let now = Instant::now();
         let mut config = EngineConfig::new(uuid, name.clone());
         config.headers = self.headers.clone();
+        let same_host = if self.same_host {
+            super::samehost::SameHost::new(self.same_host_id.clone(), self.same_host_dir.clone())
+        } else {
+            None
+        };
+        if let Some(s) = &same_host {
+            config.headers.push((
+                super::samehost::IPC_HEADER.to_owned(),
+                format!("ipc://{}", s.path_of(uuid).display()),
+            ));
+            config
+                .headers
+                .push((super::samehost::HOST_HEADER.to_owned(), s.host().to_owned()));
+        }
         config.evasive_timeout = self.evasive_timeout;
         // An address change is followed within three beacon intervals.
         config.endpoint_move_after = self.beacon_interval.saturating_mul(3);
@@ -566,6 +611,7 @@ impl NodeBuilder {
             wake: Notify::new(),
             security,
             gossip_endpoint: started.gossip_endpoint,
+            same_host,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
         let mut sources: Vec<Box<dyn Source>> =
@@ -605,6 +651,7 @@ impl NodeBuilder {
             shared: shared.clone(),
             config,
             inbox: None,
+            ipc_inbox: None,
             beacon: None,
             sources,
             attached: false,

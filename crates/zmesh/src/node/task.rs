@@ -26,6 +26,8 @@ pub(super) struct NodeTask {
     pub(super) shared: Arc<Shared>,
     pub(super) config: NodeBuilder,
     pub(super) inbox: Option<Inbox>,
+    /// The Unix-socket inbox of the same-host fast path (`samehost.rs`), bound at start.
+    pub(super) ipc_inbox: Option<Inbox>,
     /// The beacon source of the attached interface (re-created on re-attach).
     pub(super) beacon: Option<BeaconSocket>,
     /// Sources added with `NodeBuilder::discovery_source`, run from the start.
@@ -84,6 +86,14 @@ impl NodeTask {
         let mut beacon_tick = tokio::time::interval(self.config.beacon_interval);
         beacon_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned_no_iface = false;
+        if let Some(s) = &self.shared.same_host {
+            let ep = format!("ipc://{}", s.path_of(self.shared.uuid).display());
+            match Inbox::bind(&ep, self.config.inbox.clone()).await {
+                Ok(i) => self.ipc_inbox = Some(i),
+                // Peers find no listener there and use TCP.
+                Err(e) => debug!(endpoint = %ep, error = %e, "same-host inbox not bound"),
+            }
+        }
         // One timer for the engine's deadline, re-armed only when the deadline moves: a busy node
         // turns this loop once per inbox batch, and a fresh timer each turn would cost a timer
         // registration (and removal) each time.
@@ -107,8 +117,15 @@ impl NodeTask {
                 reply = stop_rx.recv() => break reply,
                 // A command moved the earliest deadline earlier: re-arm.
                 _ = self.shared.wake.notified() => {}
+                event = recv_opt(self.ipc_inbox.as_mut().map(|i| i.recv())) => match event {
+                    Some(event) => self.on_inbox(event, true),
+                    None => {
+                        warn!("same-host inbox closed unexpectedly; peers use TCP from now on");
+                        self.ipc_inbox = None;
+                    }
+                },
                 event = recv_opt(self.inbox.as_mut().map(|i| i.recv())) => match event {
-                    Some(event) => self.on_inbox(event),
+                    Some(event) => self.on_inbox(event, false),
                     None => {
                         warn!("inbox closed unexpectedly; rebinding");
                         self.detach();
@@ -326,7 +343,8 @@ impl NodeTask {
         }
     }
 
-    fn on_inbox(&mut self, first: InboxEvent) {
+    /// Events of the TCP inbox, or of the same-host one (`ipc`).
+    fn on_inbox(&mut self, first: InboxEvent, ipc: bool) {
         let now = Instant::now();
         let mut state = self.shared.lock();
         let mut next = Some(first);
@@ -335,7 +353,8 @@ impl NodeTask {
             match event {
                 InboxEvent::Message { identity, frames } => {
                     // Secure mode: the key the inbox authenticated for this message's connection.
-                    let key = match (&self.shared.security, &self.inbox) {
+                    let inbox = if ipc { &self.ipc_inbox } else { &self.inbox };
+                    let key = match (&self.shared.security, inbox) {
                         (Some(_), Some(inbox)) => inbox.peer_key(&identity).map(|k| *k.as_bytes()),
                         _ => None,
                     };
@@ -360,7 +379,12 @@ impl NodeTask {
             }
             handled += 1;
             next = if handled < INBOX_BATCH {
-                self.inbox.as_mut().and_then(|i| i.try_recv())
+                let inbox = if ipc {
+                    &mut self.ipc_inbox
+                } else {
+                    &mut self.inbox
+                };
+                inbox.as_mut().and_then(|i| i.try_recv())
             } else {
                 None
             };
@@ -411,7 +435,10 @@ impl NodeTask {
             return;
         }
         while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
-            self.on_inbox(event);
+            self.on_inbox(event, false);
+        }
+        while let Some(event) = self.ipc_inbox.as_mut().and_then(|i| i.try_recv()) {
+            self.on_inbox(event, true);
         }
         let (due, later): (Vec<_>, Vec<_>) =
             self.departures.drain(..).partition(|(_, at)| *at <= now);
@@ -431,6 +458,9 @@ impl NodeTask {
         end_handlers(&mut state);
         drop(state);
         if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        if let Some(inbox) = self.ipc_inbox.take() {
             inbox.close();
         }
         self.beacon = None;
@@ -476,6 +506,9 @@ impl NodeTask {
             let _ = s.announce(0);
         }
         if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        if let Some(inbox) = self.ipc_inbox.take() {
             inbox.close();
         }
         self.beacon = None;
