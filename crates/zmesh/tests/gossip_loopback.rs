@@ -15,7 +15,7 @@ use loopback::{builder, is_enter, is_exit, port, wait_for, WAIT};
 /// A loopback node without beacons (each node its own beacon port as well, so beacons could
 /// not bring them together even if they were on).
 fn quiet(name: &str) -> NodeBuilder {
-    builder(name, port()).beacons(false).same_host(false)
+    builder(name, port()).beacons(false)
 }
 
 async fn hub() -> (Node, zmesh::Events, String) {

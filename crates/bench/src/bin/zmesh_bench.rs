@@ -142,6 +142,10 @@ pub struct Args {
     /// Hidden (scenario 7 peer): interface.
     #[arg(long, hide = true)]
     pub iface: Option<String>,
+    /// Scenarios 4 and 6: every discovery source on (IPv4 broadcast + multicast beacons, IPv6
+    /// beacons, gossip with node 0 as hub, same-host fast path) instead of broadcast beacons only.
+    #[arg(long)]
+    pub all_sources: bool,
     /// Hidden (node peer): same-host fast path on (scenario 14).
     #[arg(long, hide = true)]
     pub ipc: bool,
