@@ -57,7 +57,33 @@ impl SameHost {
             tracing::debug!(path = %probe.display(), "same-host fast path off: path too long");
             return None;
         }
+        s.remove_stale();
         Some(s)
+    }
+
+    /// Removes the sockets of this host identity nobody listens on any more (left by killed
+    /// nodes). Only this identity's: they belong to our network namespace, so `/proc/net/unix`
+    /// tells for sure. A socket caught between its creation and its `listen` would lose its
+    /// file, and its peers would use TCP: safe.
+    fn remove_stale(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+            return;
+        };
+        let prefix = format!("{}-", self.host);
+        for e in entries.flatten() {
+            let path = e.path();
+            let ours = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".sock"));
+            if ours && is_socket(&path) && !listening_in(&table, &path.to_string_lossy()) {
+                tracing::debug!(path = %path.display(), "stale same-host socket removed");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// This host's identity, as sent in [`HOST_HEADER`].
@@ -201,6 +227,14 @@ mod tests {
         );
         assert_eq!(s.route(stale), None, "file left, nobody listening");
         assert_eq!(s.route(missing), None);
+        // The next node of this identity clears the leftover, not the live socket nor another
+        // identity's.
+        let other = dir.join(format!("x-{}.sock", stale.simple()));
+        drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+        let _ = SameHost::new(Some("h".into()), Some(dir.clone())).unwrap();
+        assert!(!s.path_of(stale).exists());
+        assert!(s.path_of(live).exists());
+        assert!(other.exists());
         std::fs::remove_dir_all(&dir).ok();
     }
 }
