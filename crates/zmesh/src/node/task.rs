@@ -303,13 +303,27 @@ impl NodeTask {
         self.attached = false;
     }
 
+    /// The port our beacons announce: the advertised endpoint's when there is one (peers must
+    /// reach us where our HELLO says, e.g. through a NAT or a proxy: a beacon naming the bound
+    /// port would name another endpoint, and the engine would move the peer there), else the
+    /// inbox's.
+    fn announced_port(&self) -> u16 {
+        self.config
+            .advertised_endpoint
+            .as_deref()
+            .and_then(|e| e.rsplit(':').next())
+            .and_then(|p| p.trim_end_matches(']').parse().ok())
+            .unwrap_or(self.tcp_port)
+    }
+
     /// Announces our TCP port through every source (once the inbox is bound).
     fn announce(&mut self) {
         if self.tcp_port == 0 {
             return;
         }
+        let port = self.announced_port();
         if let Some(beacon) = &mut self.beacon {
-            if let Err(e) = beacon.announce(self.tcp_port) {
+            if let Err(e) = beacon.announce(port) {
                 warn!(error = %e, "beacon send failed; re-creating sockets next interval");
                 self.detach();
             }
@@ -337,7 +351,7 @@ impl NodeTask {
             }
         }
         for s in &mut self.sources {
-            if let Err(e) = s.announce(self.tcp_port) {
+            if let Err(e) = s.announce(port) {
                 debug!(source = s.kind(), error = %e, "announce failed");
             }
         }
