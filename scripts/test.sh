@@ -49,6 +49,8 @@ step "network namespaces"
 netns_was_up=0
 if ip netns list | awk '{print $1}' | grep -qx zmesh-h1; then netns_was_up=1; fi
 cleanup() {
+    # The discovery tests build and remove their own zdb-* namespaces; a killed run may leave them.
+    bash interop/netns-discovery.sh down || true
     if [ "${ZMESH_KEEP_NETNS:-0}" = 1 ]; then
         echo "[test.sh] ZMESH_KEEP_NETNS=1: leaving namespaces up (interop/netns.sh down removes them)"
     elif [ "$netns_was_up" = 1 ]; then

@@ -46,7 +46,12 @@ const fn many(flag: &'static str, env: &'static str) -> Setting {
 /// Every setting that may come from the environment or the file.
 pub(crate) const SETTINGS: &[Setting] = &[
     one("name", "ZMESH_NAME"),
-    one("iface", "ZMESH_IFACE"),
+    many("iface", "ZMESH_IFACE"),
+    one("multicast", "ZMESH_MULTICAST"),
+    one("multicast-ttl", "ZMESH_MULTICAST_TTL"),
+    one("no-broadcast", "ZMESH_NO_BROADCAST"),
+    one("ipv6", "ZMESH_IPV6"),
+    one("no-same-host", "ZMESH_NO_SAME_HOST"),
     one("port", "ZMESH_PORT"),
     many("header", "ZMESH_HEADERS"),
     many("option", "ZMESH_OPTIONS"),
@@ -172,7 +177,7 @@ impl DiscoveryArgs {
 pub(crate) fn show(cli: &Cli, node: &crate::NodeArgs, origins: &BTreeMap<&'static str, Origin>) {
     let mut lines: Vec<(&'static str, String)> = vec![
         ("name", node.name.clone().unwrap_or_default()),
-        ("iface", cli.iface().to_string()),
+        ("iface", cli.iface_display()),
         (
             "port",
             cli.port.unwrap_or(zmesh::DEFAULT_BEACON_PORT).to_string(),
@@ -186,6 +191,13 @@ pub(crate) fn show(cli: &Cli, node: &crate::NodeArgs, origins: &BTreeMap<&'stati
         ),
         ("advertise", node.advertise.clone().unwrap_or_default()),
     ];
+    if let Some(g) = cli.multicast {
+        lines.push(("multicast", g.to_string()));
+        lines.push(("multicast-ttl", cli.multicast_ttl.to_string()));
+    }
+    lines.push(("broadcast", (!cli.no_broadcast).to_string()));
+    lines.push(("ipv6", cli.ipv6.to_string()));
+    lines.push(("same-host", (!cli.no_same_host).to_string()));
     for (k, v) in &cli.headers {
         lines.push(("header", format!("{k}={v}")));
     }
@@ -194,7 +206,12 @@ pub(crate) fn show(cli: &Cli, node: &crate::NodeArgs, origins: &BTreeMap<&'stati
     }
     lines.extend(cli.discovery.describe());
     for (k, v) in lines {
-        let flag = if k == "beacons" { "no-beacons" } else { k };
+        let flag = match k {
+            "beacons" => "no-beacons",
+            "broadcast" => "no-broadcast",
+            "same-host" => "no-same-host",
+            k => k,
+        };
         match origins.get(flag) {
             Some(o) => println!("{k} = {v:?}  # {o}"),
             None => println!("{k} = {v:?}"),
@@ -345,7 +362,10 @@ fn load_file(path: &Path) -> Result<BTreeMap<&'static str, Vec<String>>, String>
 
 /// The settings that are switches (flags without a value).
 fn is_switch(flag: &str) -> bool {
-    flag == "no-beacons"
+    matches!(
+        flag,
+        "no-beacons" | "no-broadcast" | "ipv6" | "no-same-host"
+    )
 }
 
 /// A switch's value from the environment or the file: true/false, 1/0, yes/no, on/off.
@@ -469,6 +489,21 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_in_the_documented_table() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for s in SETTINGS {
+            assert!(
+                doc.lines()
+                    .any(|l| l.starts_with(&format!("| `--{}", s.flag))
+                        && l.contains(&format!("`{}`", s.env))),
+                "docs/configuration.md has no row for --{} / {}",
+                s.flag,
+                s.env
+            );
+        }
+    }
+
+    #[test]
     fn flags_beat_environment_beat_file() {
         let dir = std::env::temp_dir().join(format!("zmesh-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -511,7 +546,7 @@ mod tests {
             (k == "ZSYS_INTERFACE").then(|| OsString::from("lo"))
         })
         .unwrap();
-        assert_eq!(cli.iface.unwrap().to_string(), "lo");
+        assert_eq!(cli.iface_display(), "lo");
         assert_eq!(o["iface"], Origin::Env("ZSYS_INTERFACE"));
     }
 
@@ -527,6 +562,47 @@ mod tests {
         assert_eq!(cli.discovery.peer.len(), 2);
         assert_eq!(cli.discovery.gossip_connect, vec!["tcp://10.0.0.2:2"]);
         assert!(cli.discovery.no_beacons);
+    }
+
+    #[test]
+    fn beacon_settings_from_the_environment_and_the_file() {
+        let (cli, o) = parse_from(args(&["listen"]), |k| match k {
+            "ZMESH_IFACE" => Some("lo, eth0".into()),
+            "ZMESH_MULTICAST" => Some("239.255.90.82".into()),
+            "ZMESH_IPV6" => Some("yes".into()),
+            "ZMESH_NO_BROADCAST" => Some("1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cli.iface_display(), "lo,eth0");
+        assert_eq!(cli.multicast, Some("239.255.90.82".parse().unwrap()));
+        assert!(cli.ipv6 && cli.no_broadcast);
+        assert_eq!(o["ipv6"], Origin::Env("ZMESH_IPV6"));
+        // A flag beats the environment.
+        let (cli, _) = parse_from(args(&["--iface", "all", "listen"]), |k| {
+            (k == "ZMESH_IFACE").then(|| OsString::from("lo"))
+        })
+        .unwrap();
+        assert_eq!(cli.iface_display(), "all");
+        let e = parse_from(args(&["listen"]), |k| {
+            (k == "ZMESH_MULTICAST").then(|| OsString::from("not-a-group"))
+        })
+        .unwrap_err();
+        assert!(e.contains("ZMESH_MULTICAST"), "{e}");
+        let dir = std::env::temp_dir().join(format!("zmesh-config-bc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "iface = [\"lo\", \"10.0.0.0/8\"]\nipv6 = true\nmulticast = \"239.1.2.3\"\n",
+        )
+        .unwrap();
+        let (cli, _) =
+            parse_from(args(&["--config", f.to_str().unwrap(), "listen"]), |_| None).unwrap();
+        assert_eq!(cli.iface_display(), "lo,10.0.0.0/8");
+        assert!(cli.ipv6);
+        assert_eq!(cli.multicast, Some("239.1.2.3".parse().unwrap()));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

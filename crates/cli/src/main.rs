@@ -62,10 +62,29 @@ const GLOBAL: &str = "Global options";
 #[derive(Parser, Debug)]
 #[command(name = "zmesh", version, about)]
 pub(crate) struct Cli {
-    /// Interface to beacon on: a name (eth0, lo), an address of an interface (10.0.0.5) or a CIDR
-    /// (10.0.0.0/8). Default: the first LAN interface; `demo` and `tester` default to lo.
+    /// Interface(s) to beacon on: a name (eth0, lo), an address of an interface (10.0.0.5), a CIDR
+    /// (10.0.0.0/8) or `all` (loopback included); repeatable or comma-separated. Default: every
+    /// LAN interface (up, not loopback), followed as they come and go; `demo` and `tester`
+    /// default to lo.
+    #[arg(long, global = true, help_heading = GLOBAL, value_delimiter = ',')]
+    iface: Vec<InterfaceSpec>,
+    /// Also send beacons to this IPv4 multicast group (e.g. 239.255.90.82) on every interface.
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "GROUP")]
+    multicast: Option<std::net::Ipv4Addr>,
+    /// TTL of multicast beacons (1: they stay on the link).
+    #[arg(long, global = true, help_heading = GLOBAL, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
+    multicast_ttl: u32,
+    /// No IPv4 broadcast beacons (multicast and/or IPv6 only).
     #[arg(long, global = true, help_heading = GLOBAL)]
-    iface: Option<InterfaceSpec>,
+    no_broadcast: bool,
+    /// IPv6 too: link-local multicast beacons (ff02::1) on every interface, IPv6 endpoints,
+    /// dual-stack inbox.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    ipv6: bool,
+    /// No same-host fast path: peers on this host are reached over TCP too, not over their Unix
+    /// socket (docs/protocol.md §9).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    no_same_host: bool,
     /// UDP beacon port, 1-65535. Default: 5670; `demo` and `tester` pick a random free one.
     #[arg(long, global = true, help_heading = GLOBAL, value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
@@ -198,11 +217,17 @@ pub(crate) struct NodeArgs {
 impl Cli {
     pub(crate) fn builder(&self, args: &NodeArgs) -> NodeBuilder {
         let mut b = Node::builder()
-            .interface(self.iface.clone().unwrap_or_default())
+            .interfaces(self.iface.clone())
+            .broadcast(!self.no_broadcast)
+            .ipv6(self.ipv6)
+            .same_host(!self.no_same_host)
             .beacon_port(self.port.unwrap_or(zmesh::DEFAULT_BEACON_PORT))
             .beacon_interval(Duration::from_millis(args.interval))
             .evasive_timeout(Duration::from_millis(args.evasive))
             .expired_timeout(Duration::from_millis(args.expired));
+        if let Some(g) = self.multicast {
+            b = b.multicast(g).multicast_ttl(self.multicast_ttl);
+        }
         if let Some(n) = &args.name {
             b = b.name(n);
         }
@@ -224,9 +249,18 @@ impl Cli {
         self.discovery.apply(b)
     }
 
-    /// The interface this node command was told to use (`auto` when none was given).
-    pub(crate) fn iface(&self) -> InterfaceSpec {
-        self.iface.clone().unwrap_or_default()
+    /// The interfaces this node command was told to use (empty: `auto`).
+    pub(crate) fn iface(&self) -> Vec<InterfaceSpec> {
+        self.iface.clone()
+    }
+
+    /// The interfaces as `zmesh config` shows them: comma-separated, `auto` when none was given.
+    pub(crate) fn iface_display(&self) -> String {
+        if self.iface.is_empty() {
+            return InterfaceSpec::Auto.to_string();
+        }
+        let names: Vec<String> = self.iface.iter().map(ToString::to_string).collect();
+        names.join(",")
     }
 }
 
@@ -271,7 +305,9 @@ async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
         Command::Listen { node, group } => listen::listen(&cli, node, group.as_deref()).await,
         Command::Peers { node, wait } => listen::peers(&cli, node, *wait).await,
         Command::Agent { node } => agent::run(&cli, node).await,
-        Command::Tester(args) => tester::run(cli.iface.clone(), cli.port, cli.json, args).await,
+        Command::Tester(args) => {
+            tester::run(cli.iface.first().cloned(), cli.port, cli.json, args).await
+        }
         Command::Request(args) => reqrep::request(&cli, args).await,
         Command::Reply(args) => reqrep::reply(&cli, args).await,
         Command::Tick(args) => routing::tick(&cli, args).await,
@@ -290,7 +326,7 @@ async fn run(mut cli: Cli) -> Result<i32, zmesh::Error> {
 
 fn cli_demo_opts(cli: &Cli) -> demo::GlobalOpts {
     demo::GlobalOpts {
-        iface: cli.iface.clone(),
+        iface: cli.iface.first().cloned(),
         port: cli.port,
         json: cli.json,
     }

@@ -111,14 +111,22 @@ pub fn interface(spec: &InterfaceSpec) -> Result<(), String> {
     Err(format!("{what}; interfaces here: {}", available(&addrs)))
 }
 
-/// For one-shot commands: the interface must exist now (clear error, exit status 2).
-pub fn require_interface(spec: &InterfaceSpec) -> Result<(), zmesh::Error> {
-    interface(spec).map_err(zmesh::Error::Config)
+/// [`interface`] for every spec (none: `auto`).
+fn interfaces(specs: &[InterfaceSpec]) -> Result<(), String> {
+    if specs.is_empty() {
+        return interface(&InterfaceSpec::Auto);
+    }
+    specs.iter().try_for_each(interface)
+}
+
+/// For one-shot commands: the interfaces must exist now (clear error, exit status 2).
+pub fn require_interface(specs: &[InterfaceSpec]) -> Result<(), zmesh::Error> {
+    interfaces(specs).map_err(zmesh::Error::Config)
 }
 
 /// For long-running commands: says once, on stderr, that the node waits for its interface.
-pub fn note_missing_interface(spec: &InterfaceSpec) {
-    if let Err(why) = interface(spec) {
+pub fn note_missing_interface(specs: &[InterfaceSpec]) {
+    if let Err(why) = interfaces(specs) {
         eprintln!("zmesh: {why}; waiting for it to come up (Ctrl-C to stop)");
     }
 }

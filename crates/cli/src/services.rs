@@ -436,7 +436,7 @@ pub async fn broker(cli: &Cli, args: &BrokerCmdArgs) -> Result<i32, zmesh::Error
     let mut stop = StopSignal::new()?;
     let bind = zmesh::parse_broker(&args.bind).map_err(zmesh::Error::Config)?;
     let mut b = cli.builder(&args.node);
-    if cli.iface.is_none() {
+    if cli.iface.is_empty() {
         let spec = bind
             .addr
             .ip()

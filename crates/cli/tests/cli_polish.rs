@@ -384,9 +384,16 @@ fn chat_sends_lines_that_are_not_utf8_and_goes_on() {
             "100",
         ],
     ));
-    let mut chat = Proc::spawn(zmesh(p, &["chat", "--name", "mouth", "--interval", "100"]));
+    let mut chat = Proc::spawn(zmesh(
+        p,
+        &["--json", "chat", "--name", "mouth", "--interval", "100"],
+    ));
     listen.wait_json("JOIN of the chat", |v| {
         v["event"] == "JOIN" && v["name"] == "mouth" && v["group"] == "CHAT"
+    });
+    // The chat shouts only to members it knows: wait until it has seen the listener join.
+    chat.wait_json("JOIN of the listener", |v| {
+        v["event"] == "JOIN" && v["name"] == "ear" && v["group"] == "CHAT"
     });
     chat.send(b"hello\n\xff\xfe bin\r\nafter\n");
     let a = listen.wait_json("first", |v| v["event"] == "SHOUT");

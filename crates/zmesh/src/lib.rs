@@ -109,7 +109,7 @@ pub use node::{
     IncomingTick, Node, NodeBuilder, NodeServiceStats, NodeStats, Offered, On, OnOptions, Options,
     Overflow, PeerEvent, PeerEvents, PeerInfo, Reply, ReplyFuture, Request, Requests, ServiceEntry,
     Ticks, DEFAULT_BEACON_INTERVAL, DEFAULT_BEACON_PORT, DEFAULT_EVENT_CAPACITY,
-    DEFAULT_ON_CAPACITY, TICK_QUEUE,
+    DEFAULT_ON_CAPACITY, HOST_HEADER, IPC_HEADER, TICK_QUEUE,
 };
 pub use uuid::Uuid;
 pub use zmesh_core::events::EmitError;

@@ -108,6 +108,11 @@ impl Endpoint {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
+        // A link-local IPv6 literal with a numeric scope (`fe80::1%3`); a named scope
+        // (`fe80::1%eth0`) is left to the resolver, which knows interface names.
+        if let Ok(a) = format!("[{host}]:{port}").parse::<SocketAddr>() {
+            return Ok(vec![a]);
+        }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|_| EndpointError::Unresolvable(host.clone()))?
@@ -122,6 +127,24 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link-local IPv6 endpoint keeps its scope (the interface index) through parse, display
+    /// and resolve.
+    #[tokio::test]
+    async fn scoped_ipv6_literals() {
+        let e: Endpoint = "tcp://[fe80::1%3]:5670".parse().unwrap();
+        assert_eq!(e.to_string(), "tcp://[fe80::1%3]:5670");
+        let a = e.resolve().await.unwrap();
+        assert_eq!(
+            a,
+            vec![SocketAddr::V6(std::net::SocketAddrV6::new(
+                "fe80::1".parse().unwrap(),
+                5670,
+                0,
+                3
+            ))]
+        );
+    }
 
     #[test]
     fn parse_and_display() {

@@ -38,8 +38,8 @@ pub use beacon::{
 pub use bytes::Bytes;
 pub use content::{Content, Frames};
 pub use engine::{
-    routing_id, Config, Engine, EngineError, Event, Output, Stats, DEFAULT_EVASIVE_TIMEOUT,
-    DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL, IDENTITY_LEN,
+    routing_id, Config, Engine, EngineError, Event, Output, Stats, DEFAULT_ENDPOINT_MOVE_AFTER,
+    DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL, IDENTITY_LEN,
 };
 pub use msg::{uuid_from_str, uuid_to_string, WireError, ZreMessage};
 pub use name::Name;

@@ -111,6 +111,14 @@ pub(crate) struct Peer {
     /// Secure mode: the key its UUID was announced with; every message from it must come over a
     /// connection authenticated with this key (engine module documentation).
     pub(crate) public_key: Option<[u8; 32]>,
+    /// When a discovery source last named `endpoint` (its creation counts as one: a HELLO's
+    /// endpoint gets the same grace as a sighting's). Decides when a sighting elsewhere moves
+    /// the peer.
+    pub(crate) endpoint_seen: Option<Instant>,
+    /// When we last moved this ready peer (engine `move_peer`): a HELLO from it within the
+    /// evasive timeout after that is its answer to our new session, not a restart to answer
+    /// with a HELLO of ours (which would restart it again, and so on).
+    pub(crate) moved_at: Option<Instant>,
 }
 
 impl Peer {
@@ -136,6 +144,8 @@ impl Peer {
             liveness: Liveness::Alive,
             defers_ping: false,
             public_key: None,
+            endpoint_seen: Some(now),
+            moved_at: None,
         }
     }
 

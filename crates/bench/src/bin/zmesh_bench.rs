@@ -29,6 +29,10 @@
 //! 12. Named-service calls in the mesh and through one broker (round trip, pipelined calls/s)
 //!     against NATS queue-group requests through a local `nats-server`, same rounds.
 //! 13. Discovery of 10/50/100 nodes by gossip (one zgossip hub, beacons off): time to full mesh.
+//! 14. Same-host fast path: WHISPER round trip and 64 B msg/s between two processes over Unix
+//!     sockets (`ipc://`, chosen automatically) against the same pair over TCP loopback, rounds
+//!     interleaved. Every other scenario turns the fast path off (`same_host(false)`), so their
+//!     figures stay TCP figures next to their TCP baselines.
 //!
 //! Every node is pinned to interface `lo` (scenarios 1–6) or to `eth0` inside the private namespaces
 //! created by `interop/netns.sh up` (scenario 7), each scenario on its own beacon port. Peer processes
@@ -64,7 +68,7 @@ pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 #[derive(Parser, Debug, Clone)]
 #[command(about = "zmesh node benchmarks with same-run baselines")]
 pub struct Args {
-    /// Scenarios to run (comma-separated, 1-13); default all.
+    /// Scenarios to run (comma-separated, 1-14); default all.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<u32>,
     /// Fast smoke run: small counts, 1 round, 10 s idle (overrides the counts).
@@ -138,6 +142,13 @@ pub struct Args {
     /// Hidden (scenario 7 peer): interface.
     #[arg(long, hide = true)]
     pub iface: Option<String>,
+    /// Scenarios 4 and 6: every discovery source on (IPv4 broadcast + multicast beacons, IPv6
+    /// beacons, gossip with node 0 as hub, same-host fast path) instead of broadcast beacons only.
+    #[arg(long)]
+    pub all_sources: bool,
+    /// Hidden (node peer): same-host fast path on (scenario 14).
+    #[arg(long, hide = true)]
+    pub ipc: bool,
 }
 
 impl Args {
@@ -160,13 +171,15 @@ impl Args {
     }
 }
 
-/// A node pinned to loopback with its own beacon port.
+/// A node pinned to loopback with its own beacon port, over TCP (the same-host fast path off:
+/// scenario 14 turns it on where it compares the two).
 pub fn node_builder(name: &str, port: u16, beacon: Duration) -> NodeBuilder {
     Node::builder()
         .name(name)
         .interface("lo".parse().unwrap())
         .beacon_port(port)
         .beacon_interval(beacon)
+        .same_host(false)
 }
 
 /// Re-executes this binary as a peer process with the counts of `args` plus `extra`.
@@ -400,6 +413,9 @@ fn main() {
     if args.wants(7) {
         rows.extend(netns::run(&args, next_port()));
     }
+    if args.wants(14) {
+        rows.extend(rt.block_on(same_host(&args, next_port())));
+    }
     print_table(&rows);
     println!();
     println!(
@@ -407,6 +423,75 @@ fn main() {
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     std::process::exit(0);
+}
+
+/// Scenario 14: the same two-process WHISPER link over Unix sockets (same-host fast path) and
+/// over TCP loopback, rounds interleaved; each run checks which transport its node used.
+async fn same_host(args: &Args, port: u16) -> Vec<Row> {
+    let mut ipc = Vec::new();
+    let mut tcp = Vec::new();
+    for round in 0..args.rounds {
+        for on in [true, false] {
+            let (l, c) = link::node_driver(args, port, on).await;
+            let (via_ipc, via_tcp) = l.connects();
+            assert_eq!(
+                (via_ipc, via_tcp),
+                if on { (1, 0) } else { (0, 1) },
+                "scenario 14: the node did not use the transport it was meant to"
+            );
+            let r = link::drive_node(l, args, false, false).await;
+            reap(c);
+            let label = if on { "ipc" } else { "tcp" };
+            report_round_as("14", round, label, &r);
+            if on {
+                ipc.push(r);
+            } else {
+                tcp.push(r);
+            }
+        }
+    }
+    let rate = |v: &[link::LinkResult]| median(v.iter().map(|r| r.msgs_per_s[0]).collect());
+    let lat = |v: &[link::LinkResult], f: fn(&Percentiles) -> f64| {
+        median(v.iter().map(|r| f(&r.rtt)).collect())
+    };
+    let per_round = |f: &dyn Fn(&link::LinkResult) -> f64| {
+        median(ipc.iter().zip(&tcp).map(|(a, b)| f(a) / f(b)).collect())
+    };
+    let mut rows = vec![
+        Row::new(
+            14,
+            "same host: WHISPER 64 B msg/s over ipc",
+            rate(&ipc),
+            "same nodes over TCP loopback",
+            Some(rate(&tcp)),
+        ),
+        Row::new(
+            14,
+            "same host: 64 B msg/s ipc/TCP ratio of each round, median",
+            per_round(&|r| r.msgs_per_s[0]),
+            "-",
+            None,
+        ),
+    ];
+    type Pick = fn(&Percentiles) -> f64;
+    let picks: [(&str, Pick); 2] = [("median", |p| p.p50), ("p99", |p| p.p99)];
+    for (name, f) in picks {
+        rows.push(Row::new(
+            14,
+            format!("same host: round trip {name} us over ipc (64 B)"),
+            lat(&ipc, f),
+            "same nodes over TCP loopback",
+            Some(lat(&tcp, f)),
+        ));
+    }
+    rows.push(Row::new(
+        14,
+        "same host: round trip median ipc/TCP ratio of each round, median",
+        per_round(&|r| r.rtt.p50),
+        "-",
+        None,
+    ));
+    rows
 }
 
 /// Scenarios 1 and 2: node, ZMTP transport and plain TCP, rounds interleaved.
@@ -418,7 +503,7 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
     let runs = |which: &str| args.only.is_empty() || args.only.iter().any(|o| o == which);
     for round in 0..args.rounds {
         if runs("node") {
-            let (l, c) = link::node_driver(args, port).await;
+            let (l, c) = link::node_driver(args, port, false).await;
             let any = args.wants(9) || args.wants(10);
             let r = link::drive_node(l, args, args.wants(8), any).await;
             reap(c);
@@ -690,8 +775,13 @@ fn nats_rows(node: &[link::LinkResult], nats: &[nats::NatsResult]) -> Vec<Row> {
 }
 
 fn report_round(round: usize, which: &str, r: &link::LinkResult) {
+    report_round_as("1-2", round, which, r);
+}
+
+/// [`report_round`] under another scenario tag.
+fn report_round_as(tag: &str, round: usize, which: &str, r: &link::LinkResult) {
     eprintln!(
-        "  [1-2] round {} {:>4}: 64B {:>10} msg/s | 4KiB {:>9} msg/s | rtt p50 {:.1} p99 {:.1} p99.9 {:.1} us",
+        "  [{tag}] round {} {:>4}: 64B {:>10} msg/s | 4KiB {:>9} msg/s | rtt p50 {:.1} p99 {:.1} p99.9 {:.1} us",
         round + 1,
         which,
         fmt_num(r.msgs_per_s[0]),

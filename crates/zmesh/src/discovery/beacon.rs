@@ -1,51 +1,40 @@
-//! The UDP beacon source: Zyre's discovery.
+//! The UDP beacon source: Zyre's discovery, on every interface, over IPv4 and IPv6.
 //!
-//! The protocol engine does not care *how* a peer was found; it only consumes [`Sighting`]s — "a node
-//! with this UUID accepts ZRE connections at this endpoint" or "this node is leaving". This module
-//! provides the first source of sightings, UDP beacons ([`BeaconSocket`]), exactly as Zyre sends them
-//! (22-byte version-1 beacons on port 5670 to the interface's directed broadcast address; in secure
-//! mode 54-byte version-3 beacons carrying the node's CURVE public key). A node takes only beacons
-//! of its own version, and in secure mode only usable keys (Zyre's rule, [`Beacon::admit`]); it
-//! says once in its log that it ignores the other mode's beacons. Later
-//! sources (IPv4 multicast, IPv6, gossip, static seed lists) produce the same [`Sighting`] values, so the
-//! node and the engine stay unchanged when they are added.
+//! The protocol engine does not care *how* a peer was found; it only consumes [`Sighting`]s — "a
+//! node with this UUID accepts ZRE connections at this endpoint" or "this node is leaving". This
+//! module turns UDP beacons into sightings, exactly as Zyre sends them (22-byte version-1 beacons
+//! on port 5670; in secure mode 54-byte version-3 beacons carrying the node's CURVE public key).
+//! A node takes only beacons of its own version, and in secure mode only usable keys (Zyre's
+//! rule, [`Beacon::admit`]); it says once in its log that it ignores the other mode's beacons.
 //!
-//! Several nodes per host share the beacon port: every socket sets `SO_REUSEADDR` and `SO_REUSEPORT`
-//! and binds `0.0.0.0:<port>`; Linux delivers each broadcast datagram to every such socket. A node
-//! ignores its own beacons by UUID.
+//! A [`BeaconSocket`] sends each beacon to every [`Target`] the node has (one or more per
+//! interface it beacons on, re-computed by the node when its interfaces change):
 //!
-//! # One receive socket per port and process
+//! * [`Target::Broadcast`]: the directed broadcast address of an IPv4 subnet (Zyre's default;
+//!   `127.255.255.255` on loopback);
+//! * [`Target::Multicast4`]: an IPv4 multicast group (`--multicast`, TTL 1 by default: the
+//!   beacon stays on the link like a broadcast) out of one interface; what czmq's `zbeacon`
+//!   does when `ZSYS_IPV4_MCAST_ADDRESS` is set;
+//! * [`Target::Multicast6`]: an IPv6 link-local multicast group (`ff02::1` by default, `--ipv6`)
+//!   out of one interface, from that interface's preferred address (a global or unique-local
+//!   one when it has one, else its link-local one).
 //!
-//! Receiving beacons is the hot path of an idle node: one datagram per peer per beacon interval,
-//! 10,000 a second on a host with a hundred nodes. When one process runs many nodes (simulations,
-//! tests, benchmarks, gateways), giving each node its own socket makes the kernel clone every
-//! datagram once per node, and every node pays a `recvfrom`, a decode and an endpoint string for
-//! it. Instead, all [`BeaconSocket`]s of a process on the same port share one hub: one socket,
-//! one small receive thread that reads each datagram once, decodes it once, looks its endpoint
-//! string up once (built once per sender, shared as an `Arc<str>`) and hands a copy to each
-//! node's queue. A node then pays one queue pop per beacon. Beacons are sent from the same
-//! socket, so nothing changes on the wire (source port = beacon port, as before).
-//!
-//! The receive thread is a plain OS thread with a blocking socket rather than a tokio task, so a
-//! hub serves nodes on any number of runtimes (every `#[tokio::test]` has its own) and outlives
-//! none of them by more than one receive timeout: when the last `BeaconSocket` of a port is
-//! dropped, the thread notices within `HUB_POLL` (500 ms) and closes the socket. A node whose
-//! queue is full (it is not reading) loses beacons, as it would with a full socket buffer.
+//! The receiver builds the peer's endpoint from the datagram's source address and the beacon's
+//! port (as Zyre does): `tcp://10.0.0.5:49152`, `tcp://[fd00::5]:49152`, and for a link-local
+//! source `tcp://[fe80::5%3]:49152`, the scope being the index of the interface the beacon was
+//! heard on (what libzmq and Rust's `SocketAddrV6` both parse). The receive sockets are shared
+//! by every node of the process (`hub.rs`).
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::mpsc;
 use tracing::{debug, info};
 use uuid::Uuid;
 use zmesh_zre::{Beacon, BeaconRefusal};
 
+use super::hub::{sighting_addr, Family, Hub, Subscription};
 use super::{endpoint_of, Heard, Sighting, Source};
 
 /// Why a received datagram was not a usable beacon. Counted and logged by the node, never fatal.
@@ -63,163 +52,67 @@ pub enum BeaconDropReason {
     Own,
 }
 
-/// Largest datagram kept whole. ZRE beacons are at most 54 bytes; a larger buffer lets the
-/// decoder tell "too long" from "truncated".
-const DATAGRAM_MAX: usize = 256;
-
-/// Most `(address, port)` endpoint strings a hub keeps; past that (spoofed or very many senders)
-/// the cache starts over, so it cannot grow without bound.
-const ENDPOINT_CACHE_MAX: usize = 4096;
-
-/// Datagrams queued per node before further beacons are dropped for it (it is not reading).
-const NODE_QUEUE: usize = 1024;
-
-/// How often an idle hub thread checks whether its last node has gone.
-const HUB_POLL: Duration = Duration::from_millis(500);
-
-/// One received datagram, as handed to every node on the port.
-#[derive(Debug, Clone)]
-struct Datagram {
-    bytes: [u8; DATAGRAM_MAX],
-    len: usize,
-    from: SocketAddr,
-    /// The endpoint string of (sender ip, advertised port), if the datagram decoded as a
-    /// beacon with a port.
-    endpoint: Option<(SocketAddr, Arc<str>)>,
+/// One place a node's beacons go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Target {
+    /// IPv4 directed broadcast to this address (the subnet's broadcast address).
+    Broadcast(Ipv4Addr),
+    /// IPv4 multicast to `group`, out of the interface holding `iface`, with this TTL.
+    Multicast4 {
+        /// The group, e.g. `239.255.90.82`.
+        group: Ipv4Addr,
+        /// An IPv4 address of the outgoing interface.
+        iface: Ipv4Addr,
+        /// Time to live (hops); 1 keeps the beacon on the link.
+        ttl: u32,
+    },
+    /// IPv6 multicast to `group` out of interface `ifindex`, sent from `source`.
+    Multicast6 {
+        /// The group, e.g. `ff02::1`.
+        group: Ipv6Addr,
+        /// The outgoing interface's index (the group's scope).
+        ifindex: u32,
+        /// An address of that interface; receivers connect to it.
+        source: Ipv6Addr,
+    },
 }
 
-/// The receive socket and thread shared by every [`BeaconSocket`] of one port in this process.
-#[derive(Debug)]
-struct Hub {
-    port: u16,
-    socket: std::net::UdpSocket,
-    /// Node queues, by subscription id.
-    nodes: Mutex<Vec<(u64, mpsc::Sender<Datagram>)>>,
-    next_id: AtomicU64,
-    /// Set when the last `BeaconSocket` is gone; the thread exits at its next wake-up.
-    stop: AtomicBool,
-}
-
-/// The live hubs, by port. Entries are weak: a hub lives as long as its nodes do.
-fn hubs() -> &'static Mutex<HashMap<u16, Weak<HubHandle>>> {
-    static HUBS: OnceLock<Mutex<HashMap<u16, Weak<HubHandle>>>> = OnceLock::new();
-    HUBS.get_or_init(Default::default)
-}
-
-/// What the `BeaconSocket`s of a port hold; dropping the last one stops the hub thread.
-#[derive(Debug)]
-struct HubHandle {
-    hub: Arc<Hub>,
-}
-
-impl Drop for HubHandle {
-    fn drop(&mut self) {
-        self.hub.stop.store(true, Ordering::Relaxed);
-        let mut map = hubs().lock().unwrap_or_else(|e| e.into_inner());
-        if map
-            .get(&self.hub.port)
-            .is_some_and(|w| w.strong_count() == 0)
-        {
-            map.remove(&self.hub.port);
+impl Target {
+    fn family(&self) -> Family {
+        match self {
+            Target::Broadcast(_) | Target::Multicast4 { .. } => Family::V4,
+            Target::Multicast6 { .. } => Family::V6,
         }
     }
 }
 
-impl Hub {
-    /// The hub of `port`, created (socket bound, thread started) if there is none.
-    fn join(port: u16) -> io::Result<Arc<HubHandle>> {
-        let mut map = hubs().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = map.get(&port).and_then(Weak::upgrade) {
-            return Ok(h);
-        }
-        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_address(true)?;
-        #[cfg(unix)]
-        socket.set_reuse_port(true)?;
-        socket.set_broadcast(true)?;
-        socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-        let socket: std::net::UdpSocket = socket.into();
-        socket.set_read_timeout(Some(HUB_POLL))?;
-        // A beacon send must never stall a node task for long (UDP sends practically never block).
-        socket.set_write_timeout(Some(Duration::from_millis(100)))?;
-        let hub = Arc::new(Hub {
-            port,
-            socket,
-            nodes: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-        });
-        let thread_hub = hub.clone();
-        std::thread::Builder::new()
-            .name(format!("zmesh-beacon-{port}"))
-            .spawn(move || thread_hub.run())?;
-        let handle = Arc::new(HubHandle { hub });
-        map.insert(port, Arc::downgrade(&handle));
-        Ok(handle)
-    }
-
-    /// The receive loop: one `recvfrom`, one decode and one endpoint lookup per datagram, then a
-    /// copy into every node's queue.
-    fn run(self: Arc<Hub>) {
-        let mut endpoints: HashMap<SocketAddr, Arc<str>> = HashMap::new();
-        let mut buf = [0u8; DATAGRAM_MAX];
-        while !self.stop.load(Ordering::Relaxed) {
-            let (len, from) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    debug!(port = self.port, error = %e, "beacon receive error");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            let endpoint = match Beacon::decode(&buf[..len]) {
-                Ok(b) if b.port != 0 => {
-                    let addr = SocketAddr::new(sender_ip(from), b.port);
-                    let e = endpoints.get(&addr).cloned().unwrap_or_else(|| {
-                        if endpoints.len() >= ENDPOINT_CACHE_MAX {
-                            endpoints.clear();
-                        }
-                        let e = endpoint_of(addr);
-                        endpoints.insert(addr, e.clone());
-                        e
-                    });
-                    Some((addr, e))
-                }
-                _ => None,
-            };
-            let datagram = Datagram {
-                bytes: buf,
-                len,
-                from,
-                endpoint,
-            };
-            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-            nodes.retain(|(_, q)| match q.try_send(datagram.clone()) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Broadcast(b) => write!(f, "broadcast {b}"),
+            Target::Multicast4 { group, iface, ttl } => {
+                write!(f, "multicast {group} via {iface} (ttl {ttl})")
+            }
+            Target::Multicast6 {
+                group,
+                ifindex,
+                source,
+            } => write!(f, "multicast {group}%{ifindex} from {source}"),
         }
     }
 }
 
-/// The UDP socket a node beacons on and listens to beacons with: a subscription to its port's
-/// shared hub (module documentation).
+/// The UDP beacon source of one node: subscriptions to its port's shared receive sockets (one
+/// per address family in use) and the targets it announces itself to.
 #[derive(Debug)]
 pub struct BeaconSocket {
-    hub: Arc<HubHandle>,
-    id: u64,
-    queue: mpsc::Receiver<Datagram>,
-    target: SocketAddrV4,
+    port: u16,
+    v4: Option<Subscription>,
+    v6: Option<Subscription>,
+    /// Which subscription is polled first next time.
+    next: bool,
+    targets: Vec<Target>,
     own_uuid: Uuid,
     /// Our CURVE public key: `Some` = secure mode (version-3 beacons).
     own_key: Option<[u8; 32]>,
@@ -227,53 +120,111 @@ pub struct BeaconSocket {
     said_refused: bool,
 }
 
-impl Drop for BeaconSocket {
-    fn drop(&mut self) {
-        let mut nodes = self.hub.hub.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        nodes.retain(|(id, _)| *id != self.id);
-    }
-}
-
 impl BeaconSocket {
-    /// Joins this process's receive socket for `0.0.0.0:port` (shared with other nodes on this
-    /// host; created on first use) and prepares to send beacons to `broadcast:port`: version 3
-    /// with `own_key` (secure mode), else version 1.
+    /// A beacon source on `port` without targets yet ([`BeaconSocket::set_targets`]): version-3
+    /// beacons with `own_key` (secure mode), else version 1.
+    pub fn new(port: u16, own_uuid: Uuid, own_key: Option<[u8; 32]>) -> BeaconSocket {
+        BeaconSocket {
+            port,
+            v4: None,
+            v6: None,
+            next: false,
+            targets: Vec::new(),
+            own_uuid,
+            own_key,
+            said_refused: false,
+        }
+    }
+
+    /// Joins this process's receive socket for `0.0.0.0:port` and sends beacons to
+    /// `broadcast:port` (one IPv4 interface).
+    #[cfg(test)]
     pub fn bind(
         port: u16,
         broadcast: Ipv4Addr,
         own_uuid: Uuid,
         own_key: Option<[u8; 32]>,
     ) -> io::Result<BeaconSocket> {
-        let hub = Hub::join(port)?;
-        let id = hub.hub.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(NODE_QUEUE);
-        hub.hub
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id, tx));
-        Ok(BeaconSocket {
-            hub,
-            id,
-            queue: rx,
-            target: SocketAddrV4::new(broadcast, port),
-            own_uuid,
-            own_key,
-            said_refused: false,
-        })
+        let mut s = BeaconSocket::new(port, own_uuid, own_key);
+        s.set_targets(vec![Target::Broadcast(broadcast)])?;
+        Ok(s)
     }
 
-    /// Sends one beacon announcing `tcp_port` (0 = leaving): version 1, or version 3 with our
-    /// key in secure mode.
+    /// The targets beacons go to now.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Where beacons go from now on: subscribes to the receive socket of each family used and
+    /// joins each multicast group on its interface. A target whose group cannot be joined (the
+    /// interface has gone) is kept, logged, and retried at the next call.
+    pub fn set_targets(&mut self, targets: Vec<Target>) -> io::Result<()> {
+        for t in &targets {
+            let sub = match t.family() {
+                Family::V4 => &mut self.v4,
+                Family::V6 => &mut self.v6,
+            };
+            if sub.is_none() {
+                *sub = Some(Hub::subscribe(self.port, t.family())?);
+            }
+            let hub = &sub.as_ref().expect("just subscribed").hub.hub;
+            let joined = match *t {
+                Target::Broadcast(_) => Ok(()),
+                Target::Multicast4 { group, iface, .. } => hub.join_group(group.into(), iface, 0),
+                Target::Multicast6 { group, ifindex, .. } => {
+                    hub.join_group(group.into(), Ipv4Addr::UNSPECIFIED, ifindex)
+                }
+            };
+            if let Err(e) = joined {
+                debug!(target = %t, error = %e, "cannot join the beacon group (yet)");
+            }
+        }
+        self.targets = targets;
+        Ok(())
+    }
+
+    /// Sends one beacon announcing `tcp_port` (0 = leaving) to every target: version 1, or
+    /// version 3 with our key in secure mode. Fails only if every target failed.
     pub fn send(&self, tcp_port: u16) -> io::Result<()> {
         let beacon = Beacon {
             version: Beacon::version_for(self.own_key.is_some()),
             uuid: self.own_uuid,
             port: tcp_port,
             public_key: self.own_key,
-        };
-        self.hub.hub.socket.send_to(&beacon.encode(), self.target)?;
-        Ok(())
+        }
+        .encode();
+        let mut last_err = None;
+        let mut sent = 0;
+        for t in &self.targets {
+            let sub = match t.family() {
+                Family::V4 => &self.v4,
+                Family::V6 => &self.v6,
+            };
+            let Some(sub) = sub else { continue };
+            let hub = &sub.hub.hub;
+            let r = match *t {
+                Target::Broadcast(b) => hub.send_to(&beacon, SocketAddr::from((b, self.port))),
+                Target::Multicast4 { group, iface, ttl } => {
+                    hub.send_multicast_v4(&beacon, group, iface, ttl)
+                }
+                Target::Multicast6 {
+                    group,
+                    ifindex,
+                    source,
+                } => hub.send_multicast_v6(&beacon, group, ifindex, source),
+            };
+            match r {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    debug!(target = %t, error = %e, "beacon not sent");
+                    last_err = Some(e);
+                }
+            }
+        }
+        match last_err {
+            Some(e) if sent == 0 => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The next datagram, interpreted. Cancel-safe.
@@ -281,22 +232,32 @@ impl BeaconSocket {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Result<Sighting, BeaconDropReason>>> {
-        let Some(d) = std::task::ready!(self.queue.poll_recv(cx)) else {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "beacon hub stopped",
+        self.next = !self.next;
+        let order = if self.next { [0, 1] } else { [1, 0] };
+        for k in order {
+            let sub = if k == 0 { &mut self.v4 } else { &mut self.v6 };
+            let Some(sub) = sub else { continue };
+            let Poll::Ready(d) = sub.queue.poll_recv(cx) else {
+                continue;
+            };
+            let Some(d) = d else {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "beacon hub stopped",
+                )));
+            };
+            return Poll::Ready(Ok(interpret_with(
+                &d.bytes[..d.len],
+                d.from,
+                self.own_uuid,
+                self.own_key.is_some(),
+                |addr| match &d.endpoint {
+                    Some((a, e)) if *a == addr => e.clone(),
+                    _ => endpoint_of(addr),
+                },
             )));
-        };
-        Poll::Ready(Ok(interpret_with(
-            &d.bytes[..d.len],
-            d.from,
-            self.own_uuid,
-            self.own_key.is_some(),
-            |addr| match &d.endpoint {
-                Some((a, e)) if *a == addr => e.clone(),
-                _ => endpoint_of(addr),
-            },
-        )))
+        }
+        Poll::Pending
     }
 
     /// Waits for the next datagram and interprets it. Cancel-safe.
@@ -336,17 +297,6 @@ impl Source for BeaconSocket {
     }
 }
 
-/// The sender's address, with an IPv4-mapped IPv6 address unmapped.
-fn sender_ip(from: SocketAddr) -> std::net::IpAddr {
-    match from {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => v4.into(),
-            None => (*a.ip()).into(),
-        },
-        SocketAddr::V4(a) => (*a.ip()).into(),
-    }
-}
-
 /// Turns one received datagram into a sighting for a plain node (pure; unit-tested).
 #[cfg(test)]
 pub fn interpret(
@@ -374,7 +324,7 @@ fn interpret_with(
     if beacon.port == 0 {
         return Ok(Sighting::Left { uuid: beacon.uuid });
     }
-    let addr = SocketAddr::new(sender_ip(from), beacon.port);
+    let addr = sighting_addr(from, beacon.port);
     Ok(Sighting::Seen {
         uuid: beacon.uuid,
         addr,
@@ -386,6 +336,7 @@ fn interpret_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn from() -> SocketAddr {
         "10.77.0.12:5670".parse().unwrap()
@@ -459,8 +410,12 @@ mod tests {
         let bcast = Ipv4Addr::new(127, 255, 255, 255);
         let a = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
         let b = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
-        assert!(Arc::ptr_eq(&a.hub, &b.hub), "two hubs for one port");
-        let hub = Arc::downgrade(&a.hub.hub);
+        let hub_of = |s: &BeaconSocket| s.v4.as_ref().unwrap().hub.clone();
+        assert!(
+            Arc::ptr_eq(&hub_of(&a), &hub_of(&b)),
+            "two hubs for one port"
+        );
+        let hub = Arc::downgrade(&hub_of(&a).hub);
         drop(a);
         assert!(
             hub.upgrade().is_some(),
@@ -478,7 +433,7 @@ mod tests {
         }
         // A new socket on the port gets a fresh hub.
         let c = BeaconSocket::bind(port, bcast, Uuid::new_v4(), None).unwrap();
-        assert_eq!(c.hub.hub.port, port);
+        assert_eq!(hub_of(&c).hub.port, port);
     }
 
     /// Nodes on two different runtimes share the hub and both hear a beacon (loopback only).

@@ -26,7 +26,9 @@ use uuid::Uuid;
 
 pub(crate) mod beacon;
 pub(crate) mod gossip;
+pub(crate) mod hub;
 pub mod peers;
+pub(crate) mod plan;
 
 /// One observation of a peer by a discovery source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,9 @@ impl Sighting {
     }
 }
 
-/// The ZRE endpoint string of a TCP address: `tcp://ip:port`, `tcp://[ipv6]:port`.
+/// The ZRE endpoint string of a TCP address: `tcp://ip:port`, `tcp://[ipv6]:port`, and for a
+/// link-local IPv6 address with its scope `tcp://[fe80::1%3]:port` (the interface index, as
+/// libzmq and `SocketAddrV6` parse it).
 pub fn endpoint_of(addr: SocketAddr) -> Arc<str> {
     format!("tcp://{addr}").into()
 }

@@ -17,6 +17,7 @@ use super::secure::Security;
 use super::shared::{Shared, State, Stats};
 use super::task::NodeTask;
 use super::{HandleInner, Node, DEFAULT_BEACON_PORT};
+use crate::discovery::plan::{BeaconOptions, DEFAULT_IPV6_GROUP, DEFAULT_MULTICAST_TTL};
 use crate::discovery::Source;
 use crate::error::Error;
 use crate::events::{EventQueue, UuidMap};
@@ -52,6 +53,9 @@ pub struct NodeBuilder {
     pub(super) expired_timeout: Duration,
     pub(super) ping_interval: Option<Duration>,
     pub(super) interface: InterfaceSpec,
+    /// Every interface spec (`interface` is the first, kept for logs).
+    pub(super) interfaces: Vec<InterfaceSpec>,
+    pub(super) beacon_opts: BeaconOptions,
     pub(super) tcp_port: Option<u16>,
     pub(super) advertised_endpoint: Option<String>,
     pub(super) event_capacity: usize,
@@ -70,6 +74,10 @@ pub struct NodeBuilder {
     brokers: Vec<super::brokers::BrokerAddr>,
     /// A broker's own endpoint, as it announces it to others.
     broker_self: Option<String>,
+    /// The same-host fast path (`samehost.rs`): on, its directory, its host identity.
+    pub(super) same_host: bool,
+    same_host_dir: Option<std::path::PathBuf>,
+    same_host_id: Option<String>,
 }
 
 /// Time between beacons (Zyre and czmq's `zbeacon`: 1 s).
@@ -101,6 +109,12 @@ impl Default for NodeBuilder {
             expired_timeout: zmesh_zre::DEFAULT_EXPIRED_TIMEOUT,
             ping_interval: None,
             interface: InterfaceSpec::Auto,
+            interfaces: Vec::new(),
+            beacon_opts: BeaconOptions {
+                broadcast: true,
+                multicast: None,
+                ipv6: None,
+            },
             tcp_port: None,
             advertised_endpoint: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -117,6 +131,9 @@ impl Default for NodeBuilder {
             services: zmesh_core::services::Config::default(),
             brokers: Vec::new(),
             broker_self: None,
+            same_host: true,
+            same_host_dir: None,
+            same_host_id: None,
         }
     }
 }
@@ -229,9 +246,61 @@ impl NodeBuilder {
         self
     }
 
-    /// Which interface to beacon on (default: the first LAN interface). Tests and demos pin `lo`.
+    /// Which interface to beacon on (default: every LAN interface, see
+    /// [`NodeBuilder::interfaces`]). Tests and demos pin `lo`.
     pub fn interface(mut self, spec: InterfaceSpec) -> Self {
+        self.interfaces = vec![spec.clone()];
         self.interface = spec;
+        self
+    }
+
+    /// Beacon on every address these specs select (names, addresses, networks, `all`), each
+    /// beacon leaving through its own interface; followed while the node runs (interfaces that
+    /// appear, change or go). Empty (the default) = [`InterfaceSpec::Auto`]: every interface
+    /// that is up and not loopback.
+    pub fn interfaces(mut self, specs: impl IntoIterator<Item = InterfaceSpec>) -> Self {
+        self.interfaces = specs.into_iter().collect();
+        self.interface = self.interfaces.first().cloned().unwrap_or_default();
+        self
+    }
+
+    /// IPv4 directed-broadcast beacons, Zyre's way (default on). Off, a node beacons only by
+    /// multicast (and IPv6) and is found by broadcast nodes through its HELLO.
+    pub fn broadcast(mut self, on: bool) -> Self {
+        self.beacon_opts.broadcast = on;
+        self
+    }
+
+    /// IPv4 multicast beacons to `group` (e.g. `239.255.90.82`) on every interface, besides
+    /// broadcast ([`NodeBuilder::broadcast`] turns that off); TTL 1 unless
+    /// [`NodeBuilder::multicast_ttl`] says otherwise.
+    pub fn multicast(mut self, group: std::net::Ipv4Addr) -> Self {
+        let ttl = self
+            .beacon_opts
+            .multicast
+            .map_or(DEFAULT_MULTICAST_TTL, |m| m.1);
+        self.beacon_opts.multicast = Some((group, ttl));
+        self
+    }
+
+    /// TTL of IPv4 multicast beacons (default 1: they stay on the link).
+    pub fn multicast_ttl(mut self, ttl: u32) -> Self {
+        if let Some(m) = &mut self.beacon_opts.multicast {
+            m.1 = ttl;
+        }
+        self
+    }
+
+    /// IPv6 beacons: link-local multicast to `ff02::1` on every interface, IPv6 addresses
+    /// selected, inbox dual-stack. On by itself when only IPv6 addresses are selected.
+    pub fn ipv6(mut self, on: bool) -> Self {
+        self.beacon_opts.ipv6 = on.then_some(DEFAULT_IPV6_GROUP);
+        self
+    }
+
+    /// IPv6 beacons to this multicast group instead of `ff02::1` (turns IPv6 beacons on).
+    pub fn ipv6_group(mut self, group: std::net::Ipv6Addr) -> Self {
+        self.beacon_opts.ipv6 = Some(group);
         self
     }
 
@@ -269,6 +338,30 @@ impl NodeBuilder {
     /// only through the sources added with [`NodeBuilder::discovery_source`].
     pub fn beacons(mut self, on: bool) -> Self {
         self.beacons = on;
+        self
+    }
+
+    /// The same-host fast path (default on): the node also listens on a Unix socket and talks
+    /// to peers on the same host (same boot, machine and network namespace) over theirs instead
+    /// of TCP, falling back to TCP whenever a peer's socket is missing or not listening. Its
+    /// HELLO says so in `X-ZMESH-IPC` and `X-ZMESH-HOST` (docs/protocol.md).
+    pub fn same_host(mut self, on: bool) -> Self {
+        self.same_host = on;
+        self
+    }
+
+    /// Directory of the same-host sockets (default `$XDG_RUNTIME_DIR/zmesh`, else
+    /// `/tmp/zmesh-<euid>`); created with mode 0700, and it must not be open to others.
+    pub fn same_host_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.same_host_dir = Some(dir.into());
+        self
+    }
+
+    /// Overrides the host identity of the same-host fast path (default: a hash of the boot id,
+    /// the machine id and the network namespace). Nodes with different identities never use
+    /// each other's sockets; tests use it to stand for another host.
+    pub fn same_host_id(mut self, id: impl Into<String>) -> Self {
+        self.same_host_id = Some(id.into());
         self
     }
 
@@ -369,6 +462,19 @@ impl NodeBuilder {
                 zmesh_core::control::wire::MAX_OPTIONS
             )));
         }
+        if let Some((g, ttl)) = self.beacon_opts.multicast {
+            if !g.is_multicast() {
+                return Err(Error::Config(format!("{g} is not an IPv4 multicast group")));
+            }
+            if ttl == 0 || ttl > 255 {
+                return Err(Error::Config("multicast TTL must be 1-255".into()));
+            }
+        }
+        if let Some(g) = self.beacon_opts.ipv6 {
+            if !g.is_multicast() {
+                return Err(Error::Config(format!("{g} is not an IPv6 multicast group")));
+            }
+        }
         if self.beacon_interval.is_zero() {
             return Err(Error::Config("beacon interval must be > 0".into()));
         }
@@ -415,7 +521,23 @@ impl NodeBuilder {
         let now = Instant::now();
         let mut config = EngineConfig::new(uuid, name.clone());
         config.headers = self.headers.clone();
+        let same_host = if self.same_host {
+            super::samehost::SameHost::new(self.same_host_id.clone(), self.same_host_dir.clone())
+        } else {
+            None
+        };
+        if let Some(s) = &same_host {
+            config.headers.push((
+                super::samehost::IPC_HEADER.to_owned(),
+                format!("ipc://{}", s.path_of(uuid).display()),
+            ));
+            config
+                .headers
+                .push((super::samehost::HOST_HEADER.to_owned(), s.host().to_owned()));
+        }
         config.evasive_timeout = self.evasive_timeout;
+        // An address change is followed within three beacon intervals.
+        config.endpoint_move_after = self.beacon_interval.saturating_mul(3);
         config.expired_timeout = self.expired_timeout;
         // Default: PING a quiet peer after half the evasive timeout (2.5 s of 5 s; the side of a
         // pair that defers waits 3.75 s), so a healthy peer answers long before it would be
@@ -489,6 +611,7 @@ impl NodeBuilder {
             wake: Notify::new(),
             security,
             gossip_endpoint: started.gossip_endpoint,
+            same_host,
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
         let mut sources: Vec<Box<dyn Source>> =
@@ -528,12 +651,15 @@ impl NodeBuilder {
             shared: shared.clone(),
             config,
             inbox: None,
+            ipc_inbox: None,
             beacon: None,
             sources,
             attached: false,
             next_source: 0,
             departures: Vec::new(),
             tcp_port: 0,
+            bound: None,
+            next_rescan: std::time::Instant::now(),
         };
         tokio::spawn(task.run(stop_rx));
         let handle = Arc::new(HandleInner { shared, stop_tx });

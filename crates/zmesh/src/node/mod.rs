@@ -79,6 +79,7 @@ mod emitter;
 mod groups;
 mod requests;
 mod routing;
+mod samehost;
 mod secure;
 mod services;
 mod shared;
@@ -93,6 +94,7 @@ pub use requests::{
     IncomingRequest, IncomingTick, ReplyFuture, Request, Requests, Ticks, TICK_QUEUE,
 };
 pub use routing::{AllReplies, AllRequest, AnyRequest, Options, PeerEvent, PeerEvents};
+pub use samehost::{HOST_HEADER, IPC_HEADER};
 pub use services::{
     Call, CallFailed, CallFuture, IncomingCall, NodeServiceStats, Offered, Reply, ServiceEntry,
 };
@@ -122,6 +124,10 @@ pub struct NodeStats {
     pub handshake_failures: u64,
     /// Messages that could not be queued for a peer (its outbox was full or closed).
     pub send_failures: u64,
+    /// Connections to peers opened over a Unix socket (same host: the fast path).
+    pub ipc_connects: u64,
+    /// Connections to peers opened over TCP.
+    pub tcp_connects: u64,
     /// Secure mode: CURVE clients the allow-list refused at the inbox.
     pub curve_refused: u64,
     /// Secure mode: sightings of keys the allow-list does not hold (ignored).
@@ -442,6 +448,8 @@ impl Node {
             bad_beacons: s.bad_beacons.load(Ordering::Relaxed),
             handshake_failures: s.handshake_failures.load(Ordering::Relaxed),
             send_failures: s.send_failures.load(Ordering::Relaxed),
+            ipc_connects: s.ipc_connects.load(Ordering::Relaxed),
+            tcp_connects: s.tcp_connects.load(Ordering::Relaxed),
             curve_refused: self
                 .shared()
                 .security

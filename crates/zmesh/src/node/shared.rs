@@ -33,6 +33,8 @@ pub(super) struct Stats {
     pub(super) bad_beacons: AtomicU64,
     pub(super) handshake_failures: AtomicU64,
     pub(super) send_failures: AtomicU64,
+    pub(super) ipc_connects: AtomicU64,
+    pub(super) tcp_connects: AtomicU64,
     pub(super) dropped_ticks: AtomicU64,
     /// Secure mode: sightings of keys the allow-list does not hold.
     pub(super) unlisted_sightings: AtomicU64,
@@ -50,6 +52,8 @@ pub(super) struct Shared {
     pub(super) security: Option<Security>,
     /// The bound endpoint of our zgossip hub, if we are one.
     pub(super) gossip_endpoint: Option<String>,
+    /// The same-host fast path (`samehost.rs`); `None` = TCP only.
+    pub(super) same_host: Option<super::samehost::SameHost>,
 }
 
 pub(super) struct State {
@@ -94,6 +98,7 @@ pub(super) struct Outboxes<'a> {
     pub(super) stats: &'a Stats,
     pub(super) linger: Option<&'a mut Vec<Outbox>>,
     pub(super) security: Option<&'a Security>,
+    pub(super) same_host: Option<&'a super::samehost::SameHost>,
 }
 
 impl Transport for Outboxes<'_> {
@@ -108,11 +113,21 @@ impl Transport for Outboxes<'_> {
                 return false;
             }
         };
+        // Same host (and network namespace), listening: over its Unix socket. The choice is made
+        // here, before the session's first message, and holds for the whole session.
+        let ipc = self.same_host.and_then(|s| s.route(peer));
+        let endpoint = ipc.as_deref().unwrap_or(endpoint);
         // Outboxes spawn their task on the node's runtime, whatever thread we are on.
         let _guard = self.runtime.enter();
         match Outbox::connect(endpoint, self.identity.clone(), config) {
             Ok(outbox) => {
                 debug!(%peer, endpoint, "connecting to peer");
+                let counter = if ipc.is_some() {
+                    &self.stats.ipc_connects
+                } else {
+                    &self.stats.tcp_connects
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 self.map.insert(peer, outbox);
                 true
             }
@@ -293,6 +308,7 @@ impl Shared {
             stats: &self.stats,
             linger,
             security: self.security.as_ref(),
+            same_host: self.same_host.as_ref(),
         };
         let mut sink = AppSink {
             events: pending_events,

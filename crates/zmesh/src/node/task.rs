@@ -15,6 +15,8 @@ use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
 use super::shared::{Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
+use crate::discovery::endpoint_of;
+use crate::discovery::plan::{self, RESCAN_INTERVAL};
 use crate::discovery::{Heard, NodeView, Sighting, Source};
 use crate::error::Error;
 use crate::iface;
@@ -24,6 +26,8 @@ pub(super) struct NodeTask {
     pub(super) shared: Arc<Shared>,
     pub(super) config: NodeBuilder,
     pub(super) inbox: Option<Inbox>,
+    /// The Unix-socket inbox of the same-host fast path (`samehost.rs`), bound at start.
+    pub(super) ipc_inbox: Option<Inbox>,
     /// The beacon source of the attached interface (re-created on re-attach).
     pub(super) beacon: Option<BeaconSocket>,
     /// Sources added with `NodeBuilder::discovery_source`, run from the start.
@@ -36,6 +40,10 @@ pub(super) struct NodeTask {
     pub(super) departures: Vec<(uuid::Uuid, Instant)>,
     /// The inbox's TCP port, announced in beacons.
     pub(super) tcp_port: u16,
+    /// The address the inbox is bound to.
+    pub(super) bound: Option<IpAddr>,
+    /// When the interfaces are read again.
+    pub(super) next_rescan: Instant,
 }
 
 /// How long after a leave beacon the peer is removed: enough for the runtime to see the inbox
@@ -78,6 +86,14 @@ impl NodeTask {
         let mut beacon_tick = tokio::time::interval(self.config.beacon_interval);
         beacon_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warned_no_iface = false;
+        if let Some(s) = &self.shared.same_host {
+            let ep = format!("ipc://{}", s.path_of(self.shared.uuid).display());
+            match Inbox::bind(&ep, self.config.inbox.clone()).await {
+                Ok(i) => self.ipc_inbox = Some(i),
+                // Peers find no listener there and use TCP.
+                Err(e) => debug!(endpoint = %ep, error = %e, "same-host inbox not bound"),
+            }
+        }
         // One timer for the engine's deadline, re-armed only when the deadline moves: a busy node
         // turns this loop once per inbox batch, and a fresh timer each turn would cost a timer
         // registration (and removal) each time.
@@ -101,8 +117,15 @@ impl NodeTask {
                 reply = stop_rx.recv() => break reply,
                 // A command moved the earliest deadline earlier: re-arm.
                 _ = self.shared.wake.notified() => {}
+                event = recv_opt(self.ipc_inbox.as_mut().map(|i| i.recv())) => match event {
+                    Some(event) => self.on_inbox(event, true),
+                    None => {
+                        warn!("same-host inbox closed unexpectedly; peers use TCP from now on");
+                        self.ipc_inbox = None;
+                    }
+                },
                 event = recv_opt(self.inbox.as_mut().map(|i| i.recv())) => match event {
-                    Some(event) => self.on_inbox(event),
+                    Some(event) => self.on_inbox(event, false),
                     None => {
                         warn!("inbox closed unexpectedly; rebinding");
                         self.detach();
@@ -140,7 +163,7 @@ impl NodeTask {
                     armed = None;
                 }
                 _ = beacon_tick.tick() => {
-                    if !self.attached {
+                    if !self.attached || Instant::now() >= self.next_rescan {
                         match self.attach().await {
                             Ok(true) => warned_no_iface = false,
                             Ok(false) => {
@@ -172,63 +195,104 @@ impl NodeTask {
         }
     }
 
-    /// Picks the interface, binds the inbox and the beacon socket. Ok(false) = nothing usable yet.
+    /// Reads the interfaces and applies the plan (`discovery/plan.rs`): (re)binds the inbox when
+    /// its address must change, updates the HELLO endpoint, and points the beacons at every
+    /// selected interface. Ok(false) = nothing usable yet.
     async fn attach(&mut self) -> Result<bool, Error> {
-        let addrs = iface::list()?;
-        let Some(chosen) = iface::select(&self.config.interface, &addrs) else {
+        self.next_rescan = Instant::now() + RESCAN_INTERVAL;
+        let addrs = iface::list_cached()?;
+        let Some(plan) = plan::plan(&self.config.interfaces, &addrs, &self.config.beacon_opts)
+        else {
+            if let Some(b) = &mut self.beacon {
+                let _ = b.set_targets(Vec::new());
+            }
+            self.attached = false;
             return Ok(false);
         };
-        if self.inbox.is_none() {
-            let port = self
-                .config
-                .tcp_port
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "*".into());
-            let host = match chosen.ip {
+        if self.inbox.is_none() || self.bound != Some(plan.bind) {
+            // Keep our port across a re-bind when we can: peers still know it.
+            let keep = (self.tcp_port != 0).then_some(self.tcp_port);
+            let port = self.config.tcp_port.or(keep);
+            let host = match plan.bind {
                 IpAddr::V4(ip) => ip.to_string(),
                 IpAddr::V6(ip) => format!("[{ip}]"),
             };
-            let inbox =
-                Inbox::bind(&format!("tcp://{host}:{port}"), self.config.inbox.clone()).await?;
+            let bind = |p: Option<u16>| {
+                let port = p.map(|p| p.to_string()).unwrap_or_else(|| "*".into());
+                format!("tcp://{host}:{port}")
+            };
+            if let Some(old) = self.inbox.take() {
+                old.close();
+            }
+            let inbox = match Inbox::bind(&bind(port), self.config.inbox.clone()).await {
+                Ok(i) => i,
+                Err(_) if self.config.tcp_port.is_none() && port.is_some() => {
+                    Inbox::bind(&bind(None), self.config.inbox.clone()).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let bound = inbox.endpoint().to_string();
             self.tcp_port = bound
                 .rsplit(':')
                 .next()
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| Error::Config(format!("bound endpoint without port: {bound}")))?;
-            let advertised = self.config.advertised_endpoint.clone().unwrap_or(bound);
-            let mut state = self.shared.lock();
-            state.driver.engine().try_set_endpoint(advertised.clone())?;
-            state.endpoint = Some(advertised);
-            drop(state);
             self.inbox = Some(inbox);
+            self.bound = Some(plan.bind);
         }
-        self.beacon = match (self.config.beacons, chosen.broadcast) {
-            (true, Some(broadcast)) => Some(BeaconSocket::bind(
+        let mut primary = plan.primary;
+        primary.set_port(self.tcp_port);
+        let advertised = self
+            .config
+            .advertised_endpoint
+            .clone()
+            .unwrap_or_else(|| endpoint_of(primary).to_string());
+        let changed = {
+            let mut state = self.shared.lock();
+            let changed = state.endpoint.as_deref() != Some(advertised.as_str());
+            if changed {
+                state.driver.engine().try_set_endpoint(advertised.clone())?;
+                state.endpoint = Some(advertised.clone());
+            }
+            state.interface = Some(plan.interface.clone());
+            changed
+        };
+        let targets = if self.config.beacons {
+            plan.targets.clone()
+        } else {
+            Vec::new()
+        };
+        let beacon = match self.beacon.take() {
+            Some(b) => b,
+            None => BeaconSocket::new(
                 self.config.beacon_port,
-                broadcast,
                 self.shared.uuid,
                 self.shared
                     .security
                     .as_ref()
                     .map(|s| *s.public_key().as_bytes()),
-            )?),
-            (true, None) => {
-                warn!(interface = %chosen, "UDP beacons are IPv4 only; this node is found through its other discovery sources");
-                None
-            }
-            (false, _) => None,
+            ),
         };
-        info!(
-            node = %self.shared.name,
-            interface = %chosen,
-            endpoint = %self.shared.lock().endpoint.clone().unwrap_or_default(),
-            beacon_port = self.config.beacon_port,
-            sources = self.sources.len() + usize::from(self.beacon.is_some()),
-            "zmesh node attached"
-        );
+        let mut beacon = beacon;
+        let retarget = beacon.targets() != targets.as_slice();
+        if retarget {
+            beacon.set_targets(targets)?;
+        }
+        if changed || retarget || !self.attached {
+            let targets: Vec<String> = beacon.targets().iter().map(|t| t.to_string()).collect();
+            info!(
+                node = %self.shared.name,
+                interface = %plan.interface,
+                endpoint = %advertised,
+                addresses = ?plan.addrs,
+                beacons = ?targets,
+                beacon_port = self.config.beacon_port,
+                sources = self.sources.len() + usize::from(!targets.is_empty()),
+                "zmesh node attached"
+            );
+        }
+        self.beacon = (!beacon.targets().is_empty()).then_some(beacon);
         self.attached = true;
-        self.shared.lock().interface = Some(chosen);
         Ok(true)
     }
 
@@ -239,13 +303,27 @@ impl NodeTask {
         self.attached = false;
     }
 
+    /// The port our beacons announce: the advertised endpoint's when there is one (peers must
+    /// reach us where our HELLO says, e.g. through a NAT or a proxy: a beacon naming the bound
+    /// port would name another endpoint, and the engine would move the peer there), else the
+    /// inbox's.
+    fn announced_port(&self) -> u16 {
+        self.config
+            .advertised_endpoint
+            .as_deref()
+            .and_then(|e| e.rsplit(':').next())
+            .and_then(|p| p.trim_end_matches(']').parse().ok())
+            .unwrap_or(self.tcp_port)
+    }
+
     /// Announces our TCP port through every source (once the inbox is bound).
     fn announce(&mut self) {
         if self.tcp_port == 0 {
             return;
         }
+        let port = self.announced_port();
         if let Some(beacon) = &mut self.beacon {
-            if let Err(e) = beacon.announce(self.tcp_port) {
+            if let Err(e) = beacon.announce(port) {
                 warn!(error = %e, "beacon send failed; re-creating sockets next interval");
                 self.detach();
             }
@@ -273,13 +351,14 @@ impl NodeTask {
             }
         }
         for s in &mut self.sources {
-            if let Err(e) = s.announce(self.tcp_port) {
+            if let Err(e) = s.announce(port) {
                 debug!(source = s.kind(), error = %e, "announce failed");
             }
         }
     }
 
-    fn on_inbox(&mut self, first: InboxEvent) {
+    /// Events of the TCP inbox, or of the same-host one (`ipc`).
+    fn on_inbox(&mut self, first: InboxEvent, ipc: bool) {
         let now = Instant::now();
         let mut state = self.shared.lock();
         let mut next = Some(first);
@@ -288,7 +367,8 @@ impl NodeTask {
             match event {
                 InboxEvent::Message { identity, frames } => {
                     // Secure mode: the key the inbox authenticated for this message's connection.
-                    let key = match (&self.shared.security, &self.inbox) {
+                    let inbox = if ipc { &self.ipc_inbox } else { &self.inbox };
+                    let key = match (&self.shared.security, inbox) {
                         (Some(_), Some(inbox)) => inbox.peer_key(&identity).map(|k| *k.as_bytes()),
                         _ => None,
                     };
@@ -313,7 +393,12 @@ impl NodeTask {
             }
             handled += 1;
             next = if handled < INBOX_BATCH {
-                self.inbox.as_mut().and_then(|i| i.try_recv())
+                let inbox = if ipc {
+                    &mut self.ipc_inbox
+                } else {
+                    &mut self.inbox
+                };
+                inbox.as_mut().and_then(|i| i.try_recv())
             } else {
                 None
             };
@@ -364,7 +449,10 @@ impl NodeTask {
             return;
         }
         while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
-            self.on_inbox(event);
+            self.on_inbox(event, false);
+        }
+        while let Some(event) = self.ipc_inbox.as_mut().and_then(|i| i.try_recv()) {
+            self.on_inbox(event, true);
         }
         let (due, later): (Vec<_>, Vec<_>) =
             self.departures.drain(..).partition(|(_, at)| *at <= now);
@@ -384,6 +472,9 @@ impl NodeTask {
         end_handlers(&mut state);
         drop(state);
         if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        if let Some(inbox) = self.ipc_inbox.take() {
             inbox.close();
         }
         self.beacon = None;
@@ -429,6 +520,9 @@ impl NodeTask {
             let _ = s.announce(0);
         }
         if let Some(inbox) = self.inbox.take() {
+            inbox.close();
+        }
+        if let Some(inbox) = self.ipc_inbox.take() {
             inbox.close();
         }
         self.beacon = None;

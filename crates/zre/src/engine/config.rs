@@ -14,6 +14,8 @@ pub const DEFAULT_EVASIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_EXPIRED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default proactive ping interval (see the liveness policy in `engine/liveness.rs`).
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_millis(2500);
+/// Default for [`Config::endpoint_move_after`]: three of Zyre's 1 s beacon intervals.
+pub const DEFAULT_ENDPOINT_MOVE_AFTER: Duration = Duration::from_secs(3);
 /// Upper bound of the reap interval (Zyre: `min(evasive, expired, 1000 ms)`).
 pub const MAX_REAP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -74,6 +76,14 @@ pub struct Config {
     /// every message must come over a connection authenticated with its sender's key (see
     /// "Secure mode" in the engine's module documentation). Default `None`.
     pub public_key: Option<[u8; 32]>,
+    /// A known peer sighted at another endpoint than the one we talk to it on is **moved** there
+    /// (its session restarted at the new endpoint: EXIT, then Connect + HELLO and ENTER again) once
+    /// no source has named its current endpoint for this long (default 3 s; the node sets three
+    /// beacon intervals; the peer's creation counts as a naming). Until then the current endpoint
+    /// stands, so a node seen at several endpoints (several interfaces, IPv4 and IPv6) stays one
+    /// peer on the first one seen. Zero moves at once (every sighting elsewhere restarts the
+    /// session).
+    pub endpoint_move_after: Duration,
 }
 
 impl Config {
@@ -88,6 +98,7 @@ impl Config {
             ping_interval: DEFAULT_PING_INTERVAL,
             endpoint: String::new(),
             public_key: None,
+            endpoint_move_after: DEFAULT_ENDPOINT_MOVE_AFTER,
         }
     }
 

@@ -93,7 +93,7 @@ mod receive;
 mod stats;
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::content::Content;
 use tracing::{debug, trace, warn};
@@ -104,8 +104,8 @@ use crate::msg::ZreMessage;
 use crate::peer::{Peer, PeerInfo, PeerState, PeerTable, ZMESH_HEADER, ZMESH_HEADER_VALUE};
 
 pub use config::{
-    routing_id, Config, DEFAULT_EVASIVE_TIMEOUT, DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL,
-    IDENTITY_LEN, MAX_REAP_INTERVAL,
+    routing_id, Config, DEFAULT_ENDPOINT_MOVE_AFTER, DEFAULT_EVASIVE_TIMEOUT,
+    DEFAULT_EXPIRED_TIMEOUT, DEFAULT_PING_INTERVAL, IDENTITY_LEN, MAX_REAP_INTERVAL,
 };
 pub use error::EngineError;
 pub use keys::PUBLICKEY_HEADER;
@@ -123,6 +123,8 @@ pub struct Engine {
     headers: Vec<(String, String)>,
     endpoint: String,
     timing: Timing,
+    /// [`Config::endpoint_move_after`].
+    endpoint_move_after: Duration,
     /// Origin of the timer grid (the creation time).
     epoch: Instant,
     /// A lower bound of the earliest peer deadline (see [`Engine::poll_timeout`]); `None` when
@@ -171,6 +173,7 @@ impl Engine {
             headers,
             endpoint: config.endpoint,
             timing,
+            endpoint_move_after: config.endpoint_move_after,
             epoch: now,
             next_wake: None,
             peers: PeerTable::default(),

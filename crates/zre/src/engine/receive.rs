@@ -31,6 +31,17 @@
 //!   disconnected (its outbox dropped) and ignored until it expires (C behaviour). *Difference*:
 //!   if the purged peer had entered, we emit its EXIT right away (C emits it up to 30 s later, when
 //!   the expired timer fires), so [`Engine::peers`] and the event stream always agree.
+//! * **Moves.** A known peer sighted at another endpoint is moved there only once no source has
+//!   named its current endpoint for [`Config::endpoint_move_after`] (3 beacon intervals; the
+//!   peer's creation counts as a naming, so a peer created from a HELLO whose endpoint we
+//!   cannot reach moves to the first endpoint a beacon names once that grace is over). A move
+//!   restarts our side of the session at the new endpoint (Disconnect, Connect, our HELLO with
+//!   sequence 1) and keeps what we know of the peer; a peer that had our earlier HELLO takes the
+//!   new one as a restart and answers with its own, so both sides see EXIT + ENTER once (an
+//!   address change); one that never got it (we could not reach its HELLO's endpoint) just
+//!   takes it. Zyre reaches the same state only after the old peer expires (30 s); here it takes
+//!   a few beacon intervals, and no stale peer stays. A node seen at several live endpoints
+//!   (several interfaces, IPv4 and IPv6) keeps the first.
 //! * Secure mode (a key in [`Config::public_key`]) adds the key rules of `engine/keys.rs` before
 //!   all of the above: keyless input is ignored, a message whose connection key is not its
 //!   sender's bound key is refused ([`Stats::impersonations`]). C asserts on an empty
@@ -38,6 +49,7 @@
 //!   panic.
 //!
 //! [`Config::public_key`]: super::Config::public_key
+//! [`Config::endpoint_move_after`]: super::Config::endpoint_move_after
 //! [`Stats::impersonations`]: super::Stats::impersonations
 //!
 //! [`Stats::bad_identity`]: super::Stats::bad_identity
@@ -55,9 +67,9 @@ use uuid::Uuid;
 
 use super::config::uuid_from_routing_id;
 use super::liveness::Liveness;
-use super::{Engine, Event};
+use super::{Engine, Event, Output};
 use crate::msg::ZreMessage;
-use crate::peer::{PeerState, ZMESH_HEADER};
+use crate::peer::{Peer, PeerState, ZMESH_HEADER};
 use crate::sequence::{self, SeqWrap, Step};
 
 impl Engine {
@@ -94,10 +106,22 @@ impl Engine {
                 self.key_conflict(uuid);
                 return;
             }
+            if peer.endpoint != endpoint {
+                // Another endpoint of the same node (another interface, IPv4 and IPv6) or
+                // its new address. The current endpoint stands while sources keep naming it.
+                let stale = peer
+                    .endpoint_seen
+                    .is_none_or(|at| now.saturating_duration_since(at) >= self.endpoint_move_after);
+                if stale && !endpoint.is_empty() && endpoint != self.endpoint {
+                    self.move_peer(now, uuid, endpoint, public_key);
+                }
+                return;
+            }
+            peer.endpoint_seen = Some(now);
             // Beacons heard while a PING is unanswered do not count: the TCP path is in
             // question. A sighting only ever moves this peer's deadlines later, so `next_wake`
             // stays a valid lower bound without being touched.
-            if peer.probe_at.is_none() && peer.endpoint == endpoint {
+            if peer.probe_at.is_none() {
                 peer.last_beacon = Some(now);
             }
             return;
@@ -113,6 +137,77 @@ impl Engine {
             return;
         }
         self.create_peer(now, uuid, endpoint, public_key);
+        if let Some(peer) = self.peers.get_mut(&uuid) {
+            peer.endpoint_seen = Some(now);
+        }
+    }
+
+    /// Moves a known peer to `endpoint` (module documentation, "Moves"): our side of the
+    /// session restarts there (a new outbox, our HELLO with sequence 1); what we know of the
+    /// peer (ready, its sequence, groups) stays, so a peer that never got our first HELLO (it
+    /// went to an endpoint we could not reach) simply takes this one. A peer that had it sees a
+    /// restart and answers with a new HELLO of its own. A peer that is not ready is re-created.
+    fn move_peer(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        endpoint: &str,
+        public_key: Option<[u8; 32]>,
+    ) {
+        self.stats.moved += 1;
+        debug!(peer = %uuid, endpoint, "peer moved to a new endpoint; new session there");
+        if !self.peers.get(&uuid).is_some_and(|p| p.is_ready()) {
+            self.remove_peer(uuid);
+            self.create_peer(now, uuid, endpoint, public_key);
+            return;
+        }
+        let others = self.peers.uuids(|p| {
+            p.is_connected()
+                && p.endpoint == endpoint
+                && p.uuid != uuid
+                && (public_key.is_none() || p.public_key == public_key)
+        });
+        for other in others {
+            self.purge_peer(other);
+        }
+        let Some(peer) = self.peers.get_mut(&uuid) else {
+            return;
+        };
+        peer.endpoint = endpoint.to_owned();
+        peer.endpoint_seen = Some(now);
+        peer.moved_at = Some(now);
+        peer.sent_sequence = 0;
+        let key = peer.public_key;
+        self.outputs.push_back(Output::Disconnect { peer: uuid });
+        self.outputs.push_back(Output::Connect {
+            peer: uuid,
+            endpoint: endpoint.to_owned(),
+            public_key: key,
+        });
+        let hello = self.hello();
+        self.send_to(uuid, &hello);
+    }
+
+    /// A moved peer answered our new session with its HELLO: what we knew of it goes (EXIT, its
+    /// groups), the session we opened at the move stays (same outbox, our sequence goes on),
+    /// and the HELLO being accepted makes it enter again.
+    fn renew_moved_peer(&mut self, now: Instant, uuid: Uuid) {
+        let Some(old) = self.peers.remove(&uuid) else {
+            return;
+        };
+        self.peer_groups.remove_peer(uuid, &old.groups);
+        self.event(Event::Exit {
+            peer: uuid,
+            name: old.name,
+        });
+        let mut peer = Peer::new(uuid, &old.endpoint, now);
+        peer.defers_ping = old.defers_ping;
+        peer.public_key = old.public_key;
+        peer.sent_sequence = old.sent_sequence;
+        peer.wrap = old.wrap;
+        peer.endpoint_seen = old.endpoint_seen;
+        self.lower_wake(peer.next_deadline(&self.timing));
+        self.peers.insert(uuid, peer);
     }
 
     /// A port-0 beacon or other polite departure: removes a known peer (EXIT if it had entered).
@@ -301,8 +396,28 @@ impl Engine {
             }
             return false;
         }
+        // A restart whose HELLO names the endpoint we had moved the peer away from (a node on
+        // several segments names its primary one, which we may not reach) keeps the endpoint
+        // the sources name: otherwise each side's restart would move the other back and forth.
+        let mut endpoint = endpoint;
+        let mut kept = None;
         match self.peers.get(&uuid) {
+            Some(p)
+                if p.is_ready()
+                    && p.moved_at.is_some_and(|at| {
+                        now.saturating_duration_since(at) < self.timing.evasive
+                    }) =>
+            {
+                // The answer to the HELLO our move sent: the peer restarted its side of the
+                // session; ours is already new, so no HELLO of ours goes back.
+                self.stats.restarts += 1;
+                debug!(peer = %uuid, "HELLO answering our move: session renewed");
+                self.renew_moved_peer(now, uuid);
+            }
             Some(p) if p.is_ready() => {
+                if p.hello_endpoint.as_deref() == Some(endpoint) && p.endpoint != endpoint {
+                    kept = Some((p.endpoint.clone(), p.endpoint_seen));
+                }
                 // Restart: forget the old peer object, then treat as unknown.
                 self.stats.restarts += 1;
                 debug!(peer = %uuid, "HELLO from ready peer: restart");
@@ -332,11 +447,17 @@ impl Engine {
                 debug!(peer = %uuid, "HELLO claiming our own endpoint dropped");
                 return false;
             }
+            if let Some((e, _)) = &kept {
+                endpoint = e;
+            }
             self.create_peer(now, uuid, endpoint, public_key);
         }
         let Some(peer) = self.peers.get_mut(&uuid) else {
             return false;
         };
+        if let Some((_, seen)) = kept {
+            peer.endpoint_seen = seen;
+        }
         peer.state = PeerState::Ready;
         peer.want_sequence = 1;
         true

@@ -56,4 +56,9 @@ pub struct Stats {
     /// Secure mode: sightings of a known UUID with another key than the one it was announced
     /// with (ignored; the first announcement stands until the peer is gone).
     pub key_conflicts: u64,
+    /// Peers moved to a new endpoint (sighted elsewhere while their endpoint went unannounced:
+    /// an address change; see [`Config::endpoint_move_after`]).
+    ///
+    /// [`Config::endpoint_move_after`]: super::Config::endpoint_move_after
+    pub moved: u64,
 }

@@ -72,6 +72,14 @@ pub struct NodeLink {
     peer: Uuid,
 }
 
+impl NodeLink {
+    /// Connections our node opened so far: (over a Unix socket, over TCP).
+    pub fn connects(&self) -> (u64, u64) {
+        let s = self.node.stats();
+        (s.ipc_connects, s.tcp_connects)
+    }
+}
+
 impl Link for NodeLink {
     async fn send(&mut self, msg: Bytes) {
         if let Err(e) = self.node.whisper(self.peer, msg) {
@@ -115,25 +123,30 @@ impl Link for NodeLink {
 const NODE_EVENT_CAPACITY: usize = 100_000;
 
 /// Driver side: start our node, start the peer process, wait until each sees the other.
-pub async fn node_driver(args: &Args, port: u16) -> (NodeLink, Child) {
+/// `ipc`: both nodes with the same-host fast path on (scenario 14).
+pub async fn node_driver(args: &Args, port: u16, ipc: bool) -> (NodeLink, Child) {
     let uuid = Uuid::new_v4();
     let (node, mut events) = node_builder("bench-a", port, Duration::from_millis(100))
+        .same_host(ipc)
         .uuid(uuid)
         .event_capacity(NODE_EVENT_CAPACITY)
         .start()
         .await
         .expect("start node A");
-    let mut child = spawn_self(
-        args,
-        &[
-            "--peer",
-            "node",
-            "--connect",
-            &zmesh::uuid_to_string(&uuid),
-            "--beacon-port",
-            &port.to_string(),
-        ],
-    );
+    let connect = zmesh::uuid_to_string(&uuid);
+    let port_s = port.to_string();
+    let mut extra = vec![
+        "--peer",
+        "node",
+        "--connect",
+        &connect,
+        "--beacon-port",
+        &port_s,
+    ];
+    if ipc {
+        extra.push("--ipc");
+    }
+    let mut child = spawn_self(args, &extra);
     let theirs = read_announce(&mut child, "READY");
     let peer = zmesh::uuid_from_str(&theirs).expect("peer uuid");
     wait_enter(&mut events, peer).await;
@@ -145,6 +158,7 @@ pub async fn node_peer(args: &Args) -> NodeLink {
     let port = args.beacon_port.expect("--beacon-port");
     let peer = zmesh::uuid_from_str(args.connect.as_deref().expect("--connect")).expect("uuid");
     let (node, mut events) = node_builder("bench-b", port, Duration::from_millis(100))
+        .same_host(args.ipc)
         .event_capacity(NODE_EVENT_CAPACITY)
         .start()
         .await

@@ -108,6 +108,22 @@ impl Mesh {
         Mesh::start_split(n, port, beacon, prefix, None).await
     }
 
+    /// [`Mesh::start_lo`] with `all_sources`: every discovery source on ([`all_sources`]), the
+    /// gossip hub being node 0 on `tcp://127.0.0.1:<port>`.
+    async fn start_sources(
+        n: usize,
+        port: u16,
+        beacon: Duration,
+        prefix: &str,
+        all_sources: bool,
+    ) -> Mesh {
+        if !all_sources {
+            return Mesh::start_lo(n, port, beacon, prefix).await;
+        }
+        let hub = format!("{ALL_SOURCES_TAG}tcp://127.0.0.1:{port}");
+        Mesh::start_split(n, port, beacon, prefix, Some(hub.as_str())).await
+    }
+
     /// [`Mesh::start_lo`], or with `gossip` = a hub's endpoint: node 0 of this process is that
     /// hub (`gossip_bind`) and every other node, here or in the second process, joins it; no
     /// beacons.
@@ -119,12 +135,11 @@ impl Mesh {
         gossip: Option<&str>,
     ) -> Mesh {
         let build = |i: usize| {
-            let b = node_builder(&format!("{prefix}{i}"), port, beacon);
-            match gossip {
-                None => b,
-                Some(hub) if i == 0 => b.beacons(false).gossip_bind(hub),
-                Some(hub) => b.beacons(false).gossip_connect(hub),
-            }
+            sourced(
+                node_builder(&format!("{prefix}{i}"), port, beacon),
+                i,
+                gossip,
+            )
         };
         if fds_needed(n) <= fd_limit() {
             return Mesh::start(n, build).await;
@@ -304,18 +319,52 @@ impl Mesh {
 /// `--peer mesh-part`: `--part-nodes` nodes of a `--mesh-total` mesh; prints `RSS0 <bytes>`, then
 /// `FULL <unix ns>` once each has seen ENTER from every other node; answers `stats` on stdin with
 /// `STATS <messages sent> <pings sent> <pings received>`; exits on EOF.
+/// Marks a hub endpoint handed to [`Mesh::start_split`] / the mesh part as "every source on"
+/// rather than "gossip only".
+const ALL_SOURCES_TAG: &str = "all:";
+
+/// Multicast group of the every-source-on meshes.
+const BENCH_GROUP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(239, 255, 90, 82);
+
+/// Node `i` of a mesh with the given hub: none = beacons only; `tcp://...` = gossip only
+/// (scenario 13: node 0 is the hub, beacons off); `all:tcp://...` = every source on
+/// ([`all_sources`]).
+fn sourced(b: NodeBuilder, i: usize, hub: Option<&str>) -> NodeBuilder {
+    match hub {
+        None => b,
+        Some(h) => match h.strip_prefix(ALL_SOURCES_TAG) {
+            Some(h) => all_sources(b, i, h),
+            None if i == 0 => b.beacons(false).gossip_bind(h),
+            None => b.beacons(false).gossip_connect(h),
+        },
+    }
+}
+
+/// Every discovery source at once (`--all-sources`, scenarios 4 and 6): IPv4 broadcast and
+/// multicast beacons, IPv6 beacons, gossip (node 0 is the hub, every other node joins it) and
+/// the same-host fast path.
+fn all_sources(b: NodeBuilder, i: usize, hub: &str) -> NodeBuilder {
+    let b = b.multicast(BENCH_GROUP).ipv6(true).same_host(true);
+    if i == 0 {
+        b.gossip_bind(hub)
+    } else {
+        b.gossip_connect(hub)
+    }
+}
+
 pub async fn mesh_part(args: &crate::Args) {
     let port = args.beacon_port.expect("--beacon-port");
     let beacon = Duration::from_millis(args.beacon_ms);
     println!("RSS0 {}", rss_bytes());
     // `--connect`: the gossip hub every node joins (scenario 13), beacons off.
+    // (`all:`-tagged: every source on, [`all_sources`].) Node 0 of the driver is the hub.
     let hub = args.connect.clone();
     let mut mesh = Mesh::start(args.part_nodes, |i| {
-        let b = node_builder(&format!("r{i}"), port, beacon);
-        match &hub {
-            Some(hub) => b.beacons(false).gossip_connect(hub),
-            None => b,
-        }
+        sourced(
+            node_builder(&format!("r{i}"), port, beacon),
+            i + 1,
+            hub.as_deref(),
+        )
     })
     .await;
     mesh.total = args.mesh_total;
@@ -347,13 +396,22 @@ pub async fn mesh_part(args: &crate::Args) {
     std::process::exit(0);
 }
 
+/// How the nodes of scenarios 4 and 6 discover each other, for the row labels.
+fn sources_label(args: &crate::Args) -> &'static str {
+    if args.all_sources {
+        " (every source on)"
+    } else {
+        ""
+    }
+}
+
 /// Scenario 4: discovery time for each mesh size, 1 s and 100 ms beacons.
 pub async fn discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) -> Vec<Row> {
     let mut rows = Vec::new();
     for &n in &args.mesh_sizes {
         for beacon in [Duration::from_secs(1), Duration::from_millis(100)] {
             let port = next_port();
-            let mut mesh = Mesh::start_lo(n, port, beacon, "d").await;
+            let mut mesh = Mesh::start_sources(n, port, beacon, "d", args.all_sources).await;
             let (started, secs) = mesh.time_to_full().await;
             eprintln!(
                 "  [4] {n} nodes, beacon {beacon:?}: full mesh after {secs:.3} s (starting took {:.3} s)",
@@ -362,8 +420,9 @@ pub async fn discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) 
             let mut row = Row::new(
                 4,
                 format!(
-                    "discovery {n} nodes, {} ms beacon: s to full mesh",
-                    beacon.as_millis()
+                    "discovery {n} nodes, {} ms beacon{}: s to full mesh",
+                    beacon.as_millis(),
+                    sources_label(args)
                 ),
                 secs,
                 "one beacon interval",
@@ -371,6 +430,9 @@ pub async fn discovery(args: &crate::Args, next_port: &mut impl FnMut() -> u16) 
             );
             if n == 50 && beacon == Duration::from_secs(1) {
                 row = row.target("<= 1.5 s", secs <= 1.5);
+            }
+            if n == 100 && beacon == Duration::from_secs(1) {
+                row = row.target("< 1 s", secs < 1.0);
             }
             rows.push(row);
             mesh.abort_all().await;
@@ -641,7 +703,7 @@ pub async fn idle(args: &crate::Args, next_port: &mut impl FnMut() -> u16) -> Ve
 
     let port = next_port();
     let rss0 = rss_bytes();
-    let mut mesh = Mesh::start_lo(n, port, beacon, "i").await;
+    let mut mesh = Mesh::start_sources(n, port, beacon, "i", args.all_sources).await;
     mesh.wait_full().await.expect("idle mesh did not form");
     // Let the start-up burst pass and liveness pings settle into their steady rhythm.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -672,7 +734,7 @@ pub async fn idle(args: &crate::Args, next_port: &mut impl FnMut() -> u16) -> Ve
     let rows = vec![
         Row::new(
             6,
-            format!("{n} idle nodes: CPU % of one core"),
+            format!("{n} idle nodes{}: CPU % of one core", sources_label(args)),
             cpu,
             format!("{n} bare beacon sockets"),
             Some(base_cpu),

@@ -18,9 +18,15 @@ fn own_uuid() -> Uuid {
 }
 
 fn engine(t0: Instant) -> Engine {
+    engine_with(t0, |_| {})
+}
+
+/// [`engine`] with a configuration change.
+fn engine_with(t0: Instant, change: impl FnOnce(&mut Config)) -> Engine {
     let mut c = Config::new(own_uuid(), "me");
     c.endpoint = OWN_ENDPOINT.into();
     c.headers = vec![("X-APP".into(), "test".into())];
+    change(&mut c);
     let e = Engine::new(c, t0);
     CONTRACT.with(|k| *k.borrow_mut() = Some(Contract::new(OwnFacts::of(&e))));
     e
@@ -192,5 +198,6 @@ fn run(e: &mut Engine, r: &mut Remote, until: Instant, answer: bool) -> Vec<Outp
 mod commands;
 mod keys;
 mod liveness;
+mod moves;
 mod receive;
 mod two_engines;
