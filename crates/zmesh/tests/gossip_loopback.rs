@@ -124,8 +124,8 @@ async fn the_hub_publishes_what_zyre_publishes_and_forgets_departed_nodes() {
     let (a, _ea) = quiet("a").gossip_connect(&ep).start().await.unwrap();
     let (b, _eb) = quiet("b").gossip_connect(&ep).start().await.unwrap();
     let key = |n: &Node| zmesh::uuid_to_string(&n.uuid());
-    wait_for(&mut eh, "hub enters a", |e| is_enter(e, a.uuid())).await;
-    wait_for(&mut eh, "hub enters b", |e| is_enter(e, b.uuid())).await;
+    // a and b reach the hub in either order.
+    enters_all(&mut eh, "hub", &[a.uuid(), b.uuid()]).await;
     let t = tuples_from(&ep, &[key(&h), key(&a), key(&b)]).await;
     // Key = UUID as 32 upper-case hex digits, value = the ZRE endpoint.
     assert_eq!(t[&key(&a)], a.endpoint().unwrap());

@@ -175,8 +175,14 @@ struct Exchanged {
 }
 
 /// Two nodes in h1 and h2 exchange a whisper and a shout carrying markers while h1's link is
-/// captured, then stop.
-fn exchange(tag: &str, beacon: u16, tcp: [u16; 2], security: [&[&str]; 2]) -> Exchanged {
+/// captured, then run `before_stop` (while both still listen) and stop.
+fn exchange(
+    tag: &str,
+    beacon: u16,
+    tcp: [u16; 2],
+    security: [&[&str]; 2],
+    before_stop: impl FnOnce(),
+) -> Exchanged {
     let dir = TempDir::new(&format!("{tag}-pcap"));
     let capture = Capture::start(HOST_NAMESPACES[0], &tcp, &dir.0.join("link.pcap"));
     let markers = [
@@ -220,6 +226,7 @@ fn exchange(tag: &str, beacon: u16, tcp: [u16; 2], security: [&[&str]; 2]) -> Ex
     assert_eq!(w["frames"][0], markers[0].as_str(), "{w}");
     let s = agents[0].wait_event(T, "SHOUT", Some(&ub)).unwrap();
     assert_eq!(s["frames"][0], markers[1].as_str(), "{s}");
+    before_stop();
     for a in &mut agents {
         a.stop().unwrap();
         a.drain_for(Duration::ZERO);
@@ -274,6 +281,31 @@ fn secure_nodes_leave_no_plaintext_on_the_link_and_an_unlisted_node_meets_nobody
     );
     let uc = carol.uuid();
 
+    // Carol tries both and is refused by both allow-lists (ZAP status 400 in her log). Checked
+    // while alice and bob still listen: a dial of hers that comes after they stopped (a loaded
+    // machine) would fail with "connection refused" instead and prove nothing.
+    let carol_log = carol.log_path().to_path_buf();
+    let carol_refused_by_both = || {
+        let deadline = Instant::now() + T;
+        loop {
+            let log = std::fs::read_to_string(&carol_log).unwrap_or_default();
+            let refused_by = |i: usize| {
+                log.lines().any(|l| {
+                    l.contains("outbox disconnected")
+                        && l.contains("400")
+                        && l.contains(&format!("{}:{}", host_ip(i), tcp[i]))
+                })
+            };
+            if refused_by(0) && refused_by(1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "carol's connections were not refused by both:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     let Exchanged {
         pcap,
         markers,
@@ -286,6 +318,7 @@ fn secure_nodes_leave_no_plaintext_on_the_link_and_an_unlisted_node_meets_nobody
             &["--curve-secret", &sa, "--allow", &allow],
             &["--curve-secret", &sb, "--allow", &allow],
         ],
+        carol_refused_by_both,
     );
     let packets = pcap_packets(&pcap);
     eprintln!(
@@ -307,28 +340,6 @@ fn secure_nodes_leave_no_plaintext_on_the_link_and_an_unlisted_node_meets_nobody
         !contains(&pcap, b"NULL\0"),
         "a NULL greeting between secure nodes"
     );
-
-    // Carol tried both and was refused by both allow-lists (ZAP status 400 in her log).
-    let deadline = Instant::now() + T;
-    loop {
-        let log = std::fs::read_to_string(carol.log_path()).unwrap_or_default();
-        let refused_by = |i: usize| {
-            log.lines().any(|l| {
-                l.contains("outbox disconnected")
-                    && l.contains("400")
-                    && l.contains(&format!("{}:{}", host_ip(i), tcp[i]))
-            })
-        };
-        if refused_by(0) && refused_by(1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "carol's connections were not refused by both:\n{}",
-            carol.diagnostics()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // Neither alice nor bob ever reported carol; carol never reported anyone.
     for h in &histories {
         assert!(
@@ -350,7 +361,8 @@ fn secure_nodes_leave_no_plaintext_on_the_link_and_an_unlisted_node_meets_nobody
 #[ignore = "needs root + interop peers: run scripts/test.sh"]
 fn plain_nodes_show_their_plaintext_on_the_link() {
     require_netns();
-    let Exchanged { pcap, markers, .. } = exchange("plain", 5882, [16952, 16953], [&[], &[]]);
+    let Exchanged { pcap, markers, .. } =
+        exchange("plain", 5882, [16952, 16953], [&[], &[]], || {});
     let packets = pcap_packets(&pcap);
     eprintln!(
         "plain exchange: {packets} packets, {} bytes captured",
