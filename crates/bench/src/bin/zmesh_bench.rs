@@ -50,6 +50,8 @@ mod mesh;
 mod nats;
 #[path = "zmesh_bench/netns.rs"]
 mod netns;
+#[path = "zmesh_bench/private_netns.rs"]
+mod private_netns;
 #[path = "zmesh_bench/same_host.rs"]
 mod same_host;
 #[path = "zmesh_bench/services.rs"]
@@ -146,6 +148,7 @@ pub struct Args {
     pub iface: Option<String>,
     /// Scenarios 4 and 6: every discovery source on (IPv4 broadcast + multicast beacons, IPv6
     /// beacons, gossip with node 0 as hub, same-host fast path) instead of broadcast beacons only.
+    /// Runs in a private network namespace of its own (root only).
     #[arg(long)]
     pub all_sources: bool,
     /// Hidden (node peer): same-host fast path on (scenario 14).
@@ -345,6 +348,7 @@ fn main() {
         .init();
     let mut args = Args::parse();
     args.apply_quick();
+    private_netns::reexec_if_needed(args.all_sources && args.peer.is_none());
     raise_fd_limit();
     let rt = runtime();
 

@@ -18,8 +18,11 @@
 //! * The choice is made once per connection, before the first message: a session never mixes
 //!   transports, so nothing can overtake anything.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
@@ -63,14 +66,16 @@ impl SameHost {
 
     /// Removes the sockets of this host identity nobody listens on any more (left by killed
     /// nodes). Only this identity's: they belong to our network namespace, so `/proc/net/unix`
-    /// tells for sure. A socket caught between its creation and its `listen` would lose its
-    /// file, and its peers would use TCP: safe.
+    /// tells for sure. Files younger than a second are left alone (a node starting beside us
+    /// may be between its `bind` and its `listen`).
     fn remove_stale(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
-        let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-            return;
+        let young = |p: &Path| {
+            std::fs::symlink_metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |age| age < Duration::from_secs(1)))
         };
         let prefix = format!("{}-", self.host);
         for e in entries.flatten() {
@@ -79,7 +84,7 @@ impl SameHost {
                 .file_name()
                 .to_str()
                 .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".sock"));
-            if ours && is_socket(&path) && !listening_in(&table, &path.to_string_lossy()) {
+            if ours && is_socket(&path) && !young(&path) && !listening(&path) {
                 tracing::debug!(path = %path.display(), "stale same-host socket removed");
                 let _ = std::fs::remove_file(&path);
             }
@@ -150,23 +155,65 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
+/// What `/proc/net/unix` said at one moment: the paths a socket listened on.
+struct Listening {
+    read_at: SystemTime,
+    paths: HashSet<String>,
+}
+
+/// One view of `/proc/net/unix` per network namespace, shared by every node of the process.
+///
+/// The table lists every Unix socket of the namespace, connections included: in a mesh of N
+/// nodes on one host it has ~N² lines, so reading it for every connect made a mesh's start
+/// cost O(N³) (100 nodes with every source on never finished). A file is created by `bind`,
+/// microseconds before `listen`, so a view read [`SETTLED`] after a file's modification time
+/// says for sure whether it listened then; the table is read again only for files newer than
+/// the view (each new node's socket costs at most one read per process).
+static VIEWS: Mutex<Option<HashMap<String, Listening>>> = Mutex::new(None);
+
+/// How long after its file's creation a socket has surely reached `listen` (file times are
+/// only as fine as the kernel's coarse clock, a few ms).
+const SETTLED: Duration = Duration::from_millis(20);
+
 /// True if a socket of this network namespace listens on `path` (`/proc/net/unix`: flag
 /// `__SO_ACCEPTCON`, 0x10000). A file left by a crashed node has no listener.
 fn listening(path: &Path) -> bool {
+    let want = path.as_os_str().to_string_lossy().into_owned();
+    let Ok(modified) = std::fs::symlink_metadata(path).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let netns = std::fs::read_link("/proc/self/ns/net")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut views = VIEWS.lock().unwrap_or_else(|e| e.into_inner());
+    let views = views.get_or_insert_with(HashMap::new);
+    if let Some(v) = views.get(&netns) {
+        if v.paths.contains(&want) || modified + SETTLED < v.read_at {
+            return v.paths.contains(&want);
+        }
+    }
+    let read_at = SystemTime::now();
     let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
         return false;
     };
-    let want = path.as_os_str().to_string_lossy();
-    listening_in(&table, &want)
+    let paths = listening_paths(&table);
+    let yes = paths.contains(&want);
+    views.insert(netns, Listening { read_at, paths });
+    yes
 }
 
-fn listening_in(table: &str, path: &str) -> bool {
-    table.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        f.len() >= 8
-            && f[7] == path
-            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
-    })
+/// The paths a socket listens on, from the text of `/proc/net/unix`.
+fn listening_paths(table: &str) -> HashSet<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let listens = f.len() >= 8
+                && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0);
+            listens.then(|| f[7].to_string())
+        })
+        .collect()
 }
 
 /// This host's identity: FNV-1a (64 bit) of the boot id, the machine id and the network
@@ -201,9 +248,10 @@ mod tests {
             0000000000000000: 00000002 00000000 00010000 0001 01 123 /tmp/zmesh-0/a.sock\n\
             0000000000000000: 00000002 00000000 00000000 0001 03 124 /tmp/zmesh-0/b.sock\n\
             0000000000000000: 00000002 00000000 00010000 0001 01 125\n";
-        assert!(listening_in(table, "/tmp/zmesh-0/a.sock"));
-        assert!(!listening_in(table, "/tmp/zmesh-0/b.sock"));
-        assert!(!listening_in(table, "/tmp/zmesh-0/c.sock"));
+        let paths = listening_paths(table);
+        assert!(paths.contains("/tmp/zmesh-0/a.sock"));
+        assert!(!paths.contains("/tmp/zmesh-0/b.sock"));
+        assert!(!paths.contains("/tmp/zmesh-0/c.sock"));
     }
 
     #[test]
@@ -231,6 +279,15 @@ mod tests {
         // identity's.
         let other = dir.join(format!("x-{}.sock", stale.simple()));
         drop(std::os::unix::net::UnixListener::bind(&other).unwrap());
+        // (Files younger than a second may belong to a node starting now: age the leftovers.)
+        for p in [s.path_of(stale), other.clone()] {
+            let st = std::process::Command::new("touch")
+                .args(["-m", "-d", "@1000000000"])
+                .arg(&p)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
         let _ = SameHost::new(Some("h".into()), Some(dir.clone())).unwrap();
         assert!(!s.path_of(stale).exists());
         assert!(s.path_of(live).exists());
