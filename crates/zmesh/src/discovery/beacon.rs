@@ -374,7 +374,11 @@ mod tests {
         let tx = BeaconSocket::bind(port, bcast, a, None).unwrap();
         let mut rx = BeaconSocket::bind(port, bcast, b, None).unwrap();
         let mut seen = Vec::new();
-        for _ in 0..2 {
+        for i in 0..2 {
+            if i > 0 {
+                // A copy within the window would be dropped as a duplicate (hub.rs).
+                tokio::time::sleep(super::super::hub::DUPLICATE_WINDOW).await;
+            }
             tx.send(4242).unwrap();
             let deadline = std::time::Duration::from_secs(5);
             loop {

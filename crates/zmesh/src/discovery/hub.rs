@@ -33,7 +33,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
@@ -55,6 +55,13 @@ const NODE_QUEUE: usize = 1024;
 
 /// How often an idle hub thread checks whether its last node has gone.
 const HUB_POLL: Duration = Duration::from_millis(500);
+
+/// Two identical beacons from one address this close together are one beacon sent twice (a node
+/// with broadcast and multicast on sends both back to back, and this hub hears both): the second
+/// is not handed to the nodes. It carries nothing new, and with every source on it was a third of
+/// an idle node's work. Far below any sensible beacon interval; should the interval be shorter,
+/// a dropped copy still tells nothing the kept one did not.
+pub(super) const DUPLICATE_WINDOW: Duration = Duration::from_millis(25);
 
 /// A beacon send must never stall a node task for long (UDP sends practically never block).
 const SEND_TIMEOUT: Duration = Duration::from_millis(100);
@@ -287,6 +294,7 @@ impl Hub {
     /// copy into every node's queue.
     fn run(self: Arc<Hub>) {
         let mut endpoints: HashMap<SocketAddr, Arc<str>> = HashMap::new();
+        let mut recent = Recent::default();
         let mut buf = [0u8; DATAGRAM_MAX];
         while !self.stop.load(Ordering::Relaxed) {
             let (len, from) = match self.socket.recv_from(&mut buf) {
@@ -307,7 +315,13 @@ impl Hub {
                     continue;
                 }
             };
-            let endpoint = match Beacon::decode(&buf[..len]) {
+            let decoded = Beacon::decode(&buf[..len]);
+            if let Ok(b) = &decoded {
+                if recent.again((from.ip(), b.uuid), &buf[..len], Instant::now()) {
+                    continue;
+                }
+            }
+            let endpoint = match decoded {
                 Ok(b) if b.port != 0 => {
                     let addr = sighting_addr(from, b.port);
                     let e = endpoints.get(&addr).cloned().unwrap_or_else(|| {
@@ -334,6 +348,33 @@ impl Hub {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
         }
+    }
+}
+
+/// The last beacon heard from each (sender address, UUID), to drop copies of it.
+#[derive(Default)]
+struct Recent {
+    last: HashMap<(IpAddr, uuid::Uuid), (Instant, Vec<u8>)>,
+}
+
+impl Recent {
+    /// True if `bytes` from `key` were heard less than [`DUPLICATE_WINDOW`] before `now`;
+    /// remembers them otherwise. Bounded like the endpoint cache.
+    fn again(&mut self, key: (IpAddr, uuid::Uuid), bytes: &[u8], now: Instant) -> bool {
+        if let Some((at, b)) = self.last.get_mut(&key) {
+            if b.as_slice() == bytes && now.saturating_duration_since(*at) < DUPLICATE_WINDOW {
+                return true;
+            }
+            *at = now;
+            b.clear();
+            b.extend_from_slice(bytes);
+            return false;
+        }
+        if self.last.len() >= ENDPOINT_CACHE_MAX {
+            self.last.clear();
+        }
+        self.last.insert(key, (now, bytes.to_vec()));
+        false
     }
 }
 
@@ -394,5 +435,35 @@ pub(super) fn sighting_addr(from: SocketAddr, port: u16) -> SocketAddr {
             }
         },
         SocketAddr::V4(a) => SocketAddr::from((*a.ip(), port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_within_the_window_is_dropped_and_nothing_else() {
+        let mut r = Recent::default();
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let u = uuid::Uuid::new_v4();
+        let t0 = Instant::now();
+        let beacon = b"ZRE\x01 sixteen bytes!\x12\x34";
+        assert!(!r.again((a, u), beacon, t0));
+        // The multicast copy of the broadcast beacon, 1 ms later: dropped.
+        assert!(r.again((a, u), beacon, t0 + Duration::from_millis(1)));
+        // Same beacon from another address, or another node's on the same address: kept.
+        assert!(!r.again((b, u), beacon, t0 + Duration::from_millis(2)));
+        assert!(!r.again(
+            (a, uuid::Uuid::new_v4()),
+            beacon,
+            t0 + Duration::from_millis(2)
+        ));
+        // Different content (a leave beacon) at once: kept.
+        let leave = b"ZRE\x01 sixteen bytes!\x00\x00";
+        assert!(!r.again((a, u), leave, t0 + Duration::from_millis(3)));
+        // The next interval's beacon: kept.
+        assert!(!r.again((a, u), beacon, t0 + Duration::from_secs(1)));
+        assert!(!r.again((a, u), beacon, t0 + Duration::from_secs(2)));
     }
 }
