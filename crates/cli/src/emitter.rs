@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::json;
-use tokio::time::Instant;
 use zmesh::{OnOptions, Overflow};
 
 use crate::output::{print_json, put_bytes};
@@ -64,13 +63,10 @@ pub struct OnArgs {
 pub async fn emit(cli: &Cli, args: &EmitArgs) -> Result<i32, zmesh::Error> {
     let payload = crate::output::read_payload(args.payload.as_deref()).await?;
     let (node, mut events) = cli.builder(&args.node).start().await?;
-    let deadline = Instant::now() + args.discover;
-    while node.subscribers(&args.topic).len() < args.expect && Instant::now() < deadline {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            ev = events.recv() => if ev.is_none() { break },
-        }
-    }
+    crate::resolve::discover(&mut events, args.discover, || {
+        node.subscribers(&args.topic).len() >= args.expect
+    })
+    .await;
     let sent = if args.retain {
         node.emit_retained(&args.topic, payload)?
     } else {

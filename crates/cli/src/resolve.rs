@@ -5,6 +5,8 @@
 //! * An interface that matches nothing is an error for one-shot commands (they would only wait
 //!   and report nothing) and a notice, printed once, for long-running ones (the interface may
 //!   come up later; the node attaches as soon as it does).
+//! * One-shot commands that need someone (a responder, a worker, subscribers) wait for them with
+//!   [`discover`], up to their `--discover` time.
 
 use zmesh::iface::{self, InterfaceAddr};
 use zmesh::{InterfaceSpec, Node, Uuid};
@@ -128,6 +130,24 @@ pub fn require_interface(specs: &[InterfaceSpec]) -> Result<(), zmesh::Error> {
 pub fn note_missing_interface(specs: &[InterfaceSpec]) {
     if let Err(why) = interfaces(specs) {
         eprintln!("zmesh: {why}; waiting for it to come up (Ctrl-C to stop)");
+    }
+}
+
+/// Waits until `ready()` holds, or `within` passes, or the node's events end. `ready` is asked
+/// again after every event (peers entering, options and offers arriving with their messages)
+/// and every 20 ms besides (what peers announce changes the node's state without an event).
+pub async fn discover(
+    events: &mut zmesh::Events,
+    within: std::time::Duration,
+    ready: impl Fn() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !ready() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            ev = events.recv() => if ev.is_none() { return },
+        }
     }
 }
 

@@ -89,24 +89,6 @@ pub fn parse_target(s: &str) -> Result<Target, zmesh::Error> {
         })
 }
 
-/// Waits until `ready(count)` for the candidates `count()` returns, or `discover` passes.
-async fn discover(
-    events: &mut zmesh::Events,
-    discover: Duration,
-    count: impl Fn() -> usize,
-    enough: impl Fn(usize) -> bool,
-) {
-    let deadline = Instant::now() + discover;
-    while !enough(count()) {
-        let tick = tokio::time::sleep(Duration::from_millis(20));
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return,
-            _ = tick => {}
-            ev = events.recv() => if ev.is_none() { return },
-        }
-    }
-}
-
 fn name_of(node: &Node, peer: zmesh::Uuid) -> String {
     node.peer_name(peer).unwrap_or_default()
 }
@@ -129,7 +111,7 @@ pub async fn request_routed(
             let n = node.clone();
             let f = filter.clone();
             let count = move || n.responders(&f, event).len();
-            discover(&mut events, discover_for, count, |c| c > 0).await;
+            resolve::discover(&mut events, discover_for, || count() > 0).await;
             let started = Instant::now();
             let fut = node
                 .request_any(filter, event.to_owned(), payload)
@@ -151,8 +133,8 @@ pub async fn request_routed(
             let f = filter.clone();
             let count = move || n.responders(&f, event).len();
             let expect = all.expect;
-            discover(&mut events, discover_for, count, |c| {
-                expect.is_some_and(|e| c >= e)
+            resolve::discover(&mut events, discover_for, || {
+                expect.is_some_and(|e| count() >= e)
             })
             .await;
             let mut req = node
@@ -283,7 +265,8 @@ pub async fn tick(cli: &Cli, args: &TickArgs) -> Result<i32, zmesh::Error> {
     };
     let expect = args.expect;
     let is_all = matches!(target, Target::All(_));
-    discover(&mut events, args.discover, count, |c| {
+    resolve::discover(&mut events, args.discover, || {
+        let c = count();
         if is_all {
             expect.is_some_and(|e| c >= e)
         } else {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::{ArgGroup, Args};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
 use zmesh::{Bytes, CallError, Event, IncomingCall, Node, NodeBuilder, Via};
 
 use crate::output::print_json;
@@ -155,26 +154,24 @@ pub async fn call(cli: &Cli, args: &CallArgs) -> Result<i32, zmesh::Error> {
     let payload = crate::output::read_payload(args.payload.as_deref()).await?;
     resolve::require_interface(&cli.iface())?;
     let b = args.brokers.apply(cli.builder(&args.node))?;
-    let (node, events) = b.start().await?;
-    drain_events(events);
+    let (node, mut events) = b.start().await?;
     let via = if args.brokers.brokers.is_empty() {
         Via::Any
     } else {
         Via::Brokers
     };
     // Wait until someone offers the service (or --discover passes: the call then fails fast).
-    let deadline = Instant::now() + args.discover;
-    while Instant::now() < deadline
-        && !node.services().iter().any(|e| {
+    crate::resolve::discover(&mut events, args.discover, || {
+        node.services().iter().any(|e| {
             e.service == args.service
                 && match via {
                     Via::Brokers => !e.brokers.is_empty(),
                     _ => !(e.workers.is_empty() && e.brokers.is_empty()),
                 }
         })
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    drain_events(events);
     let mut c = node
         .call(&args.service, payload)
         .timeout(args.timeout)
