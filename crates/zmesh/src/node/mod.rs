@@ -292,11 +292,9 @@ impl Node {
     pub fn whisper(&self, peer: Uuid, content: impl Into<Content>) -> Result<(), Error> {
         let content = content.into();
         check_content(&content)?;
-        let (r, failed) = self
-            .shared()
-            .command(|d| d.engine().whisper(peer, content))?;
+        let (r, overflow) = self.shared().whisper(peer, &content)?;
         r?;
-        if failed.contains(&peer) {
+        if overflow {
             return Err(Error::PeerOverflow(peer));
         }
         Ok(())

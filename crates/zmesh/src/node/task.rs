@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
 
-use super::shared::{Shared, State};
+use super::shared::{app_event, Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
 use crate::discovery::endpoint_of;
@@ -372,10 +372,18 @@ impl NodeTask {
                         (Some(_), Some(inbox)) => inbox.peer_key(&identity).map(|k| *k.as_bytes()),
                         _ => None,
                     };
-                    state
-                        .driver
-                        .engine()
-                        .handle_message_with_key(now, &identity, frames, key);
+                    // Application data goes straight to the events of this batch (handed to
+                    // the queue at the flush below); the rest waits for the flush.
+                    let State {
+                        driver,
+                        pending_events,
+                        group_subs,
+                        ..
+                    } = &mut *state;
+                    let stats = &self.shared.stats;
+                    driver.handle_message_with(now, &identity, frames, key, |event| {
+                        app_event(pending_events, group_subs, stats, event)
+                    });
                 }
                 InboxEvent::Accepted { peer, peer_key, .. } => {
                     debug!(%peer, key = ?peer_key, "peer connected to inbox")

@@ -238,6 +238,23 @@ impl Engine {
         frames: Frames,
         conn_key: Option<[u8; 32]>,
     ) {
+        self.handle_message_with(now, identity, frames, conn_key, Err);
+    }
+
+    /// [`Engine::handle_message_with_key`] for a shell that can take application data at once:
+    /// a WHISPER or SHOUT event is offered to `deliver` instead of being queued as an
+    /// [`Output::Event`], but only while no output is pending (so events keep their order with
+    /// every other output). `deliver` hands back (`Err`) an event it does not take, which is then
+    /// queued as usual. Everything else (state, statistics, the outputs of other messages) is
+    /// exactly as with `handle_message_with_key`.
+    pub fn handle_message_with(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        frames: Frames,
+        conn_key: Option<[u8; 32]>,
+        deliver: impl FnOnce(Event) -> Result<(), Event>,
+    ) {
         if self.stopped {
             return;
         }
@@ -352,7 +369,11 @@ impl Engine {
                     },
                     _ => return, // matched above
                 };
-                self.event(event);
+                if !self.outputs.is_empty() {
+                    self.event(event);
+                } else if let Err(event) = deliver(event) {
+                    self.event(event);
+                }
                 return;
             }
         }
@@ -370,6 +391,11 @@ impl Engine {
     /// would surface as a sequence gap on the other side anyway, so the peer is removed now
     /// (EXIT + Disconnect); its next sighting reconnects it.
     pub fn handle_send_failed(&mut self, _now: Instant, peer: Uuid) {
+        self.send_failed(peer);
+    }
+
+    /// [`Engine::handle_send_failed`] (it needs no clock).
+    pub(super) fn send_failed(&mut self, peer: Uuid) {
         if self.stopped || !self.peers.contains_key(&peer) {
             return;
         }

@@ -21,6 +21,13 @@ impl ZreMessage {
     /// The receive path of a node decodes every message this way.
     pub fn decode_owned(frames: Frames) -> Result<(u16, ZreMessage), WireError> {
         // The content frames move into the message; one frame stays inline (no allocation).
+        if frames.len() == 2 {
+            // The common message (a ZRE frame and one content frame), without an iterator.
+            let mut frames = frames;
+            let content = frames.pop().expect("two frames");
+            let first = frames.pop().expect("two frames");
+            return decode_parts(&first, Content::single(content));
+        }
         let mut it = frames.into_iter();
         let Some(first) = it.next() else {
             return Err(WireError::NoFrames);
