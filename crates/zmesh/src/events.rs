@@ -114,10 +114,39 @@ fn is_essential(event: &Event) -> bool {
 }
 
 impl Inner {
+    /// The peer whose events `events` all are, if [`Inner::append_run`] can queue them: they
+    /// fit, so event-by-event pushes would queue every one of them in order (no drop, no STOP)
+    /// — the usual case of a stream from one peer that the application keeps up with.
+    fn single_run(&self, capacity: usize, events: &VecDeque<Event>) -> Option<Uuid> {
+        if self.len + events.len() > capacity {
+            return None;
+        }
+        let peer = events.front()?.peer()?;
+        events
+            .iter()
+            .all(|e| e.peer() == Some(peer))
+            .then_some(peer)
+    }
+
+    /// Queues all of `events` (see [`Inner::single_run`]) in one go: an empty peer queue swaps
+    /// buffers with `events`, a non-empty one takes them with one block copy; nothing is
+    /// handled event by event.
+    fn append_run(&mut self, peer: Uuid, events: &mut VecDeque<Event>) {
+        let queue = self.per_peer.entry(peer).or_default();
+        queue.used = true;
+        self.len += events.len();
+        if queue.events.is_empty() {
+            self.ring.push_back(peer);
+            std::mem::swap(&mut queue.events, events);
+        } else {
+            queue.events.append(events);
+        }
+    }
+
     /// Queues every event of `events` in order (emptying it), each as [`Inner::push`] would;
     /// returns how many were dropped. A run of one peer's droppable events (a stream of
     /// WHISPERs) finds the peer's queue once instead of once per event.
-    fn push_runs(&mut self, capacity: usize, events: &mut Vec<Event>) -> usize {
+    fn push_runs(&mut self, capacity: usize, events: &mut VecDeque<Event>) -> usize {
         let mut dropped = 0;
         let mut it = events.drain(..).peekable();
         while let Some(event) = it.next() {
@@ -231,6 +260,10 @@ impl Inner {
             // (the peer's queue keeps `out`'s empty allocation for the next events).
             last_was_exit = matches!(queue.events.back(), Some(Event::Exit { .. }));
             std::mem::swap(&mut queue.events, out);
+        } else if k == queue.events.len() {
+            // All of it behind what `out` holds: one block copy.
+            last_was_exit = matches!(queue.events.back(), Some(Event::Exit { .. }));
+            out.append(&mut queue.events);
         } else {
             for event in queue.events.drain(..k) {
                 last_was_exit = matches!(event, Event::Exit { .. });
@@ -281,13 +314,13 @@ impl EventQueue {
     /// Queues an event; returns `false` if it was dropped by the fairness rule (or after close).
     #[cfg(test)]
     pub(crate) fn push(&self, event: Event) -> bool {
-        let mut one = vec![event];
+        let mut one = VecDeque::from([event]);
         self.push_all(&mut one) == 0
     }
 
     /// Queues every event of `events` in order (emptying it) under one lock, with one wake-up of
     /// the consumer. Returns how many were dropped by the fairness rule (all of them after close).
-    pub(crate) fn push_all(&self, events: &mut Vec<Event>) -> usize {
+    pub(crate) fn push_all(&self, events: &mut VecDeque<Event>) -> usize {
         if events.is_empty() {
             return 0;
         }
@@ -297,7 +330,12 @@ impl EventQueue {
             events.clear();
             return n;
         }
-        let dropped = inner.push_runs(self.capacity, events);
+        let dropped = if let Some(peer) = inner.single_run(self.capacity, events) {
+            inner.append_run(peer, events);
+            0
+        } else {
+            inner.push_runs(self.capacity, events)
+        };
         drop(inner);
         self.waker.wake();
         dropped
@@ -609,7 +647,7 @@ mod tests {
             let (batched, single) = (EventQueue::new(capacity), EventQueue::new(capacity));
             let (mut out_b, mut out_s) = (VecDeque::new(), VecDeque::new());
             for i in 0..rng.gen_range(1..40) {
-                let batch: Vec<Event> = (0..rng.gen_range(0..20))
+                let batch: VecDeque<Event> = (0..rng.gen_range(0..20))
                     .map(|k| {
                         let p = Uuid::from_u128(rng.gen_range(1..4));
                         match rng.gen_range(0..10) {

@@ -2,7 +2,7 @@
 //! of the driver: real outboxes as its [`Transport`], the event queue and request channels as its
 //! [`Sink`]. Everything protocol-shaped happens in [`Driver`]; this module only moves bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -62,7 +62,7 @@ pub(super) struct State {
     /// The application's event queue; closed once the node has stopped.
     pub(super) events: Arc<EventQueue>,
     /// Events of the current flush, handed to `events` together (one lock, one wake-up).
-    pub(super) pending_events: Vec<Event>,
+    pub(super) pending_events: VecDeque<Event>,
     /// Per-group event streams.
     pub(super) group_subs: Vec<GroupSub>,
     /// Capacity of the event queue (and of each group stream).
@@ -161,7 +161,7 @@ impl Transport for Outboxes<'_> {
 /// (handed to the event queue after the flush). [`Sink::event`], and the receive path's direct
 /// hand-over ([`Driver::handle_message_with`]).
 pub(super) fn app_event(
-    events: &mut Vec<Event>,
+    events: &mut VecDeque<Event>,
     group_subs: &mut Vec<GroupSub>,
     stats: &Stats,
     event: zmesh_zre::Event,
@@ -173,7 +173,7 @@ pub(super) fn app_event(
             stats.dropped_events.fetch_add(dropped, Ordering::Relaxed);
         }
     }
-    events.push(event);
+    events.push_back(event);
 }
 
 /// Counts and logs a message an outbox refused; false (the transport's answer to the engine).
@@ -190,7 +190,7 @@ fn refused(stats: &Stats, peer: Uuid, e: &SendError) -> bool {
 /// The application side of the driver: the lossy event queue (ZRE events only) and the
 /// request/reply channels (never lossy: they are bounded by the layer's limits).
 pub(super) struct AppSink<'a> {
-    pub(super) events: &'a mut Vec<Event>,
+    pub(super) events: &'a mut VecDeque<Event>,
     pub(super) group_subs: &'a mut Vec<GroupSub>,
     pub(super) handlers: &'a HashMap<HandlerId, HandlerTx>,
     pub(super) running: &'a mut HashMap<InboundKey, Arc<CancelFlag>>,
