@@ -30,7 +30,7 @@ use atomic_waker::AtomicWaker;
 use uuid::Uuid;
 
 /// Most events the consumer takes out of the shared queue under one lock (see [`EventQueue::pop_into`]).
-pub(crate) const POP_BATCH: usize = 1024;
+pub(crate) const POP_BATCH: usize = 4096;
 
 /// Every this many delivered events, per-peer queues that stayed empty since the previous sweep
 /// are freed, so one burst does not pin its memory for the rest of the session. A queue in use
@@ -254,21 +254,20 @@ impl Inner {
             return 0;
         };
         let k = max.min(queue.events.len());
-        let mut last_was_exit = false;
+        // Whether the run taken ends with an EXIT (it is the last of the session's events).
+        let last_was_exit = matches!(
+            queue.events.get(k.wrapping_sub(1)),
+            Some(Event::Exit { .. })
+        );
         if k == queue.events.len() && out.is_empty() {
             // All of it into an empty `out`: swap the buffers instead of moving each event
             // (the peer's queue keeps `out`'s empty allocation for the next events).
-            last_was_exit = matches!(queue.events.back(), Some(Event::Exit { .. }));
             std::mem::swap(&mut queue.events, out);
         } else if k == queue.events.len() {
             // All of it behind what `out` holds: one block copy.
-            last_was_exit = matches!(queue.events.back(), Some(Event::Exit { .. }));
             out.append(&mut queue.events);
         } else {
-            for event in queue.events.drain(..k) {
-                last_was_exit = matches!(event, Event::Exit { .. });
-                out.push_back(event);
-            }
+            out.extend(queue.events.drain(..k));
         }
         let emptied = queue.events.is_empty();
         self.len -= k;

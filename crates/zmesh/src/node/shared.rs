@@ -160,6 +160,7 @@ impl Transport for Outboxes<'_> {
 /// An event for the application: to the per-group streams it concerns, and into `events`
 /// (handed to the event queue after the flush). [`Sink::event`], and the receive path's direct
 /// hand-over ([`Driver::handle_message_with`]).
+#[inline]
 pub(super) fn app_event(
     events: &mut VecDeque<Event>,
     group_subs: &mut Vec<GroupSub>,

@@ -233,6 +233,35 @@ impl Inbox {
         std::future::poll_fn(|cx| self.poll_recv_into(cx, frames)).await
     }
 
+    /// [`Inbox::recv_into`] if a message or event is ready, without waiting (and, as
+    /// [`Inbox::try_recv`], without registering a waker): the shape for draining a batch after a
+    /// `recv` woke the caller.
+    ///
+    /// Two-frame messages (a protocol header and a body, as ZRE sends) are looked for first.
+    pub fn try_recv_into(&mut self, frames: &mut Frames) -> Option<Received> {
+        if let Some((pair, identity)) = self.fast_pair() {
+            *frames = Frames::from_buf(pair);
+            return Some(Received::Message(identity));
+        }
+        if let Some((body, identity)) = self.fast_body() {
+            *frames = crate::frames![body];
+            return Some(Received::Message(identity));
+        }
+        frames.clear();
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_recv_slow(&mut cx, false) {
+            Poll::Ready(Some(InboxEvent::Message {
+                identity,
+                frames: f,
+            })) => {
+                *frames = f;
+                Some(Received::Message(identity))
+            }
+            Poll::Ready(Some(ev)) => Some(Received::Event(Box::new(ev))),
+            Poll::Ready(None) | Poll::Pending => None,
+        }
+    }
+
     /// Poll form of [`Inbox::recv_into`].
     #[inline]
     pub fn poll_recv_into(
