@@ -411,6 +411,7 @@ impl EventQueue {
 
     /// Waits until at least one event is ready and moves up to `max` of them to `out`; returns
     /// false (and moves nothing) once the stream has ended. Single consumer.
+    #[cfg(test)]
     pub(crate) async fn pop_into(&self, out: &mut VecDeque<Event>, max: usize) -> bool {
         std::future::poll_fn(|cx| self.poll_pop_into(cx, out, max)).await
     }
