@@ -261,6 +261,28 @@ impl<W> Driver<W> {
             });
     }
 
+    /// [`Driver::handle_message_with`] for a two-frame message given as its first frame
+    /// (borrowed) and its second ([`Engine::handle_message_parts_with`]).
+    pub fn handle_message_parts_with(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        first: &[u8],
+        body: Bytes,
+        conn_key: Option<[u8; 32]>,
+        app: impl FnOnce(Event),
+    ) {
+        self.engine
+            .handle_message_parts_with(now, identity, first, body, conn_key, |event| {
+                if is_app_data(&event) {
+                    app(event);
+                    Ok(())
+                } else {
+                    Err(event)
+                }
+            });
+    }
+
     /// The ZRE engine, for queries.
     pub fn engine_ref(&self) -> &Engine {
         &self.engine

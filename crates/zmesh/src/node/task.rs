@@ -370,7 +370,34 @@ impl NodeTask {
             other => self.on_connection_event(other),
         }
         let mut frames = Frames::new();
+        // The common message (a short ZRE frame and one content frame) without a `Bytes` for the
+        // ZRE frame; not in secure mode, whose messages come decrypted the ordinary way.
+        let plain = self.shared.security.is_none();
         for _ in 1..INBOX_BATCH {
+            if plain {
+                let stats = &self.shared.stats;
+                let inbox = if ipc {
+                    &mut self.ipc_inbox
+                } else {
+                    &mut self.inbox
+                };
+                let State {
+                    driver,
+                    pending_events,
+                    group_subs,
+                    ..
+                } = &mut *state;
+                let took = inbox.as_mut().and_then(|i| {
+                    i.try_recv_short_pair(|identity, first, body| {
+                        driver.handle_message_parts_with(now, identity, first, body, None, |e| {
+                            app_event(pending_events, group_subs, stats, e)
+                        })
+                    })
+                });
+                if took.is_some() {
+                    continue;
+                }
+            }
             let inbox = if ipc {
                 &mut self.ipc_inbox
             } else {

@@ -47,6 +47,22 @@ impl ZreMessage {
     }
 }
 
+impl ZreMessage {
+    /// [`ZreMessage::decode_owned`] on two frames given as the ZRE frame (borrowed) and the one
+    /// content frame that followed it.
+    #[inline]
+    pub fn decode_first_and(first: &[u8], body: Bytes) -> Result<(u16, ZreMessage), WireError> {
+        if let [0xAA, 0xA1, ID_WHISPER, VERSION, hi, lo, ..] = *first {
+            let content = Content::single(body);
+            return Ok((
+                u16::from_be_bytes([hi, lo]),
+                ZreMessage::Whisper { content },
+            ));
+        }
+        decode_parts(first, Content::single(body))
+    }
+}
+
 /// Decodes the ZRE frame `first`; `rest` are the frames that followed it (content for
 /// WHISPER/SHOUT, an error for every other message when not empty).
 fn decode_parts(first: &[u8], rest: Content) -> Result<(u16, ZreMessage), WireError> {

@@ -152,3 +152,61 @@ fn handle_message_with_hands_over_data_only_when_nothing_is_pending() {
     );
     assert_eq!(e.stats().messages_received, 5); // HELLO, a, b, c, PING
 }
+
+#[test]
+fn handle_message_parts_with_is_handle_message_with_on_two_frames() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (engine(t0), engine(t0));
+    // Two engines compared with each other: the per-test output contract follows one engine.
+    CONTRACT.with(|k| *k.borrow_mut() = None);
+    let (mut ra, mut rb) = (Remote::new(43), Remote::new(43));
+    ready(&mut a, t0, &mut ra, &["G"], 1);
+    ready(&mut b, t0, &mut rb, &["G"], 1);
+    let content = || vec![Bytes::from_static(b"payload")];
+    let whisper = ZreMessage::Whisper {
+        content: content().into(),
+    };
+    let shout = ZreMessage::Shout {
+        group: "G".into(),
+        content: content().into(),
+    };
+    let mut inputs: Vec<Frames> = Vec::new();
+    for (i, msg) in [whisper.clone(), shout, whisper.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        inputs.push(msg.encode(2 + i as u16).unwrap());
+    }
+    // A PING with a content frame (malformed), a bad signature, then a gap (sequence 9).
+    let mut ping = ZreMessage::Ping.encode(5).unwrap();
+    ping.push(Bytes::from_static(b"extra"));
+    inputs.push(ping);
+    inputs.push(
+        [
+            Bytes::from_static(&[0xAB, 0xA1, 2, 2, 0, 5]),
+            content()[0].clone(),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    inputs.push(whisper.encode(9).unwrap());
+    for frames in inputs {
+        assert_eq!(frames.len(), 2);
+        let id = routing_id(&ra.uuid);
+        let mut got_a = None;
+        a.handle_message_with(t0, &id, frames.clone(), None, |e| {
+            got_a = Some(e);
+            Ok(())
+        });
+        let mut got_b = None;
+        b.handle_message_parts_with(t0, &id, &frames[0], frames[1].clone(), None, |e| {
+            got_b = Some(e);
+            Ok(())
+        });
+        assert_eq!(got_a, got_b);
+        assert_eq!(drain(&mut a), drain(&mut b));
+        assert_eq!(a.stats(), b.stats());
+    }
+    assert_eq!(a.stats().malformed, 2);
+    assert_eq!(a.stats().sequence_gaps, 1);
+}
