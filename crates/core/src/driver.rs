@@ -236,6 +236,53 @@ impl<W> Driver<W> {
         &mut self.engine
     }
 
+    /// One message from the inbox ([`Engine::handle_message_with_key`]), with application data
+    /// (a WHISPER or SHOUT that is not layer traffic) handed to `app` at once when nothing is
+    /// pending ahead of it, instead of passing through the engine's outputs and
+    /// [`Driver::flush`] to [`Sink::event`]: `app` must do what the sink's `event` does. Every
+    /// other event and output waits for the flush, as with the engine's own method, and order
+    /// is kept: an event is only handed over directly while no output is pending.
+    pub fn handle_message_with(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        frames: Frames,
+        conn_key: Option<[u8; 32]>,
+        app: impl FnOnce(Event),
+    ) {
+        self.engine
+            .handle_message_with(now, identity, frames, conn_key, |event| {
+                if is_app_data(&event) {
+                    app(event);
+                    Ok(())
+                } else {
+                    Err(event)
+                }
+            });
+    }
+
+    /// [`Driver::handle_message_with`] for a two-frame message given as its first frame
+    /// (borrowed) and its second ([`Engine::handle_message_parts_with`]).
+    pub fn handle_message_parts_with(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        first: &[u8],
+        body: Bytes,
+        conn_key: Option<[u8; 32]>,
+        app: impl FnOnce(Event),
+    ) {
+        self.engine
+            .handle_message_parts_with(now, identity, first, body, conn_key, |event| {
+                if is_app_data(&event) {
+                    app(event);
+                    Ok(())
+                } else {
+                    Err(event)
+                }
+            });
+    }
+
     /// The ZRE engine, for queries.
     pub fn engine_ref(&self) -> &Engine {
         &self.engine
@@ -455,9 +502,7 @@ impl<W> Driver<W> {
     fn route(&mut self, now: &mut impl FnMut() -> Instant, event: Event, sink: &mut impl Sink<W>) {
         match &event {
             // The hot path: application data touches no layer and reads no clock.
-            Event::Whisper { content, .. } | Event::Shout { content, .. }
-                if !(content.len() == 1 && envelope::is_envelope(&content[0])) =>
-            {
+            Event::Whisper { .. } | Event::Shout { .. } if is_app_data(&event) => {
                 sink.event(event);
                 return;
             }
@@ -548,3 +593,14 @@ mod tests;
 
 #[cfg(test)]
 mod routes_tests;
+
+/// A WHISPER or SHOUT for the application: not layer traffic (one frame with the envelope's
+/// magic prefix), so no layer sees it.
+fn is_app_data(event: &Event) -> bool {
+    match event {
+        Event::Whisper { content, .. } | Event::Shout { content, .. } => {
+            !(content.len() == 1 && envelope::is_envelope(&content[0]))
+        }
+        _ => false,
+    }
+}

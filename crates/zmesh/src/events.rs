@@ -30,7 +30,7 @@ use atomic_waker::AtomicWaker;
 use uuid::Uuid;
 
 /// Most events the consumer takes out of the shared queue under one lock (see [`EventQueue::pop_into`]).
-pub(crate) const POP_BATCH: usize = 128;
+pub(crate) const POP_BATCH: usize = 4096;
 
 /// Every this many delivered events, per-peer queues that stayed empty since the previous sweep
 /// are freed, so one burst does not pin its memory for the rest of the session. A queue in use
@@ -108,7 +108,87 @@ struct PeerQueue {
     used: bool,
 }
 
+/// ENTER and EXIT are never dropped (module docs).
+fn is_essential(event: &Event) -> bool {
+    matches!(event, Event::Enter { .. } | Event::Exit { .. })
+}
+
 impl Inner {
+    /// The peer whose events `events` all are, if [`Inner::append_run`] can queue them: they
+    /// fit, so event-by-event pushes would queue every one of them in order (no drop, no STOP)
+    /// — the usual case of a stream from one peer that the application keeps up with.
+    fn single_run(&self, capacity: usize, events: &VecDeque<Event>) -> Option<Uuid> {
+        if self.len + events.len() > capacity {
+            return None;
+        }
+        let peer = events.front()?.peer()?;
+        events
+            .iter()
+            .all(|e| e.peer() == Some(peer))
+            .then_some(peer)
+    }
+
+    /// Queues all of `events` (see [`Inner::single_run`]) in one go: an empty peer queue swaps
+    /// buffers with `events`, a non-empty one takes them with one block copy; nothing is
+    /// handled event by event.
+    fn append_run(&mut self, peer: Uuid, events: &mut VecDeque<Event>) {
+        let queue = self.per_peer.entry(peer).or_default();
+        queue.used = true;
+        self.len += events.len();
+        if queue.events.is_empty() {
+            self.ring.push_back(peer);
+            std::mem::swap(&mut queue.events, events);
+        } else {
+            queue.events.append(events);
+        }
+    }
+
+    /// Queues every event of `events` in order (emptying it), each as [`Inner::push`] would;
+    /// returns how many were dropped. A run of one peer's droppable events (a stream of
+    /// WHISPERs) finds the peer's queue once instead of once per event.
+    fn push_runs(&mut self, capacity: usize, events: &mut VecDeque<Event>) -> usize {
+        let mut dropped = 0;
+        let mut it = events.drain(..).peekable();
+        while let Some(event) = it.next() {
+            let peer = match event.peer() {
+                Some(peer) if !is_essential(&event) => peer,
+                _ => {
+                    dropped += usize::from(!self.push(capacity, event));
+                    continue;
+                }
+            };
+            let Inner {
+                per_peer,
+                ring,
+                len,
+                ..
+            } = self;
+            let queue = per_peer.entry(peer).or_default();
+            queue.used = true;
+            let queue = &mut queue.events;
+            let mut next = Some(event);
+            while let Some(event) = next {
+                let held = queue.len();
+                // The fairness rule of `push`.
+                let fair = *len < capacity || {
+                    let active = ring.len() + usize::from(held == 0);
+                    held < (capacity / active.max(1)).max(1)
+                };
+                if fair {
+                    if held == 0 {
+                        ring.push_back(peer);
+                    }
+                    queue.push_back(event);
+                    *len += 1;
+                } else {
+                    dropped += 1;
+                }
+                next = it.next_if(|e| e.peer() == Some(peer) && !is_essential(e));
+            }
+        }
+        dropped
+    }
+
     /// Queues one event unless the fairness rule drops it (module docs); false when dropped.
     fn push(&mut self, capacity: usize, event: Event) -> bool {
         if let Event::Stop { .. } = event {
@@ -118,7 +198,7 @@ impl Inner {
         let Some(peer) = event.peer() else {
             return false; // only STOP has no peer, and it was handled above
         };
-        let essential = matches!(event, Event::Enter { .. } | Event::Exit { .. });
+        let essential = is_essential(&event);
         let Inner {
             per_peer,
             ring,
@@ -174,10 +254,20 @@ impl Inner {
             return 0;
         };
         let k = max.min(queue.events.len());
-        let mut last_was_exit = false;
-        for event in queue.events.drain(..k) {
-            last_was_exit = matches!(event, Event::Exit { .. });
-            out.push_back(event);
+        // Whether the run taken ends with an EXIT (it is the last of the session's events).
+        let last_was_exit = matches!(
+            queue.events.get(k.wrapping_sub(1)),
+            Some(Event::Exit { .. })
+        );
+        if k == queue.events.len() && out.is_empty() {
+            // All of it into an empty `out`: swap the buffers instead of moving each event
+            // (the peer's queue keeps `out`'s empty allocation for the next events).
+            std::mem::swap(&mut queue.events, out);
+        } else if k == queue.events.len() {
+            // All of it behind what `out` holds: one block copy.
+            out.append(&mut queue.events);
+        } else {
+            out.extend(queue.events.drain(..k));
         }
         let emptied = queue.events.is_empty();
         self.len -= k;
@@ -223,13 +313,13 @@ impl EventQueue {
     /// Queues an event; returns `false` if it was dropped by the fairness rule (or after close).
     #[cfg(test)]
     pub(crate) fn push(&self, event: Event) -> bool {
-        let mut one = vec![event];
+        let mut one = VecDeque::from([event]);
         self.push_all(&mut one) == 0
     }
 
     /// Queues every event of `events` in order (emptying it) under one lock, with one wake-up of
     /// the consumer. Returns how many were dropped by the fairness rule (all of them after close).
-    pub(crate) fn push_all(&self, events: &mut Vec<Event>) -> usize {
+    pub(crate) fn push_all(&self, events: &mut VecDeque<Event>) -> usize {
         if events.is_empty() {
             return 0;
         }
@@ -239,12 +329,12 @@ impl EventQueue {
             events.clear();
             return n;
         }
-        let mut dropped = 0;
-        for event in events.drain(..) {
-            if !inner.push(self.capacity, event) {
-                dropped += 1;
-            }
-        }
+        let dropped = if let Some(peer) = inner.single_run(self.capacity, events) {
+            inner.append_run(peer, events);
+            0
+        } else {
+            inner.push_runs(self.capacity, events)
+        };
         drop(inner);
         self.waker.wake();
         dropped
@@ -321,6 +411,7 @@ impl EventQueue {
 
     /// Waits until at least one event is ready and moves up to `max` of them to `out`; returns
     /// false (and moves nothing) once the stream has ended. Single consumer.
+    #[cfg(test)]
     pub(crate) async fn pop_into(&self, out: &mut VecDeque<Event>, max: usize) -> bool {
         std::future::poll_fn(|cx| self.poll_pop_into(cx, out, max)).await
     }
@@ -542,5 +633,59 @@ mod tests {
         }
         assert_eq!(q.try_pop_into(&mut out, 10), Ok(2));
         assert!(q.lock().per_peer.is_empty(), "ended session's queue kept");
+    }
+
+    /// Batches pushed together (runs of one peer's events share one queue lookup) give exactly
+    /// what event-by-event pushes give: the same drops and the same events out, in order, with
+    /// the queue full or not, and across the whole-buffer hand-over of a single peer's run.
+    #[test]
+    fn batched_pushes_match_event_by_event_pushes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        for _ in 0..200 {
+            let capacity = rng.gen_range(1..12);
+            let (batched, single) = (EventQueue::new(capacity), EventQueue::new(capacity));
+            let (mut out_b, mut out_s) = (VecDeque::new(), VecDeque::new());
+            for i in 0..rng.gen_range(1..40) {
+                let batch: VecDeque<Event> = (0..rng.gen_range(0..20))
+                    .map(|k| {
+                        let p = Uuid::from_u128(rng.gen_range(1..4));
+                        match rng.gen_range(0..10) {
+                            0 => Event::Enter {
+                                peer: p,
+                                name: "p".into(),
+                                headers: vec![],
+                                endpoint: "e".into(),
+                            },
+                            1 => Event::Exit {
+                                peer: p,
+                                name: "p".into(),
+                            },
+                            _ => whisper(p, i * 100 + k),
+                        }
+                    })
+                    .collect();
+                let dropped_single = batch
+                    .iter()
+                    .filter(|e| !single.lock().push(capacity, (*e).clone()))
+                    .count();
+                assert_eq!(batched.push_all(&mut batch.clone()), dropped_single);
+                let max = rng.gen_range(1..6);
+                assert_eq!(
+                    batched.try_pop_into(&mut out_b, max),
+                    single.try_pop_into(&mut out_s, max)
+                );
+            }
+            while let (Ok(a), Ok(b)) = (
+                batched.try_pop_into(&mut out_b, 1000),
+                single.try_pop_into(&mut out_s, 1000),
+            ) {
+                assert_eq!(a, b);
+                if a == 0 {
+                    break;
+                }
+            }
+            assert_eq!(out_b, out_s);
+        }
     }
 }

@@ -233,6 +233,35 @@ impl FrameDecoder {
         Some([a, b])
     }
 
+    /// [`FrameDecoder::decode_data_pair`] for a first frame of at most [`SHORT_FIRST`] bytes,
+    /// handed over as a copy (`first` is filled and its length returned) instead of a `Bytes`:
+    /// only the second frame is split off the read buffer, so the message costs one reference
+    /// count on the buffer instead of two. `None` (nothing consumed) whenever `decode_data_pair`
+    /// would return `None`, or the first frame is longer.
+    #[inline]
+    pub fn decode_data_pair_short(
+        &mut self,
+        buf: &mut BytesMut,
+        limit: usize,
+        first: &mut [u8; SHORT_FIRST],
+    ) -> Option<(usize, Bytes)> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let (h1, n1) = self.data_header(buf, 0, FLAG_MORE)?;
+        if n1 > SHORT_FIRST {
+            return None;
+        }
+        let second = h1 + n1;
+        let (h2, n2) = self.data_header(buf, second, 0)?;
+        if buf.len() - second - h2 < n2 || (n1 + 32) + (n2 + 32) > limit.saturating_add(32) {
+            return None;
+        }
+        first[..n1].copy_from_slice(&buf[h1..second]);
+        buf.advance(second + h2);
+        Some((n1, buf.split_to(n2).freeze()))
+    }
+
     /// The header at `at` of a data frame whose flags are exactly `more` (plus LONG), within the
     /// size limit and whose header is complete: (header length, body length). For the first frame
     /// of a pair the body must be complete too (the second header follows it).
@@ -265,6 +294,9 @@ impl FrameDecoder {
         }
     }
 }
+
+/// Longest first frame [`FrameDecoder::decode_data_pair_short`] hands over as a copy.
+pub const SHORT_FIRST: usize = 64;
 
 /// Flags octet for a frame.
 fn flags(more: bool, command: bool, len: usize) -> u8 {

@@ -6,13 +6,13 @@
 //! single `read_buf` / `write_vectored` call, which is cancel-safe (either it completed or nothing
 //! happened), so no partial state is lost when another branch wins.
 
-use crate::codec::{check_greeting_prefix, encode_frame_header, Command, FrameDecoder};
+use crate::codec::{check_greeting_prefix, encode_frame_header, Command, FrameDecoder, FLAG_MORE};
 use crate::codec::{Greeting, Metadata, GREETING_LEN};
 use crate::endpoint::Endpoint;
 use crate::error::HandshakeError;
 use crate::mechanism::Mechanism;
 use crate::Frames;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -168,6 +168,14 @@ impl OutBuf {
         self.staging.clear();
     }
 
+    /// Everything queued, in order, as one buffer (tests compare encodings with it).
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        v.extend_from_slice(&self.staging);
+        v
+    }
+
     /// Bytes queued.
     pub(crate) fn len(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum::<usize>() + self.staging.len()
@@ -199,6 +207,32 @@ impl OutBuf {
     pub(crate) fn push_plain(&mut self, frames: &Frames) {
         let n = frames.len();
         for (i, body) in frames.iter().enumerate() {
+            self.push_frame(i + 1 < n, false, body);
+        }
+    }
+
+    /// Queue a message given as a short first frame (copied; at most 255 bytes) and the frames
+    /// that follow it, as plain ZMTP frames: the same bytes as [`OutBuf::push_plain`] on the
+    /// whole message. A small message (the common one: a ZRE header and one small content
+    /// frame) takes one reservation for all of its bytes.
+    pub(crate) fn push_parts(&mut self, first: &[u8], rest: &[Bytes]) {
+        debug_assert!(first.len() <= 255);
+        let more = if rest.is_empty() { 0 } else { FLAG_MORE };
+        if let [one] = rest {
+            if one.len() <= 255 {
+                self.staging.reserve(4 + first.len() + one.len());
+                self.staging.put_slice(&[more, first.len() as u8]);
+                self.staging.put_slice(first);
+                self.staging.put_slice(&[0, one.len() as u8]);
+                self.staging.put_slice(one);
+                return;
+            }
+        }
+        self.staging.reserve(2 + first.len());
+        self.staging.put_slice(&[more, first.len() as u8]);
+        self.staging.put_slice(first);
+        let n = rest.len();
+        for (i, body) in rest.iter().enumerate() {
             self.push_frame(i + 1 < n, false, body);
         }
     }

@@ -366,6 +366,44 @@ proptest! {
         }
     }
 
+    /// The short-first-frame pair path takes exactly what the pair path takes, whenever the
+    /// first frame is at most `SHORT_FIRST` bytes, hands it over as a copy, and otherwise
+    /// declines without consuming anything.
+    #[test]
+    fn short_pair_agrees_with_pair(
+        frames in prop::collection::vec(arb_frame(), 0..6),
+        cut in 0usize..2000,
+        max in 0usize..512,
+        limit in 0usize..600,
+    ) {
+        use zmesh_zmtp::codec::SHORT_FIRST;
+        let mut wire = BytesMut::new();
+        for (more, command, body) in &frames {
+            zmesh_zmtp::encode_frame(*more, *command, body, &mut wire);
+        }
+        let wire = wire.split_to(cut.min(wire.len()));
+        let (mut short_buf, mut pair_buf) = (wire.clone(), wire);
+        let (mut short, mut pair) = (FrameDecoder::new(max), FrameDecoder::new(max));
+        let mut first = [0u8; SHORT_FIRST];
+        let before = short_buf.len();
+        match (
+            short.decode_data_pair_short(&mut short_buf, limit, &mut first),
+            pair.decode_data_pair(&mut pair_buf, limit),
+        ) {
+            (Some((n, body)), Some([a, b])) => {
+                prop_assert_eq!(&first[..n], &a[..]);
+                prop_assert_eq!(body, b);
+                prop_assert_eq!(short_buf.len(), pair_buf.len());
+            }
+            (None, Some([a, _])) => {
+                prop_assert!(a.len() > SHORT_FIRST);
+                prop_assert_eq!(short_buf.len(), before, "declining consumes nothing");
+            }
+            (None, None) => prop_assert_eq!(short_buf.len(), before),
+            (Some(_), None) => prop_assert!(false, "short path took what the pair path declines"),
+        }
+    }
+
     #[test]
     fn commands_roundtrip(name in "[A-Z]{1,12}", props in prop::collection::vec(("[A-Za-z-]{1,20}", prop::collection::vec(any::<u8>(), 0..40)), 0..5), ctx in prop::collection::vec(any::<u8>(), 0..=16), ttl in any::<u16>()) {
         let meta = Metadata(props.into_iter().map(|(n, v)| (n, Bytes::from(v))).collect());

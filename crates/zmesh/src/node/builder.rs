@@ -590,7 +590,7 @@ impl NodeBuilder {
                 driver,
                 outboxes: UuidMap::default(),
                 events: events.clone(),
-                pending_events: Vec::new(),
+                pending_events: std::collections::VecDeque::new(),
                 group_subs: Vec::new(),
                 event_capacity: self.event_capacity,
                 handlers: HashMap::new(),

@@ -292,11 +292,9 @@ impl Node {
     pub fn whisper(&self, peer: Uuid, content: impl Into<Content>) -> Result<(), Error> {
         let content = content.into();
         check_content(&content)?;
-        let (r, failed) = self
-            .shared()
-            .command(|d| d.engine().whisper(peer, content))?;
+        let (r, overflow) = self.shared().whisper(peer, &content)?;
         r?;
-        if failed.contains(&peer) {
+        if overflow {
             return Err(Error::PeerOverflow(peer));
         }
         Ok(())
@@ -496,8 +494,9 @@ impl Node {
 
 /// The node's events, in order. Ends (returns `None`) after the STOP event.
 ///
-/// Events are taken from the node's shared queue in small batches (one lock per batch, not per
-/// event) into a buffer owned by this handle; the batch is taken in the queue's fair order.
+/// Events are taken from the node's shared queue in batches (one lock per batch of up to 4,096,
+/// not per event) into a buffer owned by this handle; the batch is taken in the queue's fair
+/// order.
 #[derive(Debug)]
 pub struct Events {
     queue: Arc<EventQueue>,
@@ -509,15 +508,7 @@ impl Stream for Events {
     type Item = Event;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        let this = self.get_mut();
-        if let Some(event) = this.ready.pop_front() {
-            return Poll::Ready(Some(event));
-        }
-        match this.queue.poll_pop_into(cx, &mut this.ready, POP_BATCH) {
-            Poll::Ready(true) => Poll::Ready(this.ready.pop_front()),
-            Poll::Ready(false) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        self.get_mut().poll_recv(cx)
     }
 }
 
@@ -531,15 +522,23 @@ impl Events {
 
     /// Waits for the next event. Cancel-safe. Events of one peer come in order; different peers'
     /// events are interleaved fairly (round-robin across peers, see the `Node` docs).
-    pub async fn recv(&mut self) -> Option<Event> {
+    ///
+    /// (A plain future over [`Events::poll_recv`] rather than an `async fn`: an event already
+    /// taken from the queue costs one `pop_front`, with no nested future state per call.)
+    pub fn recv(&mut self) -> impl std::future::Future<Output = Option<Event>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
+    }
+
+    /// The next event if one is ready; otherwise registers `cx` to be woken when one comes.
+    /// Cancel-safe: events are only moved into `ready`, which belongs to this handle.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         if let Some(event) = self.ready.pop_front() {
-            return Some(event);
+            return Poll::Ready(Some(event));
         }
-        // Cancel-safe: events are only moved into `ready`, which outlives this future.
-        if self.queue.pop_into(&mut self.ready, POP_BATCH).await {
-            self.ready.pop_front()
-        } else {
-            None
+        match self.queue.poll_pop_into(cx, &mut self.ready, POP_BATCH) {
+            Poll::Ready(true) => Poll::Ready(self.ready.pop_front()),
+            Poll::Ready(false) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -2,7 +2,7 @@
 //! of the driver: real outboxes as its [`Transport`], the event queue and request channels as its
 //! [`Sink`]. Everything protocol-shaped happens in [`Driver`]; this module only moves bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -62,7 +62,7 @@ pub(super) struct State {
     /// The application's event queue; closed once the node has stopped.
     pub(super) events: Arc<EventQueue>,
     /// Events of the current flush, handed to `events` together (one lock, one wake-up).
-    pub(super) pending_events: Vec<Event>,
+    pub(super) pending_events: VecDeque<Event>,
     /// Per-group event streams.
     pub(super) group_subs: Vec<GroupSub>,
     /// Capacity of the event queue (and of each group stream).
@@ -144,15 +144,7 @@ impl Transport for Outboxes<'_> {
         };
         match outbox.try_send(frames) {
             Ok(()) => true,
-            Err(e) => {
-                let why = match e {
-                    SendError::Full(_) => "queue full",
-                    SendError::Closed(_) => "closed",
-                };
-                debug!(%peer, why, "message to peer not queued; dropping peer");
-                self.stats.send_failures.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+            Err(e) => refused(self.stats, peer, &e),
         }
     }
 
@@ -165,10 +157,41 @@ impl Transport for Outboxes<'_> {
     }
 }
 
+/// An event for the application: to the per-group streams it concerns, and into `events`
+/// (handed to the event queue after the flush). [`Sink::event`], and the receive path's direct
+/// hand-over ([`Driver::handle_message_with`]).
+#[inline]
+pub(super) fn app_event(
+    events: &mut VecDeque<Event>,
+    group_subs: &mut Vec<GroupSub>,
+    stats: &Stats,
+    event: zmesh_zre::Event,
+) {
+    let event: Event = event.into();
+    if !group_subs.is_empty() {
+        let dropped = fan_out(group_subs, &event);
+        if dropped > 0 {
+            stats.dropped_events.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+    events.push_back(event);
+}
+
+/// Counts and logs a message an outbox refused; false (the transport's answer to the engine).
+fn refused(stats: &Stats, peer: Uuid, e: &SendError) -> bool {
+    let why = match e {
+        SendError::Full(_) => "queue full",
+        SendError::Closed(_) => "closed",
+    };
+    debug!(%peer, why, "message to peer not queued; dropping peer");
+    stats.send_failures.fetch_add(1, Ordering::Relaxed);
+    false
+}
+
 /// The application side of the driver: the lossy event queue (ZRE events only) and the
 /// request/reply channels (never lossy: they are bounded by the layer's limits).
 pub(super) struct AppSink<'a> {
-    pub(super) events: &'a mut Vec<Event>,
+    pub(super) events: &'a mut VecDeque<Event>,
     pub(super) group_subs: &'a mut Vec<GroupSub>,
     pub(super) handlers: &'a HashMap<HandlerId, HandlerTx>,
     pub(super) running: &'a mut HashMap<InboundKey, Arc<CancelFlag>>,
@@ -184,17 +207,7 @@ pub(super) struct AppSink<'a> {
 
 impl Sink<Waiter> for AppSink<'_> {
     fn event(&mut self, event: zmesh_zre::Event) {
-        let event: Event = event.into();
-        if !self.group_subs.is_empty() {
-            let dropped = fan_out(self.group_subs, &event);
-            if dropped > 0 {
-                self.shared
-                    .stats
-                    .dropped_events
-                    .fetch_add(dropped, Ordering::Relaxed);
-            }
-        }
-        self.events.push(event);
+        app_event(self.events, self.group_subs, &self.shared.stats, event);
     }
 
     fn reqrep(&mut self, delivery: reqrep::Delivery<Waiter>) {
@@ -381,6 +394,13 @@ impl Shared {
             return Err(Error::Stopped);
         }
         let r = f(&mut state);
+        let failed = self.flush_after_command(state);
+        Ok((r, failed))
+    }
+
+    /// The end of every command: flush, then wake the node task if the command moved the
+    /// earliest deadline earlier than the one its timer is armed for.
+    fn flush_after_command(self: &Arc<Self>, mut state: MutexGuard<'_, State>) -> Vec<Uuid> {
         let failed = self.flush(&mut state, None);
         // Only a layer's deadline can move earlier through a command (the engine's only ever
         // move later on a send), and it is cheap to read; a WHISPER finds none.
@@ -394,7 +414,48 @@ impl Shared {
         if wake {
             self.wake.notify_one();
         }
-        Ok((r, failed))
+        failed
+    }
+
+    /// WHISPER, the application's hot path: under one lock the engine numbers the message and
+    /// it is encoded straight into the peer's outbox ([`Engine::whisper_with`]), with no output
+    /// queued, no frame built and no flush. Only if the engine has outputs afterwards (some were
+    /// pending, so the message queued behind them; or the outbox refused it and the peer was
+    /// removed) does the ordinary end of a command run. Returns the engine's answer and whether
+    /// the peer's outbox refused the message.
+    ///
+    /// [`Engine::whisper_with`]: zmesh_zre::Engine::whisper_with
+    pub(super) fn whisper(
+        self: &Arc<Self>,
+        peer: Uuid,
+        content: &[Bytes],
+    ) -> Result<(Result<(), zmesh_zre::EngineError>, bool), Error> {
+        let mut state = self.lock();
+        if state.stopped {
+            return Err(Error::Stopped);
+        }
+        let mut overflow = false;
+        let State {
+            driver, outboxes, ..
+        } = &mut *state;
+        let r = driver
+            .engine()
+            .whisper_with(peer, content, |peer, header, content| {
+                let Some(outbox) = outboxes.get(&peer) else {
+                    return true;
+                };
+                match outbox.try_send_parts(header, content) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        overflow = true;
+                        refused(&self.stats, peer, &e)
+                    }
+                }
+            });
+        if state.driver.engine_ref().has_output() {
+            overflow |= self.flush_after_command(state).contains(&peer);
+        }
+        Ok((r, overflow))
     }
 
     /// Runs network input or a timer tick on the driver and flushes its outputs, for the node

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use zmesh_zmtp::{Inbox, InboxEvent, Outbox};
+use zmesh_zmtp::{Frames, Identity, Inbox, InboxEvent, Outbox, Received};
 
-use super::shared::{Shared, State};
+use super::shared::{app_event, Shared, State};
 use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
 use crate::discovery::endpoint_of;
@@ -358,52 +358,109 @@ impl NodeTask {
     }
 
     /// Events of the TCP inbox, or of the same-host one (`ipc`).
+    /// `first`, then up to [`INBOX_BATCH`] in all of what the inbox has ready (read into one
+    /// reused frame buffer: no inbox event is built per message), under one lock and one flush.
     fn on_inbox(&mut self, first: InboxEvent, ipc: bool) {
         let now = Instant::now();
         let mut state = self.shared.lock();
-        let mut next = Some(first);
-        let mut handled = 0;
-        while let Some(event) = next {
-            match event {
-                InboxEvent::Message { identity, frames } => {
-                    // Secure mode: the key the inbox authenticated for this message's connection.
-                    let inbox = if ipc { &self.ipc_inbox } else { &self.inbox };
-                    let key = match (&self.shared.security, inbox) {
-                        (Some(_), Some(inbox)) => inbox.peer_key(&identity).map(|k| *k.as_bytes()),
-                        _ => None,
-                    };
-                    state
-                        .driver
-                        .engine()
-                        .handle_message_with_key(now, &identity, frames, key);
-                }
-                InboxEvent::Accepted { peer, peer_key, .. } => {
-                    debug!(%peer, key = ?peer_key, "peer connected to inbox")
-                }
-                InboxEvent::HandshakeFailed { peer, reason } => {
-                    self.shared
-                        .stats
-                        .handshake_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    debug!(%peer, %reason, "inbox handshake failed");
-                }
-                InboxEvent::Disconnected { peer, reason, .. } => {
-                    debug!(%peer, %reason, "peer disconnected from inbox")
-                }
+        match first {
+            InboxEvent::Message { identity, frames } => {
+                self.on_message(&mut state, now, ipc, &identity, frames)
             }
-            handled += 1;
-            next = if handled < INBOX_BATCH {
+            other => self.on_connection_event(other),
+        }
+        let mut frames = Frames::new();
+        // The common message (a short ZRE frame and one content frame) without a `Bytes` for the
+        // ZRE frame; not in secure mode, whose messages come decrypted the ordinary way.
+        let plain = self.shared.security.is_none();
+        for _ in 1..INBOX_BATCH {
+            if plain {
+                let stats = &self.shared.stats;
                 let inbox = if ipc {
                     &mut self.ipc_inbox
                 } else {
                     &mut self.inbox
                 };
-                inbox.as_mut().and_then(|i| i.try_recv())
+                let State {
+                    driver,
+                    pending_events,
+                    group_subs,
+                    ..
+                } = &mut *state;
+                let took = inbox.as_mut().and_then(|i| {
+                    i.try_recv_short_pair(|identity, first, body| {
+                        driver.handle_message_parts_with(now, identity, first, body, None, |e| {
+                            app_event(pending_events, group_subs, stats, e)
+                        })
+                    })
+                });
+                if took.is_some() {
+                    continue;
+                }
+            }
+            let inbox = if ipc {
+                &mut self.ipc_inbox
             } else {
-                None
+                &mut self.inbox
             };
+            match inbox.as_mut().and_then(|i| i.try_recv_into(&mut frames)) {
+                Some(Received::Message(identity)) => {
+                    let taken = std::mem::take(&mut frames);
+                    self.on_message(&mut state, now, ipc, &identity, taken);
+                }
+                Some(Received::Event(event)) => self.on_connection_event(*event),
+                None => break,
+            }
         }
         self.shared.flush(&mut state, None);
+    }
+
+    /// One message from an inbox. Application data goes straight to the events of this batch
+    /// (handed to the queue at the flush that ends the batch); the rest waits for the flush.
+    fn on_message(
+        &self,
+        state: &mut State,
+        now: Instant,
+        ipc: bool,
+        identity: &Identity,
+        frames: Frames,
+    ) {
+        // Secure mode: the key the inbox authenticated for this message's connection.
+        let inbox = if ipc { &self.ipc_inbox } else { &self.inbox };
+        let key = match (&self.shared.security, inbox) {
+            (Some(_), Some(inbox)) => inbox.peer_key(identity).map(|k| *k.as_bytes()),
+            _ => None,
+        };
+        let State {
+            driver,
+            pending_events,
+            group_subs,
+            ..
+        } = state;
+        let stats = &self.shared.stats;
+        driver.handle_message_with(now, identity, frames, key, |event| {
+            app_event(pending_events, group_subs, stats, event)
+        });
+    }
+
+    /// An inbox event other than a message: logged and counted.
+    fn on_connection_event(&self, event: InboxEvent) {
+        match event {
+            InboxEvent::Message { .. } => {}
+            InboxEvent::Accepted { peer, peer_key, .. } => {
+                debug!(%peer, key = ?peer_key, "peer connected to inbox")
+            }
+            InboxEvent::HandshakeFailed { peer, reason } => {
+                self.shared
+                    .stats
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %reason, "inbox handshake failed");
+            }
+            InboxEvent::Disconnected { peer, reason, .. } => {
+                debug!(%peer, %reason, "peer disconnected from inbox")
+            }
+        }
     }
 
     fn on_sighting(&mut self, sighting: Sighting) {

@@ -55,6 +55,21 @@ impl Live {
     /// complete in the read buffer within `limit` (a ZRE message between zmesh nodes); like
     /// [`Live::buffered_body`], anything else is left to [`Live::poll`].
     #[inline]
+    pub(super) fn buffered_pair_short(
+        &mut self,
+        limit: usize,
+        first: &mut [u8; crate::codec::SHORT_FIRST],
+    ) -> Option<(usize, bytes::Bytes)> {
+        if self.c.transform || !self.partial.is_empty() {
+            return None;
+        }
+        self.c
+            .dec
+            .decode_data_pair_short(&mut self.c.rbuf, limit, first)
+    }
+
+    /// [`Live::buffered_pair`] with the first frame copied out (see
+    /// [`crate::codec::FrameDecoder::decode_data_pair_short`]).
     pub(super) fn buffered_pair(&mut self, limit: usize) -> Option<[bytes::Bytes; 2]> {
         if self.c.transform || !self.partial.is_empty() {
             return None;

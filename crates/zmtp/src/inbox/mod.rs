@@ -233,6 +233,59 @@ impl Inbox {
         std::future::poll_fn(|cx| self.poll_recv_into(cx, frames)).await
     }
 
+    /// [`Inbox::recv_into`] if a message or event is ready, without waiting (and, as
+    /// [`Inbox::try_recv`], without registering a waker): the shape for draining a batch after a
+    /// `recv` woke the caller.
+    ///
+    /// Two-frame messages (a protocol header and a body, as ZRE sends) are looked for first.
+    pub fn try_recv_into(&mut self, frames: &mut Frames) -> Option<Received> {
+        if let Some((pair, identity)) = self.fast_pair() {
+            *frames = Frames::from_buf(pair);
+            return Some(Received::Message(identity));
+        }
+        if let Some((body, identity)) = self.fast_body() {
+            *frames = crate::frames![body];
+            return Some(Received::Message(identity));
+        }
+        frames.clear();
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_recv_slow(&mut cx, false) {
+            Poll::Ready(Some(InboxEvent::Message {
+                identity,
+                frames: f,
+            })) => {
+                *frames = f;
+                Some(Received::Message(identity))
+            }
+            Poll::Ready(Some(ev)) => Some(Received::Event(Box::new(ev))),
+            Poll::Ready(None) | Poll::Pending => None,
+        }
+    }
+
+    /// The fast path of [`Inbox::try_recv_into`] for a protocol whose messages are a short
+    /// header frame and a body (ZRE): if the connection whose turn it is has a whole two-frame
+    /// data message buffered whose first frame is at most [`SHORT_FIRST`] bytes, calls `f` with
+    /// the sender's identity, the first frame (borrowed) and the second, and returns its result.
+    /// Otherwise `None`, nothing is consumed, and the caller takes [`Inbox::try_recv_into`],
+    /// which delivers the same message the ordinary way. Only the body is split off the read
+    /// buffer: one reference count per message instead of two, and no `Bytes` for the header.
+    ///
+    /// [`SHORT_FIRST`]: crate::codec::SHORT_FIRST
+    #[inline]
+    pub fn try_recv_short_pair<R>(
+        &mut self,
+        f: impl FnOnce(&Identity, &[u8], bytes::Bytes) -> R,
+    ) -> Option<R> {
+        let (true, Some((slot, budget @ 2..))) = (self.pending.is_empty(), self.current) else {
+            return None;
+        };
+        let live = self.conns[slot].as_mut()?;
+        let mut first = [0u8; crate::codec::SHORT_FIRST];
+        let (n, body) = live.buffered_pair_short(self.max_frame_size, &mut first)?;
+        self.current = Some((slot, budget - 1));
+        Some(f(&live.identity, &first[..n], body))
+    }
+
     /// Poll form of [`Inbox::recv_into`].
     #[inline]
     pub fn poll_recv_into(

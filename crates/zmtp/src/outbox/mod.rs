@@ -39,6 +39,7 @@ pub use writer::OutboxWriter;
 use self::queue::{msg_size, Queue, QueueLock, Segment, Shared};
 use self::send::{until_room, Refused, SendFuture};
 use self::task::run;
+use crate::conn::OutBuf;
 use crate::endpoint::Endpoint;
 use crate::error::{SendError, TransportError};
 use crate::mechanism::MechanismConfig;
@@ -195,13 +196,31 @@ impl Outbox {
             .map_err(|r| r.hand_back(frames))
     }
 
-    /// Queue (or write directly) the message in `frames`; it is taken out of `frames` only when
-    /// it is queued whole (transforming mechanisms), otherwise encoded from there.
-    fn queue_message(&self, frames: &mut Frames) -> Result<(), Refused> {
+    /// [`Outbox::try_send`] on a message given as its first frame (borrowed, at most 255 bytes:
+    /// a protocol header) and the frames that follow it (borrowed: their bodies are copied or,
+    /// when large, their `Bytes` cloned). The same bytes go on the wire as for `try_send` of the
+    /// whole message, but nothing is built for it: with a non-transforming mechanism the header
+    /// is encoded straight into the write buffer. A ZRE node sends every WHISPER this way.
+    ///
+    /// On refusal the message is handed back whole in the error, as by `try_send`.
+    pub fn try_send_parts(&self, first: &[u8], rest: &[Bytes]) -> Result<(), SendError> {
+        assert!(
+            first.len() <= 255,
+            "try_send_parts: first frame over 255 bytes"
+        );
+        let mut parts = Parts { first, rest };
+        self.queue_message(&mut parts)
+            .map_err(|r| r.hand_back(parts.take()))
+    }
+
+    /// Queue (or write directly) the message in `msg`; it is taken out of `msg` only when it is
+    /// queued whole (transforming mechanisms), otherwise encoded from there.
+    #[inline]
+    fn queue_message<M: Message>(&self, msg: &mut M) -> Result<(), Refused> {
         if self.shared.closing.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
-        let size = msg_size(frames);
+        let size = msg.size();
         let mut wake;
         let mut released = 0;
         {
@@ -212,13 +231,13 @@ impl Outbox {
             }
             if !self.shared.encode_early {
                 wake = q.msgs.is_empty();
-                q.msgs.push_back(std::mem::take(frames));
+                q.msgs.push_back(msg.take());
                 q.count += 1;
                 q.bytes += size;
             } else if let (true, Some(w)) = (q.producer_may_write(false), q.direct.as_ref()) {
                 // Direct write: nothing is queued or being written, so the socket is ours.
                 let mut buf = q.spare.pop().unwrap_or_default();
-                buf.push_plain(frames);
+                msg.encode(&mut buf);
                 let len = buf.len();
                 let done = buf.try_write(w);
                 q.last_direct = Some(std::time::Instant::now());
@@ -247,7 +266,7 @@ impl Outbox {
                 }
             } else {
                 wake = q.segs.is_empty();
-                let closed = q.push_encoded(frames, size);
+                let closed = q.push_encoded(msg, size);
                 q.count += 1;
                 q.bytes += size;
                 // Each time a segment fills up, write what is queued if the socket is free; a
@@ -354,5 +373,50 @@ impl Drop for Outbox {
         }
         self.shared.state.send_replace(OutboxState::Closed);
         self.shared.room.notify_waiters();
+    }
+}
+
+/// A message as the queueing code sees it: its payload size, its plain ZMTP encoding, and (for
+/// transforming mechanisms, which queue messages whole) the message itself.
+pub(super) trait Message {
+    fn size(&self) -> usize;
+    fn encode(&self, buf: &mut OutBuf);
+    fn take(&mut self) -> Frames;
+}
+
+impl Message for Frames {
+    #[inline]
+    fn size(&self) -> usize {
+        msg_size(self)
+    }
+    #[inline]
+    fn encode(&self, buf: &mut OutBuf) {
+        buf.push_plain(self);
+    }
+    fn take(&mut self) -> Frames {
+        std::mem::take(self)
+    }
+}
+
+/// A message as a borrowed first frame and the frames that follow it ([`Outbox::try_send_parts`]).
+struct Parts<'a> {
+    first: &'a [u8],
+    rest: &'a [Bytes],
+}
+
+impl Message for Parts<'_> {
+    #[inline]
+    fn size(&self) -> usize {
+        self.first.len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+    }
+    #[inline]
+    fn encode(&self, buf: &mut OutBuf) {
+        buf.push_parts(self.first, self.rest);
+    }
+    fn take(&mut self) -> Frames {
+        let mut frames = Frames::with_capacity(1 + self.rest.len());
+        frames.push(Bytes::copy_from_slice(self.first));
+        frames.extend(self.rest.iter().cloned());
+        frames
     }
 }

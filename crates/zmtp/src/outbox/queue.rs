@@ -216,7 +216,7 @@ impl Queue {
 
     /// Append an encoded message to the last open segment (or a new one). True when this filled
     /// the segment.
-    pub(super) fn push_encoded(&mut self, frames: &Frames, size: usize) -> bool {
+    pub(super) fn push_encoded(&mut self, msg: &impl super::Message, size: usize) -> bool {
         let open = matches!(self.segs.back(),
             Some(s) if !s.tail && !segment_full(s.msgs, s.bytes));
         if !open {
@@ -229,7 +229,7 @@ impl Queue {
             });
         }
         let seg = self.segs.back_mut().expect("segment just ensured");
-        seg.buf.push_plain(frames);
+        msg.encode(&mut seg.buf);
         seg.msgs += 1;
         seg.bytes += size;
         segment_full(seg.msgs, seg.bytes)

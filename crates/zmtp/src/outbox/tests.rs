@@ -98,3 +98,90 @@ async fn concurrent_senders_keep_order_and_lose_nothing() {
     }
     assert_eq!(ob.queued().0, 0);
 }
+
+/// `push_parts` (a borrowed first frame and the frames after it) writes exactly the bytes
+/// `push_plain` writes for the whole message, whatever the sizes (short and long frames, frames
+/// queued as their own chunk, no frame after the first, several).
+#[test]
+fn push_parts_encodes_as_push_plain() {
+    let body = |n: usize| Bytes::from((0..n).map(|i| i as u8).collect::<Vec<u8>>());
+    for first in [0, 6, 200, 255] {
+        for rest in [
+            vec![],
+            vec![64],
+            vec![0],
+            vec![255],
+            vec![256],
+            vec![9000],
+            vec![3, 300, 0, 10_000],
+        ] {
+            let first = body(first);
+            let rest: Vec<Bytes> = rest.into_iter().map(body).collect();
+            let mut whole = Frames::new();
+            whole.push(first.clone());
+            whole.extend(rest.iter().cloned());
+            let (mut a, mut b) = (OutBuf::default(), OutBuf::default());
+            // Behind something already queued, as in a segment.
+            a.push_plain(&whole);
+            b.push_plain(&whole);
+            a.push_plain(&whole);
+            b.push_parts(&first, &rest);
+            assert_eq!(
+                a.to_vec(),
+                b.to_vec(),
+                "first {} rest {:?}",
+                first.len(),
+                rest
+            );
+        }
+    }
+}
+
+/// `try_send_parts` delivers the message `try_send` would, in order with it, and hands a refused
+/// message back whole.
+#[tokio::test]
+async fn try_send_parts_delivers_the_whole_message() {
+    let mut inbox = Inbox::bind("tcp://127.0.0.1:*", InboxConfig::default())
+        .await
+        .unwrap();
+    let ob = Outbox::connect(
+        &inbox.endpoint().to_string(),
+        Bytes::from_static(b"\x01parts"),
+        OutboxConfig {
+            max_queued_messages: 3,
+            ..OutboxConfig::default()
+        },
+    )
+    .unwrap();
+    let content = [Bytes::from_static(b"content")];
+    ob.try_send_parts(b"head1", &content).unwrap();
+    ob.try_send(crate::frames![Bytes::from_static(b"plain")])
+        .unwrap();
+    ob.try_send_parts(b"head2", &[]).unwrap();
+    // Not connected yet, so all three are queued: the fourth is refused and handed back.
+    match ob.try_send_parts(b"head3", &content) {
+        Err(SendError::Full(f)) => assert_eq!(
+            f.as_slice(),
+            [Bytes::from_static(b"head3"), content[0].clone()]
+        ),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .expect("messages in time")
+            .expect("inbox open");
+        if let InboxEvent::Message { frames, .. } = ev {
+            got.push(frames.into_vec());
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            vec![Bytes::from_static(b"head1"), content[0].clone()],
+            vec![Bytes::from_static(b"plain")],
+            vec![Bytes::from_static(b"head2")],
+        ]
+    );
+}

@@ -96,6 +96,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::content::Content;
+use bytes::Bytes;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -303,6 +304,61 @@ impl Engine {
         }
         self.send_to(peer, &ZreMessage::Whisper { content });
         Ok(())
+    }
+
+    /// [`Engine::whisper`] for a shell that can hand a message to its transport at once: instead
+    /// of queueing an [`Output::Send`], the engine calls `send` with the peer, the message's ZRE
+    /// frame (6 bytes, carrying the peer's next sequence number) and the content frames; `send`
+    /// returns whether the transport took the message. The bytes on the wire are those of
+    /// `whisper`. If `send` refuses, the engine does what [`Engine::handle_send_failed`] does after
+    /// a refused `Output::Send` (the peer is removed: EXIT and Disconnect are queued as outputs);
+    /// a send to an outbox the shell no longer has counts as taken, as `Output::Send` would.
+    ///
+    /// Outputs already queued go first: while any is pending, the message is queued behind them
+    /// as by `whisper` and `send` is not called, so order per peer is kept either way. Either
+    /// way, flush the outputs afterwards if [`Engine::has_output`] says there are any.
+    pub fn whisper_with(
+        &mut self,
+        peer: Uuid,
+        content: &[Bytes],
+        send: impl FnOnce(Uuid, &[u8; 6], &[Bytes]) -> bool,
+    ) -> Result<(), EngineError> {
+        self.check_command()?;
+        if content.is_empty() {
+            return Err(EngineError::EmptyContent);
+        }
+        if !self.outputs.is_empty() {
+            return self.whisper(peer, content);
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Err(EngineError::UnknownPeer(peer));
+        };
+        if !p.is_connected() {
+            return Err(EngineError::UnknownPeer(peer));
+        }
+        let sequence = p.wrap.next(p.sent_sequence);
+        p.sent_sequence = sequence;
+        self.stats.messages_sent += 1;
+        trace!(peer = %peer, msg = "WHISPER", sequence, "send");
+        let [sig_hi, sig_lo] = crate::msg::SIGNATURE.to_be_bytes();
+        let [seq_hi, seq_lo] = sequence.to_be_bytes();
+        let header = [
+            sig_hi,
+            sig_lo,
+            crate::msg::ID_WHISPER,
+            crate::msg::VERSION,
+            seq_hi,
+            seq_lo,
+        ];
+        if !send(peer, &header, content) {
+            self.send_failed(peer);
+        }
+        Ok(())
+    }
+
+    /// Whether outputs are waiting for [`Engine::poll_output`].
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
     }
 
     /// Sends `content` to every ready peer known to be in `group` (we need not be in it). Returns

@@ -62,6 +62,7 @@ use std::time::Instant;
 
 use crate::content::Frames;
 use crate::name::Name;
+use bytes::Bytes;
 use tracing::{debug, trace, warn};
 use uuid::Uuid;
 
@@ -238,18 +239,80 @@ impl Engine {
         frames: Frames,
         conn_key: Option<[u8; 32]>,
     ) {
+        self.handle_message_with(now, identity, frames, conn_key, Err);
+    }
+
+    /// [`Engine::handle_message_with_key`] for a shell that can take application data at once:
+    /// a WHISPER or SHOUT event is offered to `deliver` instead of being queued as an
+    /// [`Output::Event`], but only while no output is pending (so events keep their order with
+    /// every other output). `deliver` hands back (`Err`) an event it does not take, which is then
+    /// queued as usual. Everything else (state, statistics, the outputs of other messages) is
+    /// exactly as with `handle_message_with_key`.
+    pub fn handle_message_with(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        frames: Frames,
+        conn_key: Option<[u8; 32]>,
+        deliver: impl FnOnce(Event) -> Result<(), Event>,
+    ) {
         if self.stopped {
             return;
         }
-        let Some(uuid) = uuid_from_routing_id(identity) else {
+        let Some(uuid) = self.sender(identity) else {
+            return;
+        };
+        let decoded = ZreMessage::decode_owned(frames);
+        self.receive(now, uuid, decoded, conn_key, deliver);
+    }
+
+    /// [`Engine::handle_message_with`] for a message of two frames given as its first frame
+    /// (borrowed: the ZRE frame) and its second (the content), for a shell whose transport can
+    /// hand a short first frame over without making a `Bytes` of it. Same rules, same result as
+    /// `handle_message_with` on the two frames.
+    pub fn handle_message_parts_with(
+        &mut self,
+        now: Instant,
+        identity: &[u8],
+        first: &[u8],
+        body: Bytes,
+        conn_key: Option<[u8; 32]>,
+        deliver: impl FnOnce(Event) -> Result<(), Event>,
+    ) {
+        if self.stopped {
+            return;
+        }
+        let Some(uuid) = self.sender(identity) else {
+            return;
+        };
+        let decoded = ZreMessage::decode_first_and(first, body);
+        self.receive(now, uuid, decoded, conn_key, deliver);
+    }
+
+    /// The sender's UUID from the ROUTER identity frame; `None` (counted) if malformed.
+    fn sender(&mut self, identity: &[u8]) -> Option<Uuid> {
+        let uuid = uuid_from_routing_id(identity);
+        if uuid.is_none() {
             self.stats.bad_identity += 1;
             debug!(
                 len = identity.len(),
                 "message with bad identity length dropped"
             );
-            return;
-        };
-        let (sequence, msg) = match ZreMessage::decode_owned(frames) {
+        }
+        uuid
+    }
+
+    /// The receiver rules for a decoded message from `uuid` (module docs).
+    #[inline]
+    fn receive(
+        &mut self,
+        now: Instant,
+        uuid: Uuid,
+        decoded: Result<(u16, ZreMessage), crate::msg::WireError>,
+        conn_key: Option<[u8; 32]>,
+        deliver: impl FnOnce(Event) -> Result<(), Event>,
+    ) {
+        let (sequence, msg) = match decoded {
             Ok(x) => x,
             Err(e) => {
                 self.stats.malformed += 1;
@@ -352,7 +415,11 @@ impl Engine {
                     },
                     _ => return, // matched above
                 };
-                self.event(event);
+                if !self.outputs.is_empty() {
+                    self.event(event);
+                } else if let Err(event) = deliver(event) {
+                    self.event(event);
+                }
                 return;
             }
         }
@@ -370,6 +437,11 @@ impl Engine {
     /// would surface as a sequence gap on the other side anyway, so the peer is removed now
     /// (EXIT + Disconnect); its next sighting reconnects it.
     pub fn handle_send_failed(&mut self, _now: Instant, peer: Uuid) {
+        self.send_failed(peer);
+    }
+
+    /// [`Engine::handle_send_failed`] (it needs no clock).
+    pub(super) fn send_failed(&mut self, peer: Uuid) {
         if self.stopped || !self.peers.contains_key(&peer) {
             return;
         }

@@ -19,13 +19,47 @@ impl ZreMessage {
     /// Like [`ZreMessage::decode`], taking the frames by value: the content frames of a
     /// WHISPER/SHOUT move into the message's `content` (no allocation for one content frame).
     /// The receive path of a node decodes every message this way.
+    #[inline]
     pub fn decode_owned(frames: Frames) -> Result<(u16, ZreMessage), WireError> {
         // The content frames move into the message; one frame stays inline (no allocation).
+        if let [first, _] = frames.as_slice() {
+            // The message that dominates traffic, decoded here, inline in the receive path: a
+            // WHISPER with one content frame (its ZRE frame is nothing but the header).
+            if let [0xAA, 0xA1, ID_WHISPER, VERSION, hi, lo, ..] = **first {
+                let mut frames = frames;
+                let content = Content::single(frames.pop().expect("two frames"));
+                return Ok((
+                    u16::from_be_bytes([hi, lo]),
+                    ZreMessage::Whisper { content },
+                ));
+            }
+            // Any other two-frame message, without an iterator.
+            let mut frames = frames;
+            let content = frames.pop().expect("two frames");
+            let first = frames.pop().expect("two frames");
+            return decode_parts(&first, Content::single(content));
+        }
         let mut it = frames.into_iter();
         let Some(first) = it.next() else {
             return Err(WireError::NoFrames);
         };
         decode_parts(&first, it.collect())
+    }
+}
+
+impl ZreMessage {
+    /// [`ZreMessage::decode_owned`] on two frames given as the ZRE frame (borrowed) and the one
+    /// content frame that followed it.
+    #[inline]
+    pub fn decode_first_and(first: &[u8], body: Bytes) -> Result<(u16, ZreMessage), WireError> {
+        if let [0xAA, 0xA1, ID_WHISPER, VERSION, hi, lo, ..] = *first {
+            let content = Content::single(body);
+            return Ok((
+                u16::from_be_bytes([hi, lo]),
+                ZreMessage::Whisper { content },
+            ));
+        }
+        decode_parts(first, Content::single(body))
     }
 }
 

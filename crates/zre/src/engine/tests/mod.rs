@@ -196,6 +196,7 @@ fn run(e: &mut Engine, r: &mut Remote, until: Instant, answer: bool) -> Vec<Outp
 }
 
 mod commands;
+mod direct;
 mod keys;
 mod liveness;
 mod moves;
