@@ -82,10 +82,28 @@ pub fn split_frames(data: &[u8]) -> Vec<Bytes> {
 /// no trailing frame; a decoded message re-encodes (unless a lossily decoded string grew past 255
 /// bytes, or a WHISPER/SHOUT had no content — both documented) and re-decodes to itself with the
 /// same sequence number. A HELLO endpoint, which the node hands to the ZMTP endpoint parser to
-/// connect, goes through [`endpoint_parse`].
+/// connect, goes through [`endpoint_parse`]. The node's receive-path decoders
+/// (`decode_owned`, `decode_first_and`) give what `decode` gives.
 pub fn zre_message_decode(data: &[u8]) {
     let frames = split_frames(data);
-    let (seq, msg) = match ZreMessage::decode(&frames) {
+    let decoded = ZreMessage::decode(&frames);
+    // The receive path's decoders (frames by value; a two-frame message as a borrowed ZRE frame
+    // and its body) agree with the reference on every input.
+    let owned = ZreMessage::decode_owned(frames.iter().cloned().collect());
+    assert_eq!(
+        owned.as_ref().ok(),
+        decoded.as_ref().ok(),
+        "decode_owned disagrees"
+    );
+    if let [first, body] = frames.as_slice() {
+        let parts = ZreMessage::decode_first_and(first, body.clone());
+        assert_eq!(
+            parts.as_ref().ok(),
+            decoded.as_ref().ok(),
+            "decode_first_and disagrees"
+        );
+    }
+    let (seq, msg) = match decoded {
         Ok(x) => x,
         Err(e) => {
             let _ = e.to_string();

@@ -445,9 +445,11 @@ mod tests {
     fn a_hub_serves_nodes_on_several_runtimes() {
         let port = free_udp_port();
         let bcast = Ipv4Addr::new(127, 255, 255, 255);
-        let sender = Uuid::new_v4();
         let mut listeners = Vec::new();
         for _ in 0..2 {
+            // A sender of its own per runtime: one node's beacon sent twice at once would be
+            // one beacon (the hub drops the copy).
+            let sender = Uuid::new_v4();
             listeners.push(std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
