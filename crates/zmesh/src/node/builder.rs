@@ -648,6 +648,7 @@ impl NodeBuilder {
             config.inbox.mechanism = s.inbox_mechanism();
         }
         let task = NodeTask {
+            beacon_refused_warned: None,
             shared: shared.clone(),
             config,
             inbox: None,

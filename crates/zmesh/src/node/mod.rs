@@ -132,6 +132,9 @@ pub struct NodeStats {
     pub curve_refused: u64,
     /// Secure mode: sightings of keys the allow-list does not hold (ignored).
     pub unlisted_sightings: u64,
+    /// Beacons not sent because the system refused them for a while (a firewall rule, no
+    /// buffer space): the node keeps its sockets and tries again at the next interval.
+    pub beacon_send_failures: u64,
     /// Protocol-level counters from the ZRE engine (malformed messages, sequence gaps, …).
     pub engine: crate::stats::EngineStats,
     /// Envelope counters (undecodable, unknown layer).
@@ -454,6 +457,7 @@ impl Node {
                 .as_ref()
                 .map_or(0, |sec| sec.stats().refused()),
             unlisted_sightings: s.unlisted_sightings.load(Ordering::Relaxed),
+            beacon_send_failures: s.beacon_send_failures.load(Ordering::Relaxed),
             engine: state.driver.engine_ref().stats().clone(),
             envelopes: state.driver.stats().clone(),
             requests: rr.stats().clone(),

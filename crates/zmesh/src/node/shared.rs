@@ -38,6 +38,8 @@ pub(super) struct Stats {
     pub(super) dropped_ticks: AtomicU64,
     /// Secure mode: sightings of keys the allow-list does not hold.
     pub(super) unlisted_sightings: AtomicU64,
+    /// Beacons the system refused to send for a while (e.g. a firewall rule).
+    pub(super) beacon_send_failures: AtomicU64,
 }
 
 pub(super) struct Shared {

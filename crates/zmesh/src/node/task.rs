@@ -44,6 +44,28 @@ pub(super) struct NodeTask {
     pub(super) bound: Option<IpAddr>,
     /// When the interfaces are read again.
     pub(super) next_rescan: Instant,
+    /// When a refused beacon ([`transient_send_error`]) was last said at warn: at most once per
+    /// [`REFUSED_WARN_EVERY`], at debug in between (each one is counted in the stats).
+    pub(super) beacon_refused_warned: Option<Instant>,
+}
+
+/// How often a node whose beacons the system keeps refusing says so at warn.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Errors of a beacon send that say nothing about the sockets: the system refused this one
+/// datagram (a firewall rule answers EPERM, a full queue ENOBUFS or EAGAIN). The node keeps its
+/// sockets (it still hears its peers) and tries again at the next interval. Anything else (the
+/// address or interface is gone) re-creates them.
+fn transient_send_error(e: &io::Error) -> bool {
+    /// Linux's ENOBUFS, which std leaves uncategorised.
+    const ENOBUFS: i32 = 105;
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+    ) || (cfg!(target_os = "linux") && e.raw_os_error() == Some(ENOBUFS))
 }
 
 /// How long after a leave beacon the peer is removed: enough for the runtime to see the inbox
@@ -323,9 +345,28 @@ impl NodeTask {
         }
         let port = self.announced_port();
         if let Some(beacon) = &mut self.beacon {
-            if let Err(e) = beacon.announce(port) {
-                warn!(error = %e, "beacon send failed; re-creating sockets next interval");
-                self.detach();
+            match beacon.announce(port) {
+                Ok(()) => {}
+                Err(e) if transient_send_error(&e) => {
+                    self.shared
+                        .stats
+                        .beacon_send_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    let now = Instant::now();
+                    if self
+                        .beacon_refused_warned
+                        .is_some_and(|at| now < at + REFUSED_WARN_EVERY)
+                    {
+                        debug!(error = %e, "beacon not sent");
+                    } else {
+                        warn!(error = %e, "beacon not sent (refused by the system); still listening, trying again each interval (said at most once a minute)");
+                        self.beacon_refused_warned = Some(now);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "beacon send failed; re-creating sockets next interval");
+                    self.detach();
+                }
             }
         }
         if !self.sources.is_empty() {
@@ -598,5 +639,21 @@ fn end_handlers(state: &mut State) {
     state.services.clear();
     for (_, flag) in state.running.drain() {
         flag.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_sends_keep_the_sockets_and_lost_addresses_do_not() {
+        let e = |k| io::Error::from(k);
+        assert!(transient_send_error(&e(io::ErrorKind::PermissionDenied)));
+        assert!(transient_send_error(&e(io::ErrorKind::WouldBlock)));
+        assert!(transient_send_error(&io::Error::from_raw_os_error(105)));
+        assert!(!transient_send_error(&e(io::ErrorKind::AddrNotAvailable)));
+        assert!(!transient_send_error(&e(io::ErrorKind::NetworkUnreachable)));
+        assert!(!transient_send_error(&io::Error::from_raw_os_error(19))); // ENODEV
     }
 }
