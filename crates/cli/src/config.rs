@@ -503,6 +503,26 @@ mod tests {
         }
     }
 
+    /// The compose file (not run here: no Docker engine) wires its nodes only by variables: every
+    /// `ZMESH_*` name it uses must be one the CLI reads, or a node would silently ignore it.
+    #[test]
+    fn the_compose_file_uses_only_known_variables() {
+        let compose = include_str!("../../../docker/compose.yml");
+        let mut used = 0;
+        for (i, _) in compose.match_indices("ZMESH_") {
+            let name: String = compose[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            assert!(
+                SETTINGS.iter().any(|s| s.env == name) || name == CONFIG_ENV,
+                "docker/compose.yml uses {name}, which no setting reads"
+            );
+            used += 1;
+        }
+        assert!(used >= 4, "the compose file wires nodes by variables");
+    }
+
     #[test]
     fn flags_beat_environment_beat_file() {
         let dir = std::env::temp_dir().join(format!("zmesh-config-{}", std::process::id()));
