@@ -251,14 +251,7 @@ impl<W> Driver<W> {
         app: impl FnOnce(Event),
     ) {
         self.engine
-            .handle_message_with(now, identity, frames, conn_key, |event| {
-                if is_app_data(&event) {
-                    app(event);
-                    Ok(())
-                } else {
-                    Err(event)
-                }
-            });
+            .handle_message_with(now, identity, frames, conn_key, offer_app_data(app));
     }
 
     /// [`Driver::handle_message_with`] for a two-frame message given as its first frame
@@ -272,15 +265,14 @@ impl<W> Driver<W> {
         conn_key: Option<[u8; 32]>,
         app: impl FnOnce(Event),
     ) {
-        self.engine
-            .handle_message_parts_with(now, identity, first, body, conn_key, |event| {
-                if is_app_data(&event) {
-                    app(event);
-                    Ok(())
-                } else {
-                    Err(event)
-                }
-            });
+        self.engine.handle_message_parts_with(
+            now,
+            identity,
+            first,
+            body,
+            conn_key,
+            offer_app_data(app),
+        );
     }
 
     /// The ZRE engine, for queries.
@@ -593,6 +585,19 @@ mod tests;
 
 #[cfg(test)]
 mod routes_tests;
+
+/// What the engine's direct hand-over calls: application data goes to `app`, anything else back
+/// to the engine (`Err`), to be queued as an output.
+fn offer_app_data(app: impl FnOnce(Event)) -> impl FnOnce(Event) -> Result<(), Event> {
+    move |event| {
+        if is_app_data(&event) {
+            app(event);
+            Ok(())
+        } else {
+            Err(event)
+        }
+    }
+}
 
 /// A WHISPER or SHOUT for the application: not layer traffic (one frame with the envelope's
 /// magic prefix), so no layer sees it.

@@ -169,12 +169,7 @@ impl Inner {
             let mut next = Some(event);
             while let Some(event) = next {
                 let held = queue.len();
-                // The fairness rule of `push`.
-                let fair = *len < capacity || {
-                    let active = ring.len() + usize::from(held == 0);
-                    held < (capacity / active.max(1)).max(1)
-                };
-                if fair {
+                if !over_fair_share(*len, capacity, ring.len(), held) {
                     if held == 0 {
                         ring.push_back(peer);
                     }
@@ -209,12 +204,8 @@ impl Inner {
         queue.used = true;
         let queue = &mut queue.events;
         let held = queue.len();
-        if !essential && *len >= capacity {
-            let active = ring.len() + usize::from(held == 0);
-            let fair_share = (capacity / active.max(1)).max(1);
-            if held >= fair_share {
-                return false;
-            }
+        if !essential && over_fair_share(*len, capacity, ring.len(), held) {
+            return false;
         }
         if held == 0 {
             ring.push_back(peer);
@@ -432,6 +423,14 @@ impl EventQueue {
     fn len(&self) -> usize {
         self.lock().len
     }
+}
+
+/// The fairness rule (module docs): with `len` events queued of `capacity`, `ring` peers holding
+/// some and this peer holding `held`, its next event is dropped when the queue is full and the
+/// peer already holds its fair share of it.
+fn over_fair_share(len: usize, capacity: usize, ring: usize, held: usize) -> bool {
+    let active = ring + usize::from(held == 0);
+    len >= capacity && held >= (capacity / active.max(1)).max(1)
 }
 
 #[cfg(test)]

@@ -256,9 +256,6 @@ impl Engine {
         conn_key: Option<[u8; 32]>,
         deliver: impl FnOnce(Event) -> Result<(), Event>,
     ) {
-        if self.stopped {
-            return;
-        }
         let Some(uuid) = self.sender(identity) else {
             return;
         };
@@ -279,9 +276,6 @@ impl Engine {
         conn_key: Option<[u8; 32]>,
         deliver: impl FnOnce(Event) -> Result<(), Event>,
     ) {
-        if self.stopped {
-            return;
-        }
         let Some(uuid) = self.sender(identity) else {
             return;
         };
@@ -289,8 +283,12 @@ impl Engine {
         self.receive(now, uuid, decoded, conn_key, deliver);
     }
 
-    /// The sender's UUID from the ROUTER identity frame; `None` (counted) if malformed.
+    /// The sender's UUID from the ROUTER identity frame; `None` (counted) if malformed, and
+    /// `None` (nothing counted) once the engine has stopped: the message is then ignored.
     fn sender(&mut self, identity: &[u8]) -> Option<Uuid> {
+        if self.stopped {
+            return None;
+        }
         let uuid = uuid_from_routing_id(identity);
         if uuid.is_none() {
             self.stats.bad_identity += 1;
