@@ -16,7 +16,7 @@
 use std::str::FromStr;
 
 use bytes::{Bytes, BytesMut};
-use zmesh_zmtp::codec::check_greeting_prefix;
+use zmesh_zmtp::codec::{check_greeting_prefix, SHORT_FIRST};
 use zmesh_zmtp::{
     encode_frame, CodecError, Command, Endpoint, Frame, FrameDecoder, Greeting, Mechanism,
     MechanismConfig, Metadata,
@@ -169,9 +169,11 @@ struct StreamResult {
 }
 
 /// Pulls frames out of `buf` until the decoder needs more input or fails. Returns false on error.
-/// With `fast`, each frame is first offered to the inbox's fast path
-/// ([`FrameDecoder::decode_final_data`]), as `Inbox::recv` does; whatever it declines goes to the
-/// full decoder — so comparing a `fast` pull with a plain one checks that the two agree.
+/// With `fast`, the input is first offered to the inbox's fast paths as the node's inbox does: a
+/// two-frame data message with a short first frame ([`FrameDecoder::decode_data_pair_short`]),
+/// any two-frame data message ([`FrameDecoder::decode_data_pair`]), a final data frame
+/// ([`FrameDecoder::decode_final_data`]); whatever they decline goes to the full decoder — so
+/// comparing a `fast` pull with a plain one checks that they all agree.
 fn pull(
     dec: &mut FrameDecoder,
     buf: &mut BytesMut,
@@ -182,6 +184,29 @@ fn pull(
     loop {
         if fast {
             let before = buf.len();
+            let mut short = [0u8; SHORT_FIRST];
+            let pair = match dec.decode_data_pair_short(buf, usize::MAX, &mut short) {
+                Some((n, body)) => Some([Bytes::copy_from_slice(&short[..n]), body]),
+                None => {
+                    assert_eq!(buf.len(), before, "a declining pair path consumed input");
+                    dec.decode_data_pair(buf, usize::MAX)
+                }
+            };
+            if let Some([first, second]) = pair {
+                for (more, body) in [(true, first), (false, second)] {
+                    assert!(
+                        body.len() <= max_frame,
+                        "pair path took a frame above max_frame"
+                    );
+                    out.frames.push(Frame {
+                        more,
+                        command: false,
+                        body,
+                    });
+                }
+                continue;
+            }
+            assert_eq!(buf.len(), before, "a declining pair path consumed input");
             match dec.decode_final_data(buf) {
                 Some(body) => {
                     assert!(
@@ -220,8 +245,8 @@ fn pull(
 /// bytes 2–5 a cyclic pattern of read sizes (0–255 bytes, 0 = an empty read), the rest is the
 /// TCP byte stream.
 ///
-/// Checks: decoding in those chunks (with the inbox's fast path for final data frames first, as
-/// `Inbox::recv` does) gives exactly the frames, error and leftover of decoding the whole stream at
+/// Checks: decoding in those chunks (with the inbox's fast paths first — two-frame data messages,
+/// short-first-frame pairs, final data frames — as the node's inbox does) gives exactly the frames, error and leftover of decoding the whole stream at
 /// once with the full decoder; no frame exceeds `max_frame`; re-encoding the frames with
 /// [`encode_frame`] and decoding again gives them back.
 pub fn zmtp_frame_decode(data: &[u8]) {
