@@ -533,6 +533,21 @@ impl Engine {
         }
     }
 
+    /// Purges every other connected peer at `endpoint` (the same node restarted under a new
+    /// UUID). In secure mode only those bound to the same key: a peer admitted with its own key
+    /// cannot evict another by claiming its endpoint.
+    fn purge_others_at(&mut self, uuid: Uuid, endpoint: &str, public_key: Option<[u8; 32]>) {
+        let others = self.peers.uuids(|p| {
+            p.is_connected()
+                && p.endpoint == endpoint
+                && p.uuid != uuid
+                && (public_key.is_none() || p.public_key == public_key)
+        });
+        for other in others {
+            self.purge_peer(other);
+        }
+    }
+
     /// `require_peer` for an unknown UUID (docs/zre.md §5.1): purge others at the same endpoint,
     /// create the peer (bound to `public_key` in secure mode), Connect, HELLO. In secure mode only
     /// peers bound to the same key are purged (the same node under a new UUID): a peer admitted
@@ -544,15 +559,7 @@ impl Engine {
         endpoint: &str,
         public_key: Option<[u8; 32]>,
     ) {
-        let others = self.peers.uuids(|p| {
-            p.is_connected()
-                && p.endpoint == endpoint
-                && p.uuid != uuid
-                && (public_key.is_none() || p.public_key == public_key)
-        });
-        for other in others {
-            self.purge_peer(other);
-        }
+        self.purge_others_at(uuid, endpoint, public_key);
         let mut peer = Peer::new(uuid, endpoint, now);
         // Only one side of each pair needs to ping an idle link: the smaller UUID pings at
         // `ping_interval`, the other waits longer and is normally refreshed by that PING first.

@@ -162,15 +162,7 @@ impl Engine {
             self.create_peer(now, uuid, endpoint, public_key);
             return;
         }
-        let others = self.peers.uuids(|p| {
-            p.is_connected()
-                && p.endpoint == endpoint
-                && p.uuid != uuid
-                && (public_key.is_none() || p.public_key == public_key)
-        });
-        for other in others {
-            self.purge_peer(other);
-        }
+        self.purge_others_at(uuid, endpoint, public_key);
         let Some(peer) = self.peers.get_mut(&uuid) else {
             return;
         };
