@@ -612,6 +612,7 @@ impl NodeBuilder {
             security,
             gossip_endpoint: started.gossip_endpoint,
             same_host,
+            receive: Default::default(),
         });
         let (stop_tx, stop_rx) = mpsc::channel(4);
         let mut sources: Vec<Box<dyn Source>> =
@@ -651,8 +652,6 @@ impl NodeBuilder {
             beacon_refused_warned: None,
             shared: shared.clone(),
             config,
-            inbox: None,
-            ipc_inbox: None,
             beacon: None,
             sources,
             attached: false,
@@ -664,6 +663,7 @@ impl NodeBuilder {
         };
         tokio::spawn(task.run(stop_rx));
         let handle = Arc::new(HandleInner { shared, stop_tx });
-        Ok((Node { inner: handle }, Events::new(events)))
+        let events = Events::new(events, Arc::downgrade(&handle.shared));
+        Ok((Node { inner: handle }, events))
     }
 }

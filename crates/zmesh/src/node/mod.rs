@@ -77,6 +77,7 @@ mod builder;
 mod discovery;
 mod emitter;
 mod groups;
+mod receive;
 mod requests;
 mod routing;
 mod samehost;
@@ -506,6 +507,9 @@ pub struct Events {
     queue: Arc<EventQueue>,
     /// Events already taken from the shared queue, delivered before anything else.
     ready: VecDeque<Event>,
+    /// The node, for the inline receive (`receive.rs`); weak, so a kept stream does not keep a
+    /// dropped node's state alive.
+    node: std::sync::Weak<Shared>,
 }
 
 impl Stream for Events {
@@ -517,10 +521,11 @@ impl Stream for Events {
 }
 
 impl Events {
-    pub(super) fn new(queue: Arc<EventQueue>) -> Events {
+    fn new(queue: Arc<EventQueue>, node: std::sync::Weak<Shared>) -> Events {
         Events {
             queue,
             ready: VecDeque::new(),
+            node,
         }
     }
 
@@ -538,6 +543,15 @@ impl Events {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         if let Some(event) = self.ready.pop_front() {
             return Poll::Ready(Some(event));
+        }
+        match self.queue.try_pop_into(&mut self.ready, POP_BATCH) {
+            Ok(0) => {}
+            Ok(_) => return Poll::Ready(self.ready.pop_front()),
+            Err(()) => return Poll::Ready(None),
+        }
+        // Nothing queued: read what the inboxes hold ourselves (`receive.rs`), then wait.
+        if let Some(node) = self.node.upgrade() {
+            node.receive.inline(&node, cx);
         }
         match self.queue.poll_pop_into(cx, &mut self.ready, POP_BATCH) {
             Poll::Ready(true) => Poll::Ready(self.ready.pop_front()),

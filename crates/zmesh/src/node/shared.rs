@@ -56,6 +56,8 @@ pub(super) struct Shared {
     pub(super) gossip_endpoint: Option<String>,
     /// The same-host fast path (`samehost.rs`); `None` = TCP only.
     pub(super) same_host: Option<super::samehost::SameHost>,
+    /// The inboxes, read by the node task and by the application's inline receive (`receive.rs`).
+    pub(super) receive: super::receive::Receive,
 }
 
 pub(super) struct State {

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use zmesh_zmtp::{Frames, Identity, Inbox, InboxEvent, Outbox, Received};
+use zmesh_zmtp::{Inbox, Outbox};
 
-use super::shared::{app_event, Shared, State};
-use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
+use super::receive::{drain, Polled};
+use super::shared::{Shared, State};
+use super::{NodeBuilder, StopRequest, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
 use crate::discovery::endpoint_of;
 use crate::discovery::plan::{self, RESCAN_INTERVAL};
@@ -25,9 +26,6 @@ use crate::iface;
 pub(super) struct NodeTask {
     pub(super) shared: Arc<Shared>,
     pub(super) config: NodeBuilder,
-    pub(super) inbox: Option<Inbox>,
-    /// The Unix-socket inbox of the same-host fast path (`samehost.rs`), bound at start.
-    pub(super) ipc_inbox: Option<Inbox>,
     /// The beacon source of the attached interface (re-created on re-attach).
     pub(super) beacon: Option<BeaconSocket>,
     /// Sources added with `NodeBuilder::discovery_source`, run from the start.
@@ -111,7 +109,7 @@ impl NodeTask {
         if let Some(s) = &self.shared.same_host {
             let ep = format!("ipc://{}", s.path_of(self.shared.uuid).display());
             match Inbox::bind(&ep, self.config.inbox.clone()).await {
-                Ok(i) => self.ipc_inbox = Some(i),
+                Ok(i) => self.shared.receive.lock().ipc = Some(i),
                 // Peers find no listener there and use TCP.
                 Err(e) => debug!(endpoint = %ep, error = %e, "same-host inbox not bound"),
             }
@@ -139,16 +137,14 @@ impl NodeTask {
                 reply = stop_rx.recv() => break reply,
                 // A command moved the earliest deadline earlier: re-arm.
                 _ = self.shared.wake.notified() => {}
-                event = recv_opt(self.ipc_inbox.as_mut().map(|i| i.recv())) => match event {
-                    Some(event) => self.on_inbox(event, true),
-                    None => {
+                // Each inbox's input is carried into the driver inside the poll (`receive.rs`).
+                polled = std::future::poll_fn(|cx| self.shared.receive.poll_node(&self.shared, true, cx)) => {
+                    if let Polled::Closed = polled {
                         warn!("same-host inbox closed unexpectedly; peers use TCP from now on");
-                        self.ipc_inbox = None;
                     }
                 },
-                event = recv_opt(self.inbox.as_mut().map(|i| i.recv())) => match event {
-                    Some(event) => self.on_inbox(event, false),
-                    None => {
+                polled = std::future::poll_fn(|cx| self.shared.receive.poll_node(&self.shared, false, cx)) => {
+                    if let Polled::Closed = polled {
                         warn!("inbox closed unexpectedly; rebinding");
                         self.detach();
                     }
@@ -231,7 +227,7 @@ impl NodeTask {
             self.attached = false;
             return Ok(false);
         };
-        if self.inbox.is_none() || self.bound != Some(plan.bind) {
+        if self.shared.receive.lock().tcp.is_none() || self.bound != Some(plan.bind) {
             // Keep our port across a re-bind when we can: peers still know it.
             let keep = (self.tcp_port != 0).then_some(self.tcp_port);
             let port = self.config.tcp_port.or(keep);
@@ -243,7 +239,7 @@ impl NodeTask {
                 let port = p.map(|p| p.to_string()).unwrap_or_else(|| "*".into());
                 format!("tcp://{host}:{port}")
             };
-            if let Some(old) = self.inbox.take() {
+            if let Some(old) = self.shared.receive.lock().tcp.take() {
                 old.close();
             }
             let inbox = match Inbox::bind(&bind(port), self.config.inbox.clone()).await {
@@ -259,7 +255,7 @@ impl NodeTask {
                 .next()
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| Error::Config(format!("bound endpoint without port: {bound}")))?;
-            self.inbox = Some(inbox);
+            self.shared.receive.lock().tcp = Some(inbox);
             self.bound = Some(plan.bind);
         }
         let mut primary = plan.primary;
@@ -398,108 +394,12 @@ impl NodeTask {
         }
     }
 
-    /// Events of the TCP inbox, or of the same-host one (`ipc`).
-    /// `first`, then up to [`INBOX_BATCH`] in all of what the inbox has ready (read into one
-    /// reused frame buffer: no inbox event is built per message), under one lock and one flush.
-    fn on_inbox(&mut self, first: InboxEvent, ipc: bool) {
-        let now = Instant::now();
-        let mut state = self.shared.lock();
-        match first {
-            InboxEvent::Message { identity, frames } => {
-                self.on_message(&mut state, now, ipc, &identity, frames)
-            }
-            other => self.on_connection_event(other),
-        }
-        let mut frames = Frames::new();
-        // The common message (a short ZRE frame and one content frame) without a `Bytes` for the
-        // ZRE frame; not in secure mode, whose messages come decrypted the ordinary way.
-        let plain = self.shared.security.is_none();
-        for _ in 1..INBOX_BATCH {
-            if plain {
-                let stats = &self.shared.stats;
-                let inbox = if ipc {
-                    &mut self.ipc_inbox
-                } else {
-                    &mut self.inbox
-                };
-                let State {
-                    driver,
-                    pending_events,
-                    group_subs,
-                    ..
-                } = &mut *state;
-                let took = inbox.as_mut().and_then(|i| {
-                    i.try_recv_short_pair(|identity, first, body| {
-                        driver.handle_message_parts_with(now, identity, first, body, None, |e| {
-                            app_event(pending_events, group_subs, stats, e)
-                        })
-                    })
-                });
-                if took.is_some() {
-                    continue;
-                }
-            }
-            let inbox = if ipc {
-                &mut self.ipc_inbox
-            } else {
-                &mut self.inbox
-            };
-            match inbox.as_mut().and_then(|i| i.try_recv_into(&mut frames)) {
-                Some(Received::Message(identity)) => {
-                    let taken = std::mem::take(&mut frames);
-                    self.on_message(&mut state, now, ipc, &identity, taken);
-                }
-                Some(Received::Event(event)) => self.on_connection_event(*event),
-                None => break,
-            }
-        }
-        self.shared.flush(&mut state, None);
-    }
-
-    /// One message from an inbox. Application data goes straight to the events of this batch
-    /// (handed to the queue at the flush that ends the batch); the rest waits for the flush.
-    fn on_message(
-        &self,
-        state: &mut State,
-        now: Instant,
-        ipc: bool,
-        identity: &Identity,
-        frames: Frames,
-    ) {
-        // Secure mode: the key the inbox authenticated for this message's connection.
-        let inbox = if ipc { &self.ipc_inbox } else { &self.inbox };
-        let key = match (&self.shared.security, inbox) {
-            (Some(_), Some(inbox)) => inbox.peer_key(identity).map(|k| *k.as_bytes()),
-            _ => None,
-        };
-        let State {
-            driver,
-            pending_events,
-            group_subs,
-            ..
-        } = state;
-        let stats = &self.shared.stats;
-        driver.handle_message_with(now, identity, frames, key, |event| {
-            app_event(pending_events, group_subs, stats, event)
-        });
-    }
-
-    /// An inbox event other than a message: logged and counted.
-    fn on_connection_event(&self, event: InboxEvent) {
-        match event {
-            InboxEvent::Message { .. } => {}
-            InboxEvent::Accepted { peer, peer_key, .. } => {
-                debug!(%peer, key = ?peer_key, "peer connected to inbox")
-            }
-            InboxEvent::HandshakeFailed { peer, reason } => {
-                self.shared
-                    .stats
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, %reason, "inbox handshake failed");
-            }
-            InboxEvent::Disconnected { peer, reason, .. } => {
-                debug!(%peer, %reason, "peer disconnected from inbox")
+    /// Closes both inboxes (a stop, a crash).
+    fn close_inboxes(&self) {
+        let mut rx = self.shared.receive.lock();
+        for ipc in [false, true] {
+            if let Some(inbox) = rx.get(ipc).take() {
+                inbox.close();
             }
         }
     }
@@ -546,11 +446,11 @@ impl NodeTask {
         if !self.departures.iter().any(|(_, at)| *at <= now) {
             return;
         }
-        while let Some(event) = self.inbox.as_mut().and_then(|i| i.try_recv()) {
-            self.on_inbox(event, false);
-        }
-        while let Some(event) = self.ipc_inbox.as_mut().and_then(|i| i.try_recv()) {
-            self.on_inbox(event, true);
+        {
+            let mut rx = self.shared.receive.lock();
+            for ipc in [false, true] {
+                while rx.get(ipc).is_some() && drain(&self.shared, &mut rx, ipc, None, false) {}
+            }
         }
         let (due, later): (Vec<_>, Vec<_>) =
             self.departures.drain(..).partition(|(_, at)| *at <= now);
@@ -569,12 +469,7 @@ impl NodeTask {
         state.stopped = true;
         end_handlers(&mut state);
         drop(state);
-        if let Some(inbox) = self.inbox.take() {
-            inbox.close();
-        }
-        if let Some(inbox) = self.ipc_inbox.take() {
-            inbox.close();
-        }
+        self.close_inboxes();
         self.beacon = None;
         info!(node = %self.shared.name, "zmesh node aborted");
     }
@@ -617,12 +512,7 @@ impl NodeTask {
         for s in &mut self.sources {
             let _ = s.announce(0);
         }
-        if let Some(inbox) = self.inbox.take() {
-            inbox.close();
-        }
-        if let Some(inbox) = self.ipc_inbox.take() {
-            inbox.close();
-        }
+        self.close_inboxes();
         self.beacon = None;
         // The application's event stream ends after the STOP event.
         self.shared.lock().events.close();
