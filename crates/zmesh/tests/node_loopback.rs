@@ -488,3 +488,76 @@ async fn whisper_wait_applies_back_pressure_instead_of_dropping_the_peer() {
     assert_eq!(b.stats().send_failures, 0);
     assert!(a.peers().contains(&b.uuid()));
 }
+
+#[tokio::test]
+async fn an_application_waiting_on_events_reads_the_inbox_itself() {
+    // The inline receive (`node/receive.rs`): alice's application waits on her events, so the
+    // WHISPERs are read by that wait itself (counted), not handed over by the node task.
+    let p = port();
+    let ((a, mut ea), (b, _eb)) = pair(p).await;
+    let before = a.stats().inline_receives;
+    for i in 0..20u8 {
+        b.whisper(a.uuid(), vec![Bytes::from(vec![i])]).unwrap();
+        match wait_for(&mut ea, "whisper", |e| matches!(e, Event::Whisper { .. })).await {
+            Event::Whisper { content, .. } => assert_eq!(content[0][0], i, "order"),
+            _ => unreachable!(),
+        }
+    }
+    let after = a.stats().inline_receives;
+    assert!(after > before, "no inline receive: {:?}", a.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_and_node_task_receives_together_keep_order_and_lose_nothing() {
+    // On two worker threads the application's inline receive and the node task drain the same
+    // inbox concurrently: a flood still arrives whole, in order, without an EXIT. The sender
+    // pauses between bursts so that the reader keeps running dry and waiting (the inline
+    // receive's moment) while the node task is woken by the same input.
+    let p = port();
+    let (a, mut ea) = builder("alice", p)
+        .event_capacity(200_000)
+        .start()
+        .await
+        .unwrap();
+    let (b, mut eb) = builder("bob", p).start().await.unwrap();
+    wait_for(&mut ea, "a sees b", |e| is_enter(e, b.uuid())).await;
+    wait_for(&mut eb, "b sees a", |e| is_enter(e, a.uuid())).await;
+    const N: u32 = 100_000;
+    let to = a.uuid();
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            b.whisper_wait(to, vec![Bytes::copy_from_slice(&i.to_be_bytes())])
+                .await
+                .unwrap_or_else(|e| panic!("whisper {i}: {e}"));
+            if i % 2_000 == 1_999 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        b
+    });
+    let reader = tokio::spawn(async move {
+        let mut next = 0u32;
+        while next < N {
+            match wait_for(&mut ea, "whisper", |e| {
+                matches!(e, Event::Whisper { .. } | Event::Exit { .. })
+            })
+            .await
+            {
+                Event::Whisper { content, .. } => {
+                    let got = u32::from_be_bytes(content[0][..4].try_into().unwrap());
+                    assert_eq!(got, next, "order");
+                    next += 1;
+                }
+                other => panic!("peer left during the flood: {other:?}"),
+            }
+        }
+        ea
+    });
+    let b = sender.await.unwrap();
+    let _ea = reader.await.unwrap();
+    let s = a.stats();
+    assert_eq!(s.dropped_events, 0, "{s:?}");
+    assert_eq!(s.engine.sequence_gaps, 0, "{s:?}");
+    assert!(a.peers().contains(&b.uuid()));
+    eprintln!("inline receives: {}", s.inline_receives);
+}

@@ -559,7 +559,7 @@ async fn scenarios_1_2(args: &Args, port: u16) -> Vec<Row> {
             );
             let ratio = per_round(&|r| f(&r.rtt));
             if name == "median" {
-                row = row.target("<= 1.3x transport (per-round ratio)", ratio <= 1.3);
+                row = row.target("<= 1.1x transport (per-round ratio)", ratio <= 1.1);
             }
             rows.push(row);
             rows.push(Row::new(

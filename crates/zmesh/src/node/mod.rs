@@ -23,6 +23,11 @@
 //! `try_send` on the peer's outbox — no hop through a command channel. The lock is never held across an
 //! `.await`.
 //!
+//! Receiving is symmetric: an application waiting on [`Events`] with nothing queued reads the
+//! inboxes itself and runs the same batch the node task would (`receive.rs`), so a message reaches
+//! it without a hop through the node task; the node task is woken by every input all the same, and
+//! reads whatever the application does not (an application that stops reading never delays PINGs).
+//!
 //! # Events and a slow application
 //!
 //! Events go to a bounded queue ([`NodeBuilder::event_capacity`], default 10,000) that is fair
@@ -39,6 +44,8 @@
 //!
 //! `builder.rs` (settings and validation), `shared.rs` (the state behind the lock and the shell's
 //! transport and sink for the driver), `task.rs` (the node task: sockets, timers, stop),
+//! `receive.rs` (the inboxes and the batch that carries their input into the driver, run by the
+//! node task and by a waiting [`Events`] itself: the inline receive),
 //! `requests.rs` (request/reply and ticks), `routing.rs` (any/all/group targets, options, peer
 //! events), `emitter.rs` (the distributed event emitter), `services.rs` (named services, calls, brokers), `groups.rs` (per-group event streams),
 //! `secure.rs` (secure mode: the key pair and allow-list as CURVE settings of the inbox and
@@ -136,6 +143,10 @@ pub struct NodeStats {
     /// Beacons not sent because the system refused them for a while (a firewall rule, no
     /// buffer space): the node keeps its sockets and tries again at the next interval.
     pub beacon_send_failures: u64,
+    /// Inbox batches the application's [`Events`] stream read itself while it waited (the
+    /// inline receive: one task hop fewer between the socket and the application); the node
+    /// task reads the rest.
+    pub inline_receives: u64,
     /// Protocol-level counters from the ZRE engine (malformed messages, sequence gaps, …).
     pub engine: crate::stats::EngineStats,
     /// Envelope counters (undecodable, unknown layer).
@@ -459,6 +470,7 @@ impl Node {
                 .map_or(0, |sec| sec.stats().refused()),
             unlisted_sightings: s.unlisted_sightings.load(Ordering::Relaxed),
             beacon_send_failures: s.beacon_send_failures.load(Ordering::Relaxed),
+            inline_receives: s.inline_receives.load(Ordering::Relaxed),
             engine: state.driver.engine_ref().stats().clone(),
             envelopes: state.driver.stats().clone(),
             requests: rr.stats().clone(),

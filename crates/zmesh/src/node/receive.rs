@@ -150,7 +150,14 @@ impl Receive {
             return;
         };
         for ipc in [false, true] {
-            if rx.get(ipc).is_some() && drain(shared, &mut rx, ipc, None, true) {
+            if rx.get(ipc).is_none() {
+                continue;
+            }
+            let taken = drain(shared, &mut rx, ipc, None, true);
+            if taken > 0 {
+                shared.stats.inline_receives.fetch_add(1, Ordering::Relaxed);
+            }
+            if taken == INBOX_BATCH {
                 // Stopped at the batch limit: the node task goes on (the fan is not woken again
                 // for what is already ready).
                 self.fan.node.wake();
@@ -161,24 +168,25 @@ impl Receive {
 
 /// Carries `first` (if given), then what inbox `ipc` has ready — up to [`INBOX_BATCH`] messages
 /// in all, read with the inbox's `try_*` calls into one reused frame buffer — into the driver,
-/// under one state lock and one flush. Returns whether the batch was cut at the limit (more may
-/// be ready). `inline`: called by the application, which must not touch a stopped node.
+/// under one state lock and one flush. Returns how many inbox events it took (`INBOX_BATCH`:
+/// cut at the limit, more may be ready). `inline`: called by the application, which must not
+/// touch a stopped node.
 pub(super) fn drain(
     shared: &Arc<Shared>,
     rx: &mut Receivers,
     ipc: bool,
     first: Option<InboxEvent>,
     inline: bool,
-) -> bool {
+) -> usize {
     let now = Instant::now();
     let mut state = shared.lock();
     if inline && state.stopped {
-        return false;
+        return 0;
     }
-    let mut budget = INBOX_BATCH;
+    let mut taken = 0;
     if let Some(first) = first {
         on_event(shared, &mut state, rx, now, ipc, first);
-        budget -= 1;
+        taken = 1;
     }
     // The common message (a short ZRE frame and one content frame) without a `Bytes` for the ZRE
     // frame; not in secure mode, whose messages come decrypted the ordinary way.
@@ -188,8 +196,7 @@ pub(super) fn drain(
         ipc: unix,
         frames,
     } = rx;
-    let mut taken = 0;
-    while taken < budget {
+    while taken < INBOX_BATCH {
         let Some(inbox) = (if ipc { unix.as_mut() } else { tcp.as_mut() }) else {
             break;
         };
@@ -223,7 +230,7 @@ pub(super) fn drain(
         taken += 1;
     }
     shared.flush(&mut state, None);
-    taken == budget
+    taken
 }
 
 /// One event of inbox `ipc`: a message into the driver, anything else logged and counted.

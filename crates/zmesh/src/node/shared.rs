@@ -40,6 +40,8 @@ pub(super) struct Stats {
     pub(super) unlisted_sightings: AtomicU64,
     /// Beacons the system refused to send for a while (e.g. a firewall rule).
     pub(super) beacon_send_failures: AtomicU64,
+    /// Inbox batches read by the application's `Events` (`receive.rs`).
+    pub(super) inline_receives: AtomicU64,
 }
 
 pub(super) struct Shared {

@@ -14,7 +14,7 @@ use zmesh_zmtp::{Inbox, Outbox};
 
 use super::receive::{drain, Polled};
 use super::shared::{Shared, State};
-use super::{NodeBuilder, StopRequest, STOP_LINGER};
+use super::{NodeBuilder, StopRequest, INBOX_BATCH, STOP_LINGER};
 use crate::discovery::beacon::BeaconSocket;
 use crate::discovery::endpoint_of;
 use crate::discovery::plan::{self, RESCAN_INTERVAL};
@@ -449,7 +449,10 @@ impl NodeTask {
         {
             let mut rx = self.shared.receive.lock();
             for ipc in [false, true] {
-                while rx.get(ipc).is_some() && drain(&self.shared, &mut rx, ipc, None, false) {}
+                while rx.get(ipc).is_some()
+                    && drain(&self.shared, &mut rx, ipc, None, false) == INBOX_BATCH
+                {
+                }
             }
         }
         let (due, later): (Vec<_>, Vec<_>) =
