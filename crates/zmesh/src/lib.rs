@@ -89,6 +89,7 @@
 //!
 //! The wire formats zmesh defines (and the ZRE facts it relies on) are in `docs/` in the
 //! repository.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod blocking;

@@ -21,6 +21,7 @@
 //! bodies are zero-copy slices of the read buffer. For hot loops, [`OutboxWriter`] sends runs of
 //! messages without a lock per message and [`Inbox::recv_into`] receives into a reused buffer;
 //! `zmtp-bench` (see BENCHMARKS.md) measures both against a hand-written tokio TCP baseline.
+#![warn(missing_docs)]
 
 pub mod codec;
 mod conn;
